@@ -1,0 +1,1 @@
+"""The `pcloud` command line over the local API."""

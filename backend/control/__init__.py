@@ -1,0 +1,1 @@
+"""The coordination client: one-shot calls, the netmap long poll and CA pinning."""

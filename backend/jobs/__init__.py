@@ -1,0 +1,1 @@
+"""Long-running, resumable, step-by-step jobs (install-server, join-server, ...)."""

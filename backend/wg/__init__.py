@@ -1,0 +1,1 @@
+"""WireGuard drivers: kernel (netlink) and userspace (wireguard-go over UAPI)."""

@@ -1,0 +1,3 @@
+"""PCloud coordination server: users, devices, policy and netmaps over HTTPS."""
+
+__version__ = "0.1.0"

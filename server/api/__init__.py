@@ -1,0 +1,1 @@
+"""HTTP routers of the coordination API, one module per resource."""

@@ -1,0 +1,1 @@
+"""Netmap building and the long-poll fan-out of changes to the nodes they affect."""

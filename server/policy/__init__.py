@@ -1,0 +1,1 @@
+"""Policy documents (Headscale/Tailscale HuJSON subset) and the reachability engine."""

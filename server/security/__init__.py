@@ -1,0 +1,1 @@
+"""Passwords, tokens and the TLS certificate authority of the coordination server."""

@@ -1,0 +1,1 @@
+"""Persistence of users, nodes, keys, policy and the version counter behind one interface."""
