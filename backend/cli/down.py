@@ -1,0 +1,19 @@
+"""`pcloud down`: disconnect: take the WireGuard interface down."""
+
+from __future__ import annotations
+
+import argparse
+
+from pcloud.backend.cli.common import EXIT_OK
+from pcloud.backend.localapi.client import LocalClient
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("down", help="disconnect: take the WireGuard interface down")
+    parser.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace, client: LocalClient) -> int:
+    status = await client.down()
+    print(f"PCloud is {status.state}" + (f": {status.error}" if status.error else ""))
+    return EXIT_OK

@@ -1,0 +1,84 @@
+"""Status -> what people read: the `pcloud status` table, human units and ages.
+
+Pure functions of the local API's `Status` (plus "now"), so they are tested without a backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pcloud.backend.localapi.schemas import PeerStatus, Status
+from rich.console import Console
+from rich.table import Table
+
+ACTIVE_WITHIN_S = 180  # WireGuard rekeys every 2 min while traffic flows
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def ago(when: datetime, now: datetime) -> str:
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def activity(peer: PeerStatus, now: datetime) -> str:
+    """`active; direct IP:PORT`, `idle` or `offline, last seen 5m ago` (+ tx/rx when any)."""
+    recent = (
+        peer.last_handshake is not None
+        and (now - peer.last_handshake).total_seconds() < ACTIVE_WITHIN_S
+    )
+    if recent:
+        text = f"active; direct {peer.endpoint}" if peer.endpoint else "active"
+    elif not peer.online:
+        text = "offline"
+        if peer.last_seen:
+            text += f", last seen {ago(peer.last_seen, now)}"
+    else:
+        text = "idle"
+    if peer.tx_bytes or peer.rx_bytes:
+        text += f", tx {human_bytes(peer.tx_bytes)} rx {human_bytes(peer.rx_bytes)}"
+    return text
+
+
+def status_table(status: Status, now: datetime | None = None, *, with_self: bool = True) -> Table:
+    now = now or datetime.now(UTC)
+    table = Table(box=None, show_header=False, pad_edge=False)
+    for _ in range(5):
+        table.add_column(no_wrap=True)
+    if with_self and status.self:
+        me = status.self
+        table.add_row(me.address, me.hostname, me.user, me.role, "-")
+    for peer in sorted(status.peers, key=lambda p: p.hostname):
+        table.add_row(peer.address, peer.hostname, peer.user, peer.role, activity(peer, now))
+    return table
+
+
+def state_line(status: Status) -> str | None:
+    """A `# ...` line explaining a state other than Running (as `tailscale status`)."""
+    lines = {
+        "NeedsLogin": "# Logged out: run `pcloud login JOIN-LINK`",
+        "Stopped": "# PCloud is stopped: run `pcloud up`",
+        "Starting": "# PCloud is starting",
+        "Error": f"# Error: {status.error}",
+    }
+    line = lines.get(status.state)
+    if status.state == "Running" and status.error:
+        line = f"# Warning: {status.error}"
+    return line
+
+
+def print_table(table: Table) -> None:
+    Console(soft_wrap=True, highlight=False).print(table)

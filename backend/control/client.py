@@ -1,0 +1,149 @@
+"""One-shot HTTPS calls to the coordination server (DESIGN section 2), on a pinned TLS context.
+
+Errors: `ControlError` carries the server's `{"error": {code, message}}` and the HTTP status;
+`ControlUnreachable` means no answer at all (connect refused, TLS failure, timeout), which the
+poller treats as "try the next server later". Tokens travel only in the Authorization header and
+are never logged.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pcloud.server.protocol import (
+    EndpointsUpdate,
+    LoginRequest,
+    Netmap,
+    RegisterAnswer,
+    RegisterRequest,
+    RotateKeyAnswer,
+    RotateKeyRequest,
+    TokenAnswer,
+)
+from pydantic import BaseModel, ValidationError
+
+API = "/api/v1"
+M = TypeVar("M", bound=BaseModel)
+EventHooks = Mapping[str, list[Callable[..., Awaitable[Any]]]]
+
+
+class ControlError(Exception):
+    """The server answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})")
+        self.status, self.code, self.message = status, code, message
+
+
+class ControlUnreachable(Exception):
+    """No usable answer from the server."""
+
+
+class ControlClient:
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        event_hooks: EventHooks | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            verify=ssl_context,
+            timeout=timeout,
+            event_hooks={k: list(v) for k, v in (event_hooks or {}).items()},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        server: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: BaseModel | None = None,
+        params: Mapping[str, Any] | None = None,
+        wait_s: float | None = None,
+        model: type[M] | None = None,
+    ) -> M | None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            answer = await self._http.request(
+                method,
+                f"{server}{API}{path}",
+                headers=headers,
+                content=body.model_dump_json(exclude_none=True) if body else None,
+                params=params,
+                timeout=wait_s or self._timeout,
+            )
+        except httpx.HTTPError as e:
+            raise ControlUnreachable(f"{server}: {type(e).__name__}: {e}") from None
+        if answer.status_code >= 400:
+            raise _error(answer, server)
+        if model is None:
+            return None
+        try:
+            return model.model_validate_json(answer.content)
+        except ValidationError as e:
+            raise ControlUnreachable(f"{server}: unexpected answer to {path}: {e}") from None
+
+    async def login(self, server: str, username: str, password: str) -> TokenAnswer:
+        body = LoginRequest(username=username, password=password)
+        answer = await self._call("POST", server, "/login", body=body, model=TokenAnswer)
+        assert answer is not None
+        return answer
+
+    async def register(self, server: str, bearer: str, request: RegisterRequest) -> RegisterAnswer:
+        answer = await self._call(
+            "POST", server, "/nodes/register", token=bearer, body=request, model=RegisterAnswer
+        )
+        assert answer is not None
+        return answer
+
+    async def netmap(self, server: str, token: str, since: int | None, poll_s: int) -> Netmap:
+        """Long poll: the server answers at once on a change, else after `poll_s` seconds."""
+        params: dict[str, Any] = {"timeout": poll_s}
+        if since is not None:
+            params["since"] = since
+        answer = await self._call(
+            "GET", server, "/netmap", token=token, params=params,
+            wait_s=poll_s + self._timeout, model=Netmap,
+        )
+        assert answer is not None
+        return answer
+
+    async def put_endpoints(self, server: str, token: str, endpoints: Sequence[str]) -> None:
+        body = EndpointsUpdate(endpoints=list(endpoints))
+        await self._call("PUT", server, "/nodes/self/endpoints", token=token, body=body)
+
+    async def rotate_key(self, server: str, token: str, public_key: str) -> RotateKeyAnswer:
+        body = RotateKeyRequest(public_key=public_key)
+        answer = await self._call(
+            "POST", server, "/nodes/self/rotate-key", token=token, body=body,
+            model=RotateKeyAnswer,
+        )
+        assert answer is not None
+        return answer
+
+    async def delete_self(self, server: str, token: str) -> None:
+        await self._call("DELETE", server, "/nodes/self", token=token)
+
+
+def _error(answer: httpx.Response, server: str) -> Exception:
+    try:
+        detail = answer.json()["error"]
+        code, message = str(detail["code"]), str(detail["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", answer.text[:200] or answer.reason_phrase
+    if answer.status_code >= 500:
+        # A server in trouble is, for us, a server not answering: retry, maybe elsewhere.
+        return ControlUnreachable(f"{server}: {message} ({code}, HTTP {answer.status_code})")
+    return ControlError(answer.status_code, code, message)

@@ -1,0 +1,108 @@
+"""The long-poll loop: hold `GET /netmap` open, hand every answer to the core, survive outages.
+
+On failure it waits with capped, fully jittered exponential backoff (so a fleet does not
+reconnect in lock-step after a server restart) and moves to the next coordination server of the
+netmap's `servers` list. An answer that says our credentials are gone (401/403/404) ends the loop
+through `on_fatal`; anything else is retried forever, while the core keeps the last netmap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+
+from pcloud.backend.control.client import ControlClient, ControlError, ControlUnreachable
+from pcloud.server.protocol import Netmap
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+
+def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
+                  rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (AWS architecture blog's
+    "exponential backoff and jitter"), at least a tenth of the ceiling so we never spin."""
+    ceiling = min(cap, base * 2.0 ** min(attempt, 30))
+    uniform = rng.uniform if rng else random.uniform
+    return max(ceiling / 10, uniform(0, ceiling))
+
+
+class ServerList:
+    """Coordination servers in failover order; `current` is the one we are talking to."""
+
+    def __init__(self, first: str) -> None:
+        self._urls = [first]
+        self._index = 0
+
+    @property
+    def current(self) -> str:
+        return self._urls[self._index]
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self._urls)
+
+    def update(self, urls: Iterable[str]) -> None:
+        """Adopt the netmap's list, keeping the current server current."""
+        current = self.current
+        merged = [u.rstrip("/") for u in urls]
+        if current not in merged:
+            merged.insert(0, current)
+        self._urls = list(dict.fromkeys(merged))
+        self._index = self._urls.index(current)
+
+    def advance(self) -> str:
+        self._index = (self._index + 1) % len(self._urls)
+        return self.current
+
+
+class Poller:
+    def __init__(
+        self,
+        client: ControlClient,
+        servers: ServerList,
+        token: str,
+        *,
+        since: int | None,
+        on_netmap: Callable[[Netmap], Awaitable[None]],
+        on_fatal: Callable[[ControlError], Awaitable[None]],
+        on_reachable: Callable[[str | None], None],
+        timeout: int = 50,
+    ) -> None:
+        self.client, self.servers, self._token = client, servers, token
+        self.since = since
+        self._on_netmap, self._on_fatal, self._on_reachable = on_netmap, on_fatal, on_reachable
+        self.timeout = timeout
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            server = self.servers.current
+            try:
+                answer = await self.client.netmap(server, self._token, self.since, self.timeout)
+            except ControlError as e:
+                if e.status in (401, 403, 404):
+                    log.warning("coordination server refused our node credentials: %s", e)
+                    await self._on_fatal(e)
+                    return
+                problem = str(e)
+            except ControlUnreachable as e:
+                problem = str(e)
+            else:
+                attempt = 0
+                self.since = answer.version
+                self._on_reachable(None)
+                if answer.servers:
+                    self.servers.update(answer.servers)
+                await self._on_netmap(answer)
+                continue
+            attempt += 1
+            delay = backoff_delay(attempt)
+            nxt = self.servers.advance()
+            log.warning("netmap poll failed (%s); retrying with %s in %.1fs", problem, nxt, delay)
+            self._on_reachable(f"coordination server unreachable: {problem}")
+            await asyncio.sleep(delay)  # backoff, not synchronisation

@@ -1,0 +1,120 @@
+"""Endpoints: which of a peer's candidates to use, and which of ours to report.
+
+A peer may list several `ip:port` candidates (its LAN addresses, the address the server saw).
+`EndpointSelector` starts with the first (the server puts the one it observed first) and, when
+no handshake happens within `try_for` seconds, moves on to the next, round and round until one
+answers; once a handshake is seen the choice sticks (DESIGN 4). It is pure: time and WireGuard's
+stats are passed in.
+
+`local_endpoints` lists this host's non-loopback IPv4 addresses with our listen port, which is
+what we report to the coordination server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pcloud.backend.wg.driver import PeerStats
+from pcloud.server.protocol import Peer
+
+TRY_FOR_S = 5.0
+
+
+@dataclass
+class _Choice:
+    candidates: tuple[str, ...]
+    index: int
+    since: float  # monotonic time the current candidate was set
+    confirmed: bool = False
+
+
+class EndpointSelector:
+    def __init__(self, try_for: float = TRY_FOR_S) -> None:
+        self.try_for = try_for
+        self._choices: dict[str, _Choice] = {}
+
+    def chosen(self) -> dict[str, str | None]:
+        return {
+            key: (c.candidates[c.index] if c.candidates else None)
+            for key, c in self._choices.items()
+        }
+
+    def pending(self) -> bool:
+        """Some peer with more than one candidate has not shaken hands yet."""
+        return any(not c.confirmed and len(c.candidates) > 1 for c in self._choices.values())
+
+    def update(
+        self,
+        peers: Sequence[Peer],
+        stats: Iterable[PeerStats],
+        now: float,
+        wall_now: datetime | None = None,
+    ) -> bool:
+        """Fold in the netmap's peers and WireGuard's stats; True when a chosen endpoint
+        changed (the caller then re-applies the config)."""
+        by_key = {s.public_key: s for s in stats}
+        changed = False
+        seen = set()
+        for peer in peers:
+            key = peer.public_key
+            seen.add(key)
+            cands = tuple(peer.endpoints)
+            choice = self._choices.get(key)
+            if choice is None or choice.candidates != cands:
+                # New peer or new candidate list: keep the current endpoint if still offered.
+                index = 0
+                if choice and choice.candidates and choice.candidates[choice.index] in cands:
+                    index = cands.index(choice.candidates[choice.index])
+                self._choices[key] = _Choice(cands, index, now)
+                changed = True
+                continue
+            stat = by_key.get(key)
+            handshake = stat.last_handshake if stat else None
+            if handshake is not None and (wall_now is None or _recent(handshake, wall_now)):
+                choice.confirmed = True
+                continue
+            choice.confirmed = False
+            if len(cands) > 1 and now - choice.since >= self.try_for:
+                choice.index = (choice.index + 1) % len(cands)
+                choice.since = now
+                changed = True
+        for key in set(self._choices) - seen:
+            del self._choices[key]
+            changed = True
+        return changed
+
+
+def _recent(handshake: datetime, wall_now: datetime) -> bool:
+    # WireGuard rekeys every 2 minutes while traffic flows; a handshake older than ~3 minutes
+    # means the peer stopped answering on this endpoint.
+    return (wall_now - handshake).total_seconds() < 180
+
+
+def local_endpoints(
+    addresses: Iterable[tuple[str, str]], port: int, exclude_iface: str
+) -> list[str]:
+    """`ip:port` for each (interface, IPv4) pair that is not loopback, link-local or ours."""
+    out = []
+    for iface, addr in addresses:
+        if iface == exclude_iface:
+            continue
+        ip = ipaddress.ip_address(addr)
+        if ip.version != 4 or ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+            continue
+        out.append(f"{ip}:{port}")
+    return sorted(set(out))
+
+
+def host_ipv4_addresses() -> list[tuple[str, str]]:
+    """(interface name, IPv4 address) of every address in this network namespace."""
+    from pyroute2 import IPRoute  # imported late: netlink only where it is used
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        return [
+            (names.get(a["index"], ""), a.get_attr("IFA_ADDRESS"))
+            for a in ipr.get_addr(family=2)
+        ]

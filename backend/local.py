@@ -1,0 +1,443 @@
+"""LocalBackend: the backend core. Owns the facts, turns netmaps into WireGuard config, answers
+the local API.
+
+It is the only caller of `driver.apply`. The state is never set by hand: every change of a fact
+ends in `_recompute()`, which asks `state.next_state` and logs real transitions. Operations
+(login, up, down, logout) are serialised by one lock; the poller and the housekeeping loop run
+as tasks that `_stop_tasks` cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from pcloud.backend import keys
+from pcloud.backend.config import BackendSettings
+from pcloud.backend.control.client import (
+    ControlClient,
+    ControlError,
+    ControlUnreachable,
+    EventHooks,
+)
+from pcloud.backend.control.pinning import (
+    PinningError,
+    base_url,
+    ca_fingerprint,
+    fetch_pinned_ca,
+    parse_join_link,
+    pinned_context,
+)
+from pcloud.backend.control.poller import Poller, ServerList, backoff_delay
+from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
+from pcloud.backend.errors import LoginFailed, NotLoggedIn
+from pcloud.backend.events import Event, EventBus
+from pcloud.backend.localapi.schemas import LoginRequest, PeerStatus, Status
+from pcloud.backend.netmap import apply_netmap, desired_config
+from pcloud.backend.persist import NodeInfo, Store, atomic_write
+from pcloud.backend.state import Facts, State, StateTracker
+from pcloud.backend.wg.driver import Driver, DriverError
+from pcloud.server.protocol import Netmap, RegisterRequest
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    def __init__(
+        self,
+        settings: BackendSettings,
+        driver: Driver,
+        *,
+        bus: EventBus | None = None,
+        control_hooks: EventHooks | None = None,
+    ) -> None:
+        self.settings, self.driver = settings, driver
+        self.bus = bus or EventBus()
+        self.store = Store(settings.state_dir)
+        self._hooks = control_hooks  # tests capture what goes to the server through these
+        self._lock = asyncio.Lock()
+        self._key = keys.PrivateKey.generate()  # replaced by the persisted key in start()
+        self.node: NodeInfo | None = None
+        self.netmap: Netmap | None = None
+        self.want_running = False
+        self.driver_up = False  # the netmap is applied to a live interface
+        self._driver_started = False  # driver.start() succeeded and close() is owed
+        self._driver_error: str | None = None
+        self._fatal: str | None = None  # e.g. a headless login that cannot succeed
+        self.warning: str | None = None  # shown in status.error without leaving Running
+        self.tracker = StateTracker()
+        self.selector = EndpointSelector()
+        self._control: ControlClient | None = None
+        self._servers: ServerList | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reported: list[str] | None = None
+        self._forget_task: asyncio.Task[None] | None = None
+
+    # -- facts and state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        assert self.tracker.state is not None
+        return self.tracker.state
+
+    def _facts(self) -> Facts:
+        return Facts(
+            logged_in=self.node is not None,
+            want_running=self.want_running,
+            have_netmap=self.netmap is not None,
+            driver_up=self.driver_up,
+            fatal_error=self._driver_error or self._fatal,
+        )
+
+    def _recompute(self) -> None:
+        self.tracker.update(self._facts())
+        # A status event is a nudge: listeners fetch a fresh snapshot (with live counters).
+        self.bus.publish(Event("status", {}))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load what we persisted and reconcile: no login and no tunnel teardown needed, even
+        when the coordination server is down."""
+        self.store.ensure_dir()
+        self._key = keys.load_or_create_private_key(self.store.key_path)
+        self.node = self.store.load_node()
+        self.netmap = self.store.load_netmap() if self.node else None
+        self.want_running = self.store.load_prefs().want_running
+        ca = self.store.load_ca()
+        if ca:
+            self._control = ControlClient(pinned_context(ca), event_hooks=self._hooks)
+        log.info("backend starting: public key %s, node %s", self._key.public_key(), self.node)
+        self._recompute()
+        if self.node and self.want_running:
+            async with self._lock:
+                await self._go_up()
+        elif self.node is None and self.settings.headless:
+            self._spawn(self._headless_login())
+
+    async def shutdown(self) -> None:
+        """Backend exit: stop our loops, leave the interface and its tunnels as they are."""
+        async with self._lock:
+            await self._stop_tasks()
+            if self._driver_started:
+                with contextlib.suppress(DriverError):
+                    await self.driver.close(remove_interface=False)
+            if self._control:
+                await self._control.aclose()
+
+    # -- operations (local API) ------------------------------------------------------------
+
+    async def login(self, req: LoginRequest) -> None:
+        async with self._lock:
+            try:
+                link = parse_join_link(req.server_url)
+                ca = self.store.load_ca()
+                if not ca or ca_fingerprint(ca) != link.fingerprint:
+                    ca = await fetch_pinned_ca(link)
+            except PinningError as e:
+                raise LoginFailed(str(e), code="pinning_failed") from None
+            control = ControlClient(pinned_context(ca), event_hooks=self._hooks)
+            try:
+                bearer = req.auth_key
+                if bearer is None:
+                    assert req.username and req.password
+                    bearer = (await control.login(link.base_url, req.username, req.password)).token
+                answer = await control.register(
+                    link.base_url,
+                    bearer,
+                    RegisterRequest(
+                        public_key=self._key.public_key(),
+                        hostname=self.settings.hostname,
+                        endpoints=[],  # reported as soon as the interface has its port
+                    ),
+                )
+            except ControlError as e:
+                await control.aclose()
+                raise LoginFailed(e.message, code=e.code, http_status=e.status) from None
+            except ControlUnreachable as e:
+                await control.aclose()
+                raise LoginFailed(str(e), code="server_unreachable", http_status=502) from None
+            await self._stop_tasks()
+            if self._control:
+                await self._control.aclose()
+            self._control = control
+            self.store.save_ca(ca)
+            self.node = NodeInfo(
+                node_id=answer.node_id, node_token=answer.node_token, server_url=req.server_url,
+                address=answer.address, network=answer.network, hostname=self.settings.hostname,
+            )
+            self.store.save_node(self.node)
+            self.netmap = apply_netmap(None, answer.netmap)
+            self.store.save_netmap(self.netmap)
+            self._set_want_running(True)
+            self._fatal = None
+            self.warning = None
+            log.info("logged in as node %d, address %s", answer.node_id, answer.address)
+            await self._go_up()
+
+    async def up(self) -> None:
+        async with self._lock:
+            if self.node is None:
+                raise NotLoggedIn()
+            self._set_want_running(True)
+            if not self._tasks:
+                await self._go_up()
+            else:
+                self._recompute()
+
+    async def down(self) -> None:
+        async with self._lock:
+            if self.node is None:
+                raise NotLoggedIn()
+            self._set_want_running(False)
+            await self._go_down()
+
+    async def logout(self) -> None:
+        async with self._lock:
+            await self._go_down()
+            if self.node and self._control:
+                try:
+                    await self._control.delete_self(
+                        base_url(self.node.server_url), self.node.node_token
+                    )
+                except (ControlError, ControlUnreachable) as e:
+                    # The credentials are forgotten anyway; an admin can remove the node.
+                    log.warning("could not tell the server about the logout: %s", e)
+            self.store.forget_node()
+            self.node, self.netmap, self.warning, self._fatal = None, None, None, None
+            self._recompute()
+
+    async def rotate_key(self) -> None:
+        """New WireGuard key pair, same node id and address."""
+        async with self._lock:
+            if self.node is None or self._control is None:
+                raise NotLoggedIn()
+            new = keys.PrivateKey.generate()
+            try:
+                await self._control.rotate_key(
+                    self._current_server(), self.node.node_token, new.public_key()
+                )
+            except (ControlError, ControlUnreachable) as e:
+                raise LoginFailed(f"key rotation failed: {e}", code="rotate_failed") from None
+            atomic_write(self.store.key_path, (new.b64() + "\n").encode())
+            self._key = new
+            if self.netmap is not None:
+                self_peer = self.netmap.self.model_copy(update={"public_key": new.public_key()})
+                self.netmap = self.netmap.model_copy(update={"self": self_peer})
+            if self.driver_up:
+                await self._apply()
+            log.info("rotated key: public key now %s", new.public_key())
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        stats = {}
+        if self.driver_up:
+            with contextlib.suppress(DriverError):
+                stats = {s.public_key: s for s in await self.driver.stats()}
+        peers = []
+        for peer in self.netmap.peers if self.netmap else []:
+            s = stats.get(peer.public_key)
+            peers.append(PeerStatus(
+                **peer.model_dump(),
+                endpoint=s.endpoint if s else None,
+                last_handshake=s.last_handshake if s else None,
+                rx_bytes=s.rx_bytes if s else 0,
+                tx_bytes=s.tx_bytes if s else 0,
+            ))
+        return Status(
+            state=self.state.value,
+            self=self.netmap.self if self.netmap else None,
+            server_url=self.node.server_url if self.node else None,
+            peers=peers,
+            error=self._driver_error or self._fatal or self.warning,
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _set_want_running(self, value: bool) -> None:
+        self.want_running = value
+        prefs = self.store.load_prefs()
+        prefs.want_running = value
+        self.store.save_prefs(prefs)
+
+    def _current_server(self) -> str:
+        assert self.node is not None
+        return self._servers.current if self._servers else base_url(self.node.server_url)
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.append(task)
+
+    async def _stop_tasks(self) -> None:
+        me = asyncio.current_task()  # the headless login calls login(), which stops tasks
+        tasks = [t for t in self._tasks if t is not me]
+        self._tasks = [t for t in self._tasks if t is me]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _go_up(self) -> None:
+        """Interface up (adopting an existing one), persisted netmap applied, loops started."""
+        assert self.node is not None
+        try:
+            await self.driver.start()
+            self._driver_started = True
+            self._driver_error = None
+        except DriverError as e:
+            self._driver_error = f"WireGuard: {e}"
+            log.error("cannot start the WireGuard interface: %s", e)
+            self._recompute()
+            return
+        if self.netmap is not None:
+            await self._apply()
+        if self._control is None:
+            ca = self.store.load_ca()
+            if ca is None:
+                self._fatal = "the network CA is missing from the state dir: log in again"
+                self._recompute()
+                return
+            self._control = ControlClient(pinned_context(ca), event_hooks=self._hooks)
+        if self._servers is None or base_url(self.node.server_url) not in self._servers.urls:
+            self._servers = ServerList(base_url(self.node.server_url))
+        if self.netmap and self.netmap.servers:
+            self._servers.update(self.netmap.servers)
+        self._reported = None
+        poller = Poller(
+            self._control, self._servers, self.node.node_token,
+            # Ask for a full map first: after a restart our version may be unknown to the
+            # server, and a full answer also repairs anything missed while we were away.
+            since=None,
+            on_netmap=self._on_netmap, on_fatal=self._on_fatal,
+            on_reachable=self._on_reachable, timeout=self.settings.poll_timeout,
+        )
+        self._spawn(poller.run())
+        self._spawn(self._housekeeping())
+        self._recompute()
+
+    async def _go_down(self) -> None:
+        await self._stop_tasks()
+        if self._driver_started:
+            with contextlib.suppress(DriverError):
+                await self.driver.close(remove_interface=True)
+        self._driver_started = False
+        self.driver_up = False  # the netmap is applied to a live interface
+        self._driver_started = False  # driver.start() succeeded and close() is owed
+        self._driver_error = None
+        self._recompute()
+
+    async def _apply(self) -> None:
+        assert self.netmap is not None and self.node is not None
+        config = desired_config(
+            self.netmap, private_key=self._key.b64(), network=self.node.network,
+            listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
+        )
+        try:
+            await self.driver.apply(config)
+        except DriverError as e:
+            self.driver_up = False
+            self._driver_error = f"WireGuard: {e}"
+            log.error("applying the netmap failed: %s", e)
+        else:
+            self.driver_up = True
+            self._driver_error = None
+        self._recompute()
+
+    async def _on_netmap(self, answer: Netmap) -> None:
+        if not answer.full and not answer.peers_changed and not answer.peers_removed:
+            if self.netmap is None or answer.self == self.netmap.self:
+                return  # the long poll's "nothing new" answer
+        merged = apply_netmap(self.netmap, answer)
+        if merged != self.netmap:
+            self.netmap = merged
+            self.store.save_netmap(merged)
+            self.selector.update(merged.peers, [], time.monotonic())
+            log.info("netmap v%d: %d peers", merged.version, len(merged.peers))
+            await self._apply()
+
+    async def _on_fatal(self, err: ControlError) -> None:
+        # Our node token is no longer accepted: the node was deleted or expired. Drop the dead
+        # credentials and the tunnels; a new login is needed.
+        async def forget() -> None:
+            async with self._lock:
+                await self._go_down()
+                self.store.forget_node()
+                self.node, self.netmap = None, None
+                self.warning = f"the coordination server no longer knows this device: {err.message}"
+                self._recompute()
+
+        # Run outside the poller task, which _go_down would otherwise cancel under our feet.
+        self._forget_task = asyncio.get_running_loop().create_task(forget())
+
+    def _on_reachable(self, problem: str | None) -> None:
+        if problem != self.warning:
+            self.warning = problem
+            self._recompute()
+
+    async def _housekeeping(self) -> None:
+        """Report our endpoints when they change; rotate peer endpoint candidates that do not
+        answer. Fast (1 s) only while some peer is still without a handshake."""
+        while True:
+            try:
+                await self._check_endpoints()
+                await self._check_candidates()
+            except DriverError as e:
+                log.warning("reading WireGuard state failed: %s", e)
+            pending = self.selector.pending()
+            await asyncio.sleep(1.0 if pending else self.settings.endpoint_check_s)
+
+    async def _check_endpoints(self) -> None:
+        if self.node is None or self._control is None:
+            return
+        port = await self.driver.listen_port()
+        if not port:
+            return
+        addrs = await asyncio.to_thread(host_ipv4_addresses)
+        endpoints = local_endpoints(addrs, port, self.settings.interface)
+        if endpoints == self._reported:
+            return
+        try:
+            await self._control.put_endpoints(
+                self._current_server(), self.node.node_token, endpoints
+            )
+        except (ControlError, ControlUnreachable) as e:
+            log.warning("reporting endpoints failed (will retry): %s", e)
+            return
+        self._reported = endpoints
+        log.info("reported endpoints %s", ", ".join(endpoints) or "(none)")
+
+    async def _check_candidates(self) -> None:
+        if self.netmap is None or not self.driver_up:
+            return
+        stats = await self.driver.stats()
+        if self.selector.update(self.netmap.peers, stats, time.monotonic(), datetime.now(UTC)):
+            await self._apply()
+
+    async def _headless_login(self) -> None:
+        server, key = self.settings.server, self.settings.read_auth_key()
+        if not server or not key:
+            self._fatal = "headless mode needs --server and --auth-key or --auth-key-file"
+            self._recompute()
+            return
+        attempt = 0
+        while self.node is None:
+            try:
+                await self.login(LoginRequest(server_url=server, auth_key=key))
+                return
+            except LoginFailed as e:
+                transient = e.code == "server_unreachable" or (
+                    e.code == "pinning_failed" and "mismatch" not in e.message
+                )
+                if not transient:
+                    self._fatal = f"headless login failed: {e.message}"
+                    self._recompute()
+                    return
+                attempt += 1
+                delay = backoff_delay(attempt)
+                log.warning("headless login failed (%s); retrying in %.1fs", e.message, delay)
+                await asyncio.sleep(delay)

@@ -1,0 +1,160 @@
+"""The local API's routes (DESIGN section 3) as a FastAPI app over a `LocalBackend`.
+
+Every handler opens with `require_write` or reads only; callers come from
+`server.PeerCredProtocol` (`request.state.caller`). Requests shaped like a browser's (with an
+Origin or Referer header) are refused before any route runs, so a web page cannot drive the
+backend through a local proxy. Errors are `{"error": {code, message}}` like the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pcloud.backend.errors import OperationError
+from pcloud.backend.local import LocalBackend
+from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, may_write
+from pcloud.backend.localapi.schemas import Job, LoginRequest, Status
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+STATUS_REFRESH_S = 5.0  # how often an idle event stream re-checks the byte counters
+
+
+class JobRegistry(Protocol):
+    """What the jobs module offers the local API (jobs themselves live in `backend/jobs`)."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(
+    backend: LocalBackend,
+    *,
+    jobs: JobRegistry | None = None,
+    admin_gid: int | None = None,
+    backend_uid: int = 0,
+) -> FastAPI:
+    app = FastAPI(title="pcloud-backend local API", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.middleware("http")
+    async def refuse_browsers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        for header in ("origin", "referer"):
+            if header in request.headers:
+                return _error(403, "browser_refused",
+                              f"requests carrying a browser's {header.title()} header are refused: "
+                              "the local "
+                              "API is not for web pages")
+        return await call_next(request)
+
+    @app.exception_handler(OperationError)
+    async def operation_error(_: Request, exc: OperationError) -> JSONResponse:
+        return _error(exc.http_status, exc.code, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return _error(422, "invalid_request", "; ".join(parts))
+
+    def caller(request: Request) -> Caller:
+        found: Caller = getattr(request.state, "caller", ANONYMOUS)
+        return found
+
+    def require_write(request: Request, who: Caller = Depends(caller)) -> Caller:
+        ok, reason = may_write(who, backend_uid=backend_uid, admin_gid=admin_gid)
+        if not ok:
+            log.info("refused %s %s from uid %d: %s", request.method, request.url.path,
+                     who.uid, reason)
+            raise HTTPException(403, f"permission denied: {reason}")
+        return who
+
+    @app.get("/v1/status", response_model=Status)
+    async def get_status() -> Status:
+        return await backend.status()
+
+    @app.post("/v1/login", response_model=Status, dependencies=[Depends(require_write)])
+    async def login(body: LoginRequest) -> Status:
+        await backend.login(body)
+        return await backend.status()
+
+    @app.post("/v1/up", response_model=Status, dependencies=[Depends(require_write)])
+    async def up() -> Status:
+        await backend.up()
+        return await backend.status()
+
+    @app.post("/v1/down", response_model=Status, dependencies=[Depends(require_write)])
+    async def down() -> Status:
+        await backend.down()
+        return await backend.status()
+
+    @app.post("/v1/logout", response_model=Status, dependencies=[Depends(require_write)])
+    async def logout() -> Status:
+        await backend.logout()
+        return await backend.status()
+
+    @app.post("/v1/rotate-key", response_model=Status, dependencies=[Depends(require_write)])
+    async def rotate_key() -> Status:
+        await backend.rotate_key()
+        return await backend.status()
+
+    @app.get("/v1/jobs/{job_id}", response_model=Job)
+    async def get_job(job_id: str) -> Job:
+        job = jobs.get(job_id) if jobs else None
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return job
+
+    @app.get("/v1/events")
+    async def events() -> StreamingResponse:
+        return StreamingResponse(
+            _event_stream(backend),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return app
+
+
+def sse(event: str, data: Any) -> str:
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"event: {event}\ndata: {payload}\n\n"
+
+
+async def _event_stream(backend: LocalBackend) -> AsyncIterator[str]:
+    """`status` at once, then whenever it differs from the last one sent (state, netmap,
+    counters); `job` events as they come."""
+    async with backend.bus.subscribe() as queue:
+        last = None
+        while True:
+            current = (await backend.status()).model_dump_json()
+            if current != last:
+                yield sse("status", current)
+                last = current
+            try:
+                event = await asyncio.wait_for(queue.get(), STATUS_REFRESH_S)
+            except TimeoutError:
+                continue
+            if event.kind == "job":
+                yield sse("job", event.data)

@@ -1,0 +1,94 @@
+"""LEAF: the local API's shapes (DESIGN section 3), what the CLI and the GUI render.
+
+Imports only pydantic and the coordination wire models (themselves a leaf), so the GUI can
+depend on this module and `client` without pulling in the backend.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pcloud.server.protocol import Peer
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StateName = Literal["NeedsLogin", "Stopped", "Starting", "Running", "Error"]
+
+
+class PeerStatus(Peer):
+    """A netmap peer plus what the local WireGuard says about it."""
+
+    endpoint: str | None = None  # the endpoint WireGuard currently uses
+    last_handshake: datetime | None = None
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+class Status(BaseModel):
+    state: StateName
+    self: Peer | None = None
+    server_url: str | None = None  # the join link we logged in with
+    peers: list[PeerStatus] = []
+    error: str | None = None  # why we are in Error, or a warning (e.g. server unreachable)
+
+
+class LoginRequest(BaseModel):
+    """Either a pre-auth key or a username and password, with the join link."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server_url: str = Field(min_length=1)
+    auth_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> LoginRequest:
+        if self.auth_key and (self.username or self.password):
+            raise ValueError("give either auth_key or username and password, not both")
+        if not self.auth_key and not (self.username and self.password):
+            raise ValueError("give auth_key, or username and password")
+        return self
+
+    def __repr__(self) -> str:  # secrets stay out of logs and tracebacks
+        return f"LoginRequest(server_url={self.server_url!r}, username={self.username!r})"
+
+    __str__ = __repr__
+
+
+class JobStep(BaseModel):
+    name: str
+    state: Literal["pending", "running", "done", "failed", "skipped"]
+    detail: str | None = None
+
+
+class Job(BaseModel):
+    id: str
+    kind: str
+    state: Literal["pending", "running", "done", "failed"]
+    steps: list[JobStep] = []
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+
+class JobStarted(BaseModel):
+    job_id: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class StatusEvent(BaseModel):
+    kind: Literal["status"] = "status"
+    status: Status
+
+
+class JobEvent(BaseModel):
+    kind: Literal["job"] = "job"
+    job: Job

@@ -1,0 +1,111 @@
+"""The local API's socket: created by us (0660 root:pcloud), served by uvicorn, one Caller per
+connection.
+
+`uvicorn --uds` would create the socket 0666 and never tell the app who connected, so we bind the
+AF_UNIX socket ourselves and hand it to `uvicorn.Server.serve(sockets=[...])`. `PeerCredProtocol`
+(uvicorn's h11 protocol) reads SO_PEERCRED in `connection_made` and puts the `Caller` into the
+per-connection copy of the ASGI `state`, which every request of that connection receives as
+`scope["state"]["caller"]` (Starlette: `request.state.caller`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, group_id
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+
+class SocketInUse(Exception):
+    """Another backend answers on the socket path."""
+
+
+class PeerCredProtocol(H11Protocol):
+    def connection_made(self, transport: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        caller = ANONYMOUS
+        if sock is not None and sock.family == socket.AF_UNIX:
+            try:
+                caller = Caller.from_socket(sock)
+            except OSError as e:
+                log.warning("cannot read the caller's credentials: %s", e)
+        # app_state is copied into each request's scope; a per-connection dict keeps callers
+        # of different connections apart.
+        self.app_state = {**self.app_state, "caller": caller}
+        super().connection_made(transport)
+
+
+def ensure_group(name: str) -> int | None:
+    """The gid of `name`, creating it as a system group when we are root and it is missing."""
+    gid = group_id(name)
+    if gid is None and os.geteuid() == 0 and shutil.which("groupadd"):
+        result = subprocess.run(
+            ["groupadd", "--system", name], capture_output=True, text=True, check=False
+        )
+        if result.returncode not in (0, 9):  # 9: it appeared meanwhile
+            log.warning("groupadd --system %s failed: %s", name, result.stderr.strip())
+        gid = group_id(name)
+    return gid
+
+
+def bind_socket(path: Path, *, mode: int = 0o660, group: str = "pcloud") -> socket.socket:
+    """A listening AF_UNIX socket at `path`, mode `mode`, owned by root:`group` when possible."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError as e:
+            if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise
+            path.unlink(missing_ok=True)  # a leftover of a backend that died
+        else:
+            raise SocketInUse(f"another backend is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Bind under a tight umask so the socket is never briefly connectable by everyone.
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    gid = ensure_group(group)
+    if gid is not None and os.geteuid() == 0:
+        os.chown(path, 0, gid)
+    elif gid is None:
+        log.warning("group %s is missing: only root can change the backend", group)
+    os.chmod(path, mode)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def make_server(app: Any, *, log_level: str = "warning") -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        http=PeerCredProtocol,
+        ws="none",
+        lifespan="off",
+        log_config=None,  # keep the backend's logging setup
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=2,  # SSE streams never end on their own
+    )
+    return uvicorn.Server(config)
+
+
+def remove_socket(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
