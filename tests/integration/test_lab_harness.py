@@ -128,6 +128,15 @@ def test_private_mounts_are_per_host(lab: Lab) -> None:
     assert str(a.root) in a.run(["cat", "/proc/self/mountinfo"]).stdout
     # /sys shows the host's network namespace (wireguard-go and pyroute2 rely on it).
     assert sorted(a.run(["ls", "/sys/class/net"]).stdout.split()) == ["eth0", "lo"]
+    links = a.run(
+        [
+            sys.executable,
+            "-c",
+            "from pyroute2 import IPRoute\n"
+            "print(*sorted(l.get_attr('IFLA_IFNAME') for l in IPRoute().get_links()))",
+        ]
+    )
+    assert links.stdout.split() == ["eth0", "lo"]
     with pytest.raises(ValueError):
         a.path("/etc/passwd")
 
@@ -186,7 +195,13 @@ def test_exception_in_with_block_removes_everything(tmp_path: Path) -> None:
             lab.add_host("laptop", behind_nat=True)
             talker = a.spawn("talker", ["sh", "-c", "echo marker-$$; exec sleep 1000"])
             wait_for(lambda: "marker-" in talker.log_text(), timeout=5, what="talker output")
-            pids = [talker.pid, *(h.holder_pid for h in lab.hosts.values())]
+            # A daemon that left our process group (as `wireguard-go` without -f does) is still
+            # found at teardown through its network namespace.
+            daemon = a.spawn("daemon", ["sh", "-c", "setsid sleep 1000 & echo pid=$!"])
+            found = wait_for(lambda: re.search(r"^pid=(\d+)$", daemon.log_text(), re.M),
+                             timeout=5, what="daemon pid")  # fmt: skip
+            assert found is not None
+            pids = [talker.pid, int(found.group(1)), *(h.holder_pid for h in lab.hosts.values())]
             assert lab_namespaces(run_id)
             raise RuntimeError("boom")
     assert lab_namespaces(run_id) == []

@@ -63,10 +63,10 @@ class Lab:
         remove_workdir: bool = False,
         handle_signals: bool = True,
     ) -> None:
-        self.run_id = run_id or secrets.token_hex(2)
+        self.base_dir = Path(base_dir)
+        self.run_id = run_id or self._fresh_run_id(self.base_dir)
         self.prefix = f"{netns.PREFIX}{self.run_id}-"
         self.subnet = ipaddress.IPv4Network(subnet)
-        self.base_dir = Path(base_dir)
         self.workdir = self.base_dir / self.run_id
         self.log_dir = self.workdir / "logs"
         self.lan_ns = self.prefix + "lan"
@@ -81,6 +81,15 @@ class Lab:
         self._guard = TeardownGuard(self._teardown, handle_signals=handle_signals)
         self._started = False
         self._closed = False
+
+    @staticmethod
+    def _fresh_run_id(base_dir: Path) -> str:
+        # Short ids keep namespace names readable; retry so that parallel or earlier runs (whose
+        # logs are kept) never share namespaces or a work dir.
+        while True:
+            run_id = secrets.token_hex(2)
+            if not (base_dir / run_id).exists() and not netns.list_names(f"pcl-{run_id}-"):
+                return run_id
 
     # ----------------------------------------------------------------- lifecycle
 
