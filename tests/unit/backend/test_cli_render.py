@@ -1,0 +1,75 @@
+"""`pcloud status` rendering: activity strings, units, ages, the table, state lines."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+from pcloud.backend.cli.render import activity, ago, human_bytes, state_line, status_table
+from pcloud.backend.localapi.schemas import PeerStatus, Status
+from pcloud.server.protocol import Peer
+from rich.console import Console
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+KEY = "B" * 43 + "="
+
+
+def peer(name: str, addr: str, **kw: object) -> PeerStatus:
+    data: dict[str, object] = dict(node_id=2, hostname=name, user="alice", role="server",
+                                   tags=[], public_key=KEY, address=addr, endpoints=[],
+                                   online=True, last_seen=None)
+    data.update(kw)
+    return PeerStatus.model_validate(data)
+
+
+def test_human_bytes() -> None:
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1023) == "1023 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(5 * 1024**3) == "5.0 GiB"
+
+
+def test_ago() -> None:
+    assert ago(NOW - timedelta(seconds=5), NOW) == "5s ago"
+    assert ago(NOW - timedelta(minutes=5, seconds=3), NOW) == "5m ago"
+    assert ago(NOW - timedelta(hours=3), NOW) == "3h ago"
+    assert ago(NOW - timedelta(days=2), NOW) == "2d ago"
+
+
+def test_activity() -> None:
+    active = peer("a", "10.0.0.2", endpoint="192.168.0.12:51820",
+                  last_handshake=NOW - timedelta(seconds=30), tx_bytes=2048, rx_bytes=1_500_000)
+    assert activity(active, NOW) == "active; direct 192.168.0.12:51820, tx 2.0 KiB rx 1.4 MiB"
+    assert activity(peer("b", "10.0.0.3"), NOW) == "idle"
+    stale = peer("b", "10.0.0.3", last_handshake=NOW - timedelta(minutes=10))
+    assert activity(stale, NOW) == "idle"
+    off = peer("c", "10.0.0.4", online=False, last_seen=NOW - timedelta(minutes=5))
+    assert activity(off, NOW) == "offline, last seen 5m ago"
+    assert activity(peer("d", "10.0.0.5", online=False), NOW) == "offline"
+
+
+def render(status: Status, **kw: bool) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200, highlight=False).print(status_table(status, NOW, **kw))
+    return out.getvalue()
+
+
+def test_table_lists_self_then_peers_by_name() -> None:
+    me = Peer(node_id=1, hostname="laptop", user="bob", role="client", tags=[], public_key=KEY,
+              address="10.0.0.9", endpoints=[], online=True, last_seen=None)
+    status = Status(state="Running", self=me, server_url="https://x/",
+                    peers=[peer("rpi112", "10.0.0.3"), peer("rpi111", "10.0.0.2", online=False)])
+    lines = [line.split() for line in render(status).splitlines()]
+    assert lines[0] == ["10.0.0.9", "laptop", "bob", "client", "-"]
+    assert lines[1][:5] == ["10.0.0.2", "rpi111", "alice", "server", "offline"]
+    assert lines[2] == ["10.0.0.3", "rpi112", "alice", "server", "idle"]
+    assert "laptop" not in render(status, with_self=False)
+
+
+def test_state_lines() -> None:
+    assert state_line(Status(state="Running")) is None
+    assert "pcloud up" in (state_line(Status(state="Stopped")) or "")
+    assert "pcloud login" in (state_line(Status(state="NeedsLogin")) or "")
+    assert state_line(Status(state="Error", error="boom")) == "# Error: boom"
+    assert state_line(Status(state="Running", error="server unreachable")) == (
+        "# Warning: server unreachable")
