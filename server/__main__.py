@@ -1,0 +1,185 @@
+"""`pcloud-server`: parse arguments, prepare TLS and state, serve HTTPS (and the admin socket).
+
+`pcloud-server --state-dir DIR --listen HOST:PORT [--listen ...] [--network CIDR]` serves the
+coordination API; `pcloud-server admin ...` (see admin.py) manages it from the server's shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from .accounts import Accounts
+from .app import create_app, open_state
+from .config import Listen, Settings, parse_network
+from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
+
+log = logging.getLogger("pcloud.server")
+
+SERVER_JSON = "server.json"
+
+
+def server_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pcloud-server",
+        description="PCloud coordination server (HTTPS). `pcloud-server admin --help` manages it.",
+    )
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/pcloud-server"))
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="address to serve HTTPS on (repeatable; default 0.0.0.0:8443)",
+    )
+    p.add_argument("--network", default=None, help="overlay network CIDR (default 10.0.0.0/24)")
+    p.add_argument("--hostname", default=None, help="name for the certificate (default: hostname)")
+    p.add_argument(
+        "--advertise-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="URL clients should use (repeatable; default: the listen addresses)",
+    )
+    p.add_argument("--offline-grace", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--ephemeral-timeout", type=float, default=120.0, metavar="SECONDS")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    state_dir: Path = args.state_dir
+    saved_path = state_dir / SERVER_JSON
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    network = args.network or saved.get("network") or "10.0.0.0/24"
+    parse_network(network)
+    if saved.get("network") and args.network and args.network != saved["network"]:
+        raise ValueError(
+            f"--network {args.network} differs from this state dir's network {saved['network']};"
+            " addresses are already handed out in it"
+        )
+    listen = tuple(
+        Listen.parse(x) for x in (args.listen or saved.get("listen") or ["0.0.0.0:8443"])
+    )
+    settings = Settings(
+        state_dir=state_dir,
+        listen=listen,
+        network=network,
+        hostname=args.hostname or saved.get("hostname") or socket.gethostname(),
+        advertise_urls=tuple(args.advertise_url or saved.get("advertise_urls", [])),
+        offline_grace_s=args.offline_grace,
+        ephemeral_timeout_s=args.ephemeral_timeout,
+        log_level=args.log_level,
+    )
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    saved_path.write_text(
+        json.dumps(
+            {
+                "network": network,
+                "listen": [f"{x.host}:{x.port}" for x in listen],
+                "hostname": settings.hostname,
+                "advertise_urls": list(settings.advertise_urls),
+            },
+            indent=2,
+        )
+    )
+    return settings
+
+
+def bind_tcp(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((listen.host, listen.port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_admin_socket(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return sock
+
+
+async def serve(settings: Settings) -> None:
+    state = open_state(settings)
+    files = TlsFiles.in_dir(settings.state_dir)
+    ensure_ca(files)
+    ensure_leaf(files, settings.cert_names())
+    code = Accounts(state).ensure_setup_code()
+    fp = fingerprint(files.ca_cert.read_bytes())
+    urls = settings.server_urls() or [f"https://{settings.hostname}:{settings.listen[0].port}"]
+    # The join link and setup code go to stdout for the person starting the server, never to
+    # the log: the setup code is a secret until the first admin exists.
+    print(f"PCloud coordination server {settings.network}", flush=True)
+    print(f"join link: {urls[0]}/#fp=sha256:{fp}", flush=True)
+    if code:
+        print(f"setup code: {code}  (also in {settings.state_dir / 'setup-code'})", flush=True)
+
+    app = create_app(settings, state=state)
+    admin_app = create_app(settings, state=state, local_admin=True)
+    sockets = [bind_tcp(lst) for lst in settings.listen]
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=str(files.cert),
+        ssl_keyfile=str(files.key),
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_keep_alive=75,
+        lifespan="on",
+    )
+    admin_sock = bind_admin_socket(settings.state_dir / "admin.sock")
+    admin_config = uvicorn.Config(admin_app, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    admin_server = uvicorn.Server(admin_config)
+    admin_task = asyncio.create_task(admin_server.serve(sockets=[admin_sock]))
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        admin_server.should_exit = True
+        await admin_task
+        (settings.state_dir / "admin.sock").unlink(missing_ok=True)
+        state.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "admin":
+        from .admin import main as admin_main
+
+        return admin_main(argv[1:])
+    args = server_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings(args)
+    except ValueError as exc:
+        print(f"pcloud-server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"pcloud-server: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

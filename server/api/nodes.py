@@ -1,0 +1,142 @@
+"""Routes for devices: registration, a node's own updates, and admin management."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastapi import APIRouter, Request
+
+from ..errors import forbidden, unauthorized
+from ..model import NodeRec
+from ..netmap import build
+from ..protocol import (
+    EndpointsUpdate,
+    NodeInfo,
+    NodeUpdate,
+    RegisterAnswer,
+    RegisterRequest,
+    RotateKeyAnswer,
+    RotateKeyRequest,
+)
+from ..security import tokens
+from ..state import State
+from .deps import AccountsDep, AdminUser, BearerDep, CurrentNode, StateDep, client_ip
+
+router = APIRouter(prefix="/api/v1", tags=["nodes"])
+
+
+def observed_endpoint(request: Request, endpoints: list[str]) -> str | None:
+    """The node's address as this server sees it, with the WireGuard port it reported.
+
+    On a LAN this equals a reported endpoint; behind NAT it is the public side, which is the
+    candidate most likely to work, so it is tried first.
+    """
+    if not endpoints or request.client is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(client_ip(request))
+    except ValueError:
+        return None
+    if ip.is_loopback:
+        return None
+    port = endpoints[0].rpartition(":")[2]
+    seen = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    return None if seen in endpoints else seen
+
+
+@router.post("/nodes/register", response_model=RegisterAnswer)
+async def register(
+    body: RegisterRequest,
+    request: Request,
+    state: StateDep,
+    accounts: AccountsDep,
+    secret: BearerDep,
+) -> RegisterAnswer:
+    extra_ops = []
+    key_rec = None
+    if tokens.kind_of(secret) == tokens.AUTH_KEY:
+        key_rec = accounts.check_auth_key(secret)
+        if body.role is not None and body.role != key_rec.role:
+            raise forbidden(f"role {body.role!r} is not allowed by this {key_rec.role} auth key")
+        owner, role, tags, ephemeral = key_rec.user, key_rec.role, key_rec.tags, key_rec.ephemeral
+        extra_ops = accounts.mark_used(key_rec)
+    elif tokens.kind_of(secret) == tokens.USER_TOKEN:
+        caller = accounts.caller(secret)
+        role = body.role or "client"
+        if role == "server" and not caller.admin:
+            raise forbidden("only an admin may register a server-role node")
+        owner, tags, ephemeral = caller.username, (), False
+    else:
+        raise unauthorized("register with a user token or an auth key")
+    node_token = tokens.new_token(tokens.NODE_TOKEN)
+    node = state.register(
+        public_key=body.public_key,
+        hostname=body.hostname,
+        endpoints=body.endpoints,
+        user=owner,
+        role=role,
+        tags=tags,
+        ephemeral=ephemeral,
+        token_digest=tokens.digest(node_token),
+        observed=observed_endpoint(request, body.endpoints),
+        extra_ops=extra_ops,
+    )
+    if key_rec is not None:
+        accounts.spend(key_rec)
+    return RegisterAnswer(
+        node_id=node.id,
+        node_token=node_token,
+        address=node.address,
+        network=str(state.settings.net),
+        netmap=build.full(state, node.id),
+    )
+
+
+@router.put("/nodes/self/endpoints", status_code=204)
+async def update_endpoints(
+    body: EndpointsUpdate, request: Request, state: StateDep, node: CurrentNode
+) -> None:
+    state.update_node(
+        node.id,
+        endpoints=body.endpoints,
+        observed=observed_endpoint(request, body.endpoints),
+        by_self=True,
+    )
+
+
+@router.post("/nodes/self/rotate-key", response_model=RotateKeyAnswer)
+async def rotate_key(body: RotateKeyRequest, state: StateDep, node: CurrentNode) -> RotateKeyAnswer:
+    updated = state.update_node(node.id, public_key=body.public_key, by_self=True)
+    return RotateKeyAnswer(node_id=updated.id, address=updated.address)
+
+
+@router.delete("/nodes/self", status_code=204)
+async def logout(state: StateDep, node: CurrentNode) -> None:
+    state.delete_node(node.id)
+
+
+def node_info(state: State, node: NodeRec) -> NodeInfo:
+    return NodeInfo(
+        **build.peer(state, node).model_dump(), created_at=node.created_at, ephemeral=node.ephemeral
+    )
+
+
+@router.get("/nodes", response_model=list[NodeInfo])
+async def list_nodes(state: StateDep, _: AdminUser) -> list[NodeInfo]:
+    return [node_info(state, n) for n in sorted(state.nodes.values(), key=lambda n: n.id)]
+
+
+@router.patch("/nodes/{node_id}", response_model=NodeInfo)
+async def update_node(node_id: int, body: NodeUpdate, state: StateDep, _: AdminUser) -> NodeInfo:
+    if body.tags is not None and state.policy is not None:
+        unknown = [t for t in body.tags if t not in state.policy.tag_owners]
+        if unknown:
+            raise forbidden(f"tag {unknown[0]!r} is not in the policy's tagOwners")
+    node = state.update_node(node_id, hostname=body.hostname, role=body.role, tags=body.tags)
+    return node_info(state, node)
+
+
+@router.delete("/nodes/{node_id}", status_code=204)
+async def delete_node(node_id: int, state: StateDep, _: AdminUser) -> None:
+    state.node(node_id)
+    state.delete_node(node_id)

@@ -1,0 +1,461 @@
+"""The coordination server through real HTTPS on loopback: accounts, registration, policy, netmaps."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+from pathlib import Path
+
+import httpx
+import nacl.public
+import pytest
+
+from tests.support.coord import CoordServer
+
+
+def pubkey() -> str:
+    return base64.b64encode(bytes(nacl.public.PrivateKey.generate().public_key)).decode()
+
+
+def register(coord: CoordServer, secret: str, hostname: str, **extra: object) -> dict:
+    body = {"public_key": pubkey(), "hostname": hostname, "endpoints": ["192.0.2.1:51820"]}
+    body.update(extra)
+    with coord.client(secret) as c:
+        r = c.post("/api/v1/nodes/register", json=body)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def peers(netmap: dict) -> set[str]:
+    return {p["hostname"] for p in netmap["peers"]}
+
+
+def err(resp: httpx.Response) -> dict:
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    return dict(body["error"])
+
+
+# ---- setup and login ------------------------------------------------------------------------
+
+
+def test_setup_once_with_the_right_code(coord: CoordServer) -> None:
+    code_file = coord.state_dir / "setup-code"
+    assert stat.S_IMODE(code_file.stat().st_mode) == 0o600
+    assert code_file.read_text().strip() == coord.setup_code
+    with coord.client() as c:
+        assert c.get("/api/v1/health").json()["needs_setup"] is True
+        wrong = c.post(
+            "/api/v1/setup",
+            json={"setup_code": "nope", "username": "admin", "password": "correct horse"},
+        )
+        assert wrong.status_code == 403
+        assert "setup_code" in err(wrong)["message"]
+        ok = c.post(
+            "/api/v1/setup",
+            json={"setup_code": coord.setup_code, "username": "admin", "password": "correct horse"},
+        )
+        assert ok.status_code == 200
+        assert ok.json()["username"] == "admin" and ok.json()["token"].startswith("pcu_")
+        again = c.post(
+            "/api/v1/setup",
+            json={"setup_code": coord.setup_code, "username": "eve", "password": "correct horse"},
+        )
+        assert again.status_code == 409
+        assert c.get("/api/v1/health").json()["needs_setup"] is False
+    assert not code_file.exists()
+
+
+def test_login_wrong_password_and_rate_limit(coord: CoordServer) -> None:
+    coord.setup_admin()
+    with coord.client() as c:
+        good = c.post("/api/v1/login", json={"username": "admin", "password": "correct horse"})
+        assert good.status_code == 200
+        codes = [
+            c.post("/api/v1/login", json={"username": "admin", "password": "wrong"}).status_code
+            for _ in range(6)
+        ]
+        assert codes[:5] == [401] * 5
+        assert codes[5] == 429
+        limited = c.post("/api/v1/login", json={"username": "admin", "password": "correct horse"})
+        assert limited.status_code == 429 and "try again" in err(limited)["message"]
+
+
+def test_users_admin_only_and_deleted_users_token(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    with coord.client(alice) as c:
+        r = c.post("/api/v1/users", json={"username": "mallory", "password": "password123"})
+        assert r.status_code == 403 and "not an admin" in err(r)["message"]
+    with coord.client(admin) as c:
+        dup = c.post("/api/v1/users", json={"username": "alice", "password": "password123"})
+        assert dup.status_code == 409
+        names = [u["username"] for u in c.get("/api/v1/users").json()]
+        assert names == ["admin", "alice"]
+        assert c.delete("/api/v1/users/alice").status_code == 204
+    with coord.client(alice) as c:
+        gone = c.get("/api/v1/auth-keys")
+        assert gone.status_code == 401 and "user was deleted" in err(gone)["message"]
+
+
+# ---- registration, addresses, default policy --------------------------------------------------
+
+
+def test_default_policy_visibility_and_addresses(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    bob = coord.create_user(admin, "bob")
+    server = register(coord, admin, "rpi111", role="server")
+    assert server["address"] == "10.0.0.1" and server["network"] == "10.0.0.0/24"
+    a1 = register(coord, alice, "alice-laptop")
+    a2 = register(coord, alice, "alice-phone")
+    b1 = register(coord, bob, "bob-laptop")
+    addresses = {n["address"] for n in (server, a1, a2, b1)}
+    assert len(addresses) == 4
+    with coord.client(a1["node_token"]) as c:
+        nm = c.get("/api/v1/netmap").json()
+    assert nm["full"] is True
+    assert peers(nm) == {"rpi111", "alice-phone"}  # never bob's laptop
+    with coord.client(b1["node_token"]) as c:
+        assert peers(c.get("/api/v1/netmap").json()) == {"rpi111"}
+    with coord.client(server["node_token"]) as c:
+        # The admin's server reaches everything, so everyone sees each other with it.
+        assert peers(c.get("/api/v1/netmap").json()) == {
+            "alice-laptop",
+            "alice-phone",
+            "bob-laptop",
+        }
+
+
+def test_same_key_same_node_other_owner_conflict(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    bob = coord.create_user(admin, "bob")
+    key = pubkey()
+    body = {"public_key": key, "hostname": "laptop", "endpoints": []}
+    with coord.client(alice) as c:
+        first = c.post("/api/v1/nodes/register", json=body).json()
+        second = c.post("/api/v1/nodes/register", json=body).json()
+    assert (first["node_id"], first["address"]) == (second["node_id"], second["address"])
+    with coord.client(bob) as c:
+        r = c.post("/api/v1/nodes/register", json=body)
+    assert r.status_code == 409 and "public_key" in err(r)["message"]
+
+
+def test_rotate_key_keeps_address(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    node = register(coord, admin, "laptop")
+    new_key = pubkey()
+    with coord.client(node["node_token"]) as c:
+        r = c.post("/api/v1/nodes/self/rotate-key", json={"public_key": new_key})
+        assert r.json() == {"node_id": node["node_id"], "address": node["address"]}
+        assert c.get("/api/v1/netmap").json()["self"]["public_key"] == new_key
+
+
+def test_exhaustion_is_409(tmp_path: Path) -> None:
+    coord = CoordServer(tmp_path / "small", extra_args=["--network", "10.9.0.0/29"]).start()
+    try:
+        admin = coord.setup_admin()
+        made = [register(coord, admin, f"n{i}")["address"] for i in range(6)]
+        assert sorted(made, key=lambda a: int(a.rsplit(".", 1)[1])) == [
+            f"10.9.0.{i}" for i in range(1, 7)
+        ]
+        body = {"public_key": pubkey(), "hostname": "one-too-many", "endpoints": []}
+        with coord.client(admin) as c:
+            r = c.post("/api/v1/nodes/register", json=body)
+        assert r.status_code == 409
+        assert err(r)["code"] == "network_exhausted"
+    finally:
+        coord.stop()
+
+
+# ---- auth keys --------------------------------------------------------------------------------
+
+
+def test_auth_keys_single_use_expired_hashed(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    coord.create_user(admin, "alice")
+    single = coord.auth_key(admin, user="alice")
+    node = register(coord, single, "pi")
+    with coord.client(node["node_token"]) as c:
+        assert c.get("/api/v1/netmap").json()["self"]["user"] == "alice"
+    with coord.client(single) as c:
+        r = c.post("/api/v1/nodes/register", json={"public_key": pubkey(), "hostname": "pi2"})
+    assert r.status_code == 401 and "already used" in err(r)["message"]
+    reusable = coord.auth_key(admin, user="alice", reusable=True)
+    register(coord, reusable, "pi3")
+    register(coord, reusable, "pi4")
+    with coord.client(admin) as c:
+        listed = c.get("/api/v1/auth-keys").json()
+        assert {k["prefix"] for k in listed} == {single.split("_")[1], reusable.split("_")[1]}
+        assert all("key" not in k for k in listed)
+        assert c.delete(f"/api/v1/auth-keys/{reusable.split('_')[1]}").status_code == 204
+    with coord.client(reusable) as c:
+        r = c.post("/api/v1/nodes/register", json={"public_key": pubkey(), "hostname": "pi5"})
+    assert r.status_code == 401
+    # Stored hashed: the plain key is nowhere in the database file.
+    db = b"".join(p.read_bytes() for p in coord.state_dir.glob("pcloud.db*"))
+    assert single.encode() not in db and reusable.encode() not in db
+
+
+def test_server_role_needs_admin_or_server_key(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    with coord.client(alice) as c:
+        r = c.post(
+            "/api/v1/nodes/register",
+            json={"public_key": pubkey(), "hostname": "x", "role": "server"},
+        )
+        assert r.status_code == 403
+        r = c.post("/api/v1/auth-keys", json={"role": "server"})
+        assert r.status_code == 403
+    key = coord.auth_key(admin, user="admin", role="server", tags=["tag:server"])
+    node = register(coord, key, "rpi112")
+    assert node["netmap"]["self"]["role"] == "server"
+    assert node["netmap"]["self"]["tags"] == ["tag:server"]
+
+
+# ---- policy -----------------------------------------------------------------------------------
+
+POLICY = """
+// Headscale-style policy: comments and trailing commas are fine.
+{
+  "groups": { "group:ops": ["alice@"], },
+  "tagOwners": { "tag:server": ["group:ops"], },
+  "acls": [
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
+    { "action": "accept", "src": ["group:ops"], "dst": ["tag:server:22,443"] },
+  ],
+  "tests": [
+    { "src": "alice@", "accept": ["tag:server:22"], "deny": ["tag:server:80"] },
+  ],
+}
+"""
+
+
+def test_custom_policy_tags_groups_and_tests(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    bob = coord.create_user(admin, "bob")
+    server_key = coord.auth_key(admin, user="admin", role="server", tags=["tag:server"])
+    srv = register(coord, server_key, "rpi111")
+    a1 = register(coord, alice, "alice-laptop")
+    b1 = register(coord, bob, "bob-laptop")
+    with coord.client(admin) as c:
+        r = c.put("/api/v1/acl", content=POLICY, headers={"content-type": "application/hujson"})
+        assert r.status_code == 200, r.text
+        assert c.get("/api/v1/acl").json()["policy"] == POLICY
+    with coord.client(a1["node_token"]) as c:
+        assert peers(c.get("/api/v1/netmap").json()) == {"rpi111"}
+    with coord.client(b1["node_token"]) as c:
+        assert peers(c.get("/api/v1/netmap").json()) == set()
+    with coord.client(srv["node_token"]) as c:
+        assert peers(c.get("/api/v1/netmap").json()) == {"alice-laptop"}
+
+    failing = POLICY.replace('"deny": ["tag:server:80"]', '"deny": ["tag:server:443"]')
+    with coord.client(admin) as c:
+        r = c.put("/api/v1/acl", content=failing)
+        assert r.status_code == 400 and err(r)["code"] == "policy_test_failed"
+        assert c.get("/api/v1/acl").json()["policy"] == POLICY  # nothing half-written
+        bad = c.put(
+            "/api/v1/acl",
+            content='{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}',
+        )
+        assert bad.status_code == 400 and "group:nope" in err(bad)["message"]
+        assert "acls[0]" in err(bad)["message"]
+        unknown = c.put("/api/v1/acl", content='{"postures": {}}')
+        assert unknown.status_code == 400 and "postures" in err(unknown)["message"]
+        warn = c.put("/api/v1/acl", content='{"ssh": [], "acls": []}')
+        assert warn.status_code == 200 and any("ssh" in w for w in warn.json()["warnings"])
+        assert c.delete("/api/v1/acl").json()["ok"] is True
+        assert c.get("/api/v1/acl").json()["policy"] is None
+
+
+def test_acl_check_is_a_dry_run(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    bob = coord.create_user(admin, "bob")
+    register(coord, alice, "alice-laptop")
+    register(coord, bob, "bob-laptop")
+    open_policy = '{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}'
+    with coord.client(admin) as c:
+        r = c.post("/api/v1/acl/check", content=open_policy)
+        assert r.status_code == 200
+        body = r.json()
+        assert body["ok"] is True
+        changes = {ch["node"]: ch for ch in body["changes"]}
+        assert changes["alice-laptop"]["gains"] == ["bob-laptop"]
+        assert changes["bob-laptop"]["gains"] == ["alice-laptop"]
+        assert c.get("/api/v1/acl").json()["policy"] is None  # nothing applied
+        bad = c.post("/api/v1/acl/check", content='{"acls": [{"action": "deny"}]}')
+        assert bad.status_code == 200 and bad.json()["ok"] is False and bad.json()["errors"]
+
+
+# ---- long polls and deltas --------------------------------------------------------------------
+
+
+async def test_long_poll_wakes_only_affected_nodes(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    bob = coord.create_user(admin, "bob")
+    a1 = register(coord, alice, "alice-laptop")
+    b1 = register(coord, bob, "bob-laptop")
+    va, vb = a1["netmap"]["version"], b1["netmap"]["version"]
+    async with (
+        coord.async_client(a1["node_token"]) as ca,
+        coord.async_client(b1["node_token"]) as cb,
+    ):
+        # The first answer at a stale version is a delta; catch both up to "now".
+        va = (await ca.get("/api/v1/netmap", params={"since": va, "timeout": 0})).json()["version"]
+        poll_a = asyncio.create_task(ca.get("/api/v1/netmap", params={"since": va, "timeout": 20}))
+        poll_b = asyncio.create_task(cb.get("/api/v1/netmap", params={"since": vb, "timeout": 3}))
+        await asyncio.sleep(0.3)  # let both polls reach the server; the assertion is below
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.to_thread(register, coord, alice, "alice-phone")
+        answer_a = (await poll_a).json()
+        woke_after = loop.time() - started
+        answer_b = (await poll_b).json()
+    assert answer_a["full"] is False
+    assert [p["hostname"] for p in answer_a["peers_changed"]] == ["alice-phone"]
+    assert woke_after < 2
+    # Bob's view did not change: his poll ran to its timeout and came back empty.
+    assert answer_b["version"] == vb and answer_b["peers_changed"] == []
+    assert answer_b["peers_removed"] == []
+
+
+def test_poll_timeout_unknown_version_and_removal(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    b = register(coord, admin, "b")
+    with coord.client(a["node_token"]) as c:
+        v = c.get("/api/v1/netmap").json()["version"]
+        quiet = c.get("/api/v1/netmap", params={"since": v, "timeout": 0.2}).json()
+        assert quiet == {
+            **quiet,
+            "version": v,
+            "full": False,
+            "peers_changed": [],
+            "peers_removed": [],
+        }
+        future = c.get("/api/v1/netmap", params={"since": v + 1000, "timeout": 1}).json()
+        assert future["full"] is True and peers(future) == {"b"}
+    with coord.client(admin) as c:
+        assert c.delete(f"/api/v1/nodes/{b['node_id']}").status_code == 204
+    with coord.client(a["node_token"]) as c:
+        gone = c.get("/api/v1/netmap", params={"since": v, "timeout": 5}).json()
+        assert gone["peers_removed"] == [b["node_id"]] and gone["full"] is False
+    with coord.client(b["node_token"]) as c:
+        assert c.get("/api/v1/netmap").status_code == 401
+
+
+def test_policy_isolation_sends_explicit_removals(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    b = register(coord, admin, "b")
+    with coord.client(a["node_token"]) as c:
+        v = c.get("/api/v1/netmap").json()["version"]
+    with coord.client(admin) as c:
+        assert c.put("/api/v1/acl", content='{"acls": []}').status_code == 200
+    with coord.client(a["node_token"]) as c:
+        nm = c.get("/api/v1/netmap", params={"since": v, "timeout": 5}).json()
+    assert nm["full"] is False and nm["peers_removed"] == [b["node_id"]]
+
+
+def test_endpoints_update_reaches_peers(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    b = register(coord, admin, "b")
+    with coord.client(a["node_token"]) as c:
+        v = c.get("/api/v1/netmap").json()["version"]
+    with coord.client(b["node_token"]) as c:
+        r = c.put("/api/v1/nodes/self/endpoints", json={"endpoints": ["198.51.100.7:41641"]})
+        assert r.status_code == 204
+    with coord.client(a["node_token"]) as c:
+        nm = c.get("/api/v1/netmap", params={"since": v, "timeout": 5}).json()
+    assert nm["peers_changed"][0]["endpoints"] == ["198.51.100.7:41641"]
+
+
+def test_restart_keeps_everything(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    b = register(coord, admin, "b")
+    with coord.client(a["node_token"]) as c:
+        before = c.get("/api/v1/netmap").json()
+    coord.restart()
+    with coord.client(a["node_token"]) as c:
+        # The version survives, so a poll at the held version waits instead of resending all.
+        quiet = c.get("/api/v1/netmap", params={"since": before["version"], "timeout": 0.2})
+        assert quiet.json()["version"] >= before["version"]
+        after = c.get("/api/v1/netmap").json()
+    assert peers(after) == {"b"} and after["self"]["address"] == a["address"]
+    assert after["version"] >= before["version"]
+    with coord.client(admin) as c:
+        assert [u["username"] for u in c.get("/api/v1/users").json()] == ["admin"]
+    again = register(coord, admin, "c")
+    assert again["address"] not in {a["address"], b["address"]}
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"public_key": "not-base64!", "hostname": "x"}, "public_key"),
+        ({"public_key": base64.b64encode(b"x" * 31).decode() + "=", "hostname": "x"}, "public_key"),
+        ({"public_key": "A" * 43 + "=", "hostname": "Bad_Host"}, "hostname"),
+        ({"public_key": "A" * 43 + "=", "hostname": "x", "color": "red"}, "unknown field"),
+        ({"public_key": "A" * 43 + "=", "hostname": "x", "endpoints": ["nowhere"]}, "endpoint"),
+        ({"public_key": "A" * 43 + "=", "hostname": "x", "role": "king"}, "role"),
+    ],
+)
+def test_bad_registration_input(coord: CoordServer, body: dict, fragment: str) -> None:
+    admin = coord.setup_admin()
+    with coord.client(admin) as c:
+        r = c.post("/api/v1/nodes/register", json=body)
+        assert r.status_code == 422, r.text
+        assert fragment in err(r)["message"]
+        assert c.get("/api/v1/nodes").json() == []  # nothing half-written
+
+
+def test_body_size_limit_and_bad_cidr(coord: CoordServer, tmp_path: Path) -> None:
+    admin = coord.setup_admin()
+    with coord.client(admin) as c:
+        r = c.put("/api/v1/acl", content="{" + " " * 300_000 + "}")
+        assert r.status_code == 413 and err(r)["code"] == "body_too_large"
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "pcloud-server"),
+            "--state-dir",
+            str(tmp_path / "x"),
+            "--network",
+            "10.0.0.300/24",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 2 and "not a valid CIDR" in res.stderr
+
+
+def test_private_files_are_0600(coord: CoordServer) -> None:
+    coord.setup_admin()
+    for rel in ("pcloud.db", "tls/ca.key", "tls/server.key"):
+        assert stat.S_IMODE((coord.state_dir / rel).stat().st_mode) == 0o600, rel
+
+
+def test_metrics_and_docs(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    register(coord, admin, "a")
+    with coord.client() as c:
+        text = c.get("/metrics").text
+        assert "pcloud_nodes 1.0" in text
+        assert "pcloud_long_polls_waiting" in text and "pcloud_http_request_seconds" in text
+        assert c.get("/docs").status_code == 200
+        assert "/api/v1/nodes/register" in c.get("/openapi.json").json()["paths"]

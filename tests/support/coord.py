@@ -1,0 +1,175 @@
+"""Runs a real `pcloud-server` process over HTTPS on loopback for tests and benchmarks.
+
+The server is a subprocess (real TLS, real SQLite file, real restart); clients pin its CA exactly as
+the backend does, by the SHA-256 in the join link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns a truthy value; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - reported at the deadline
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class CoordServer:
+    state_dir: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+    join_link: str = ""
+    setup_code: str | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.join_link.rpartition("sha256:")[2]
+
+    def start(self, timeout: float = 20) -> CoordServer:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
+        log = open(self.log_path, "a")  # noqa: SIM115 - owned by the process
+        out_path = self.state_dir.parent / f"{self.state_dir.name}.out"
+        out = open(out_path, "w")  # noqa: SIM115
+        argv = [
+            str(BIN / "pcloud-server"),
+            "--state-dir",
+            str(self.state_dir),
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--offline-grace",
+            "0.5",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdout=out, stderr=log, text=True, start_new_session=True
+        )
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pcloud-server exited: {self.log_path.read_text()[-2000:]}")
+            text = out_path.read_text()
+            m = re.search(r"join link: (\S+)", text)
+            if not m:
+                return False
+            self.join_link = m.group(1)
+            code = re.search(r"setup code: (\S+)", text)
+            self.setup_code = code.group(1) if code else None
+            with self.client() as c:
+                return c.get("/api/v1/health").status_code == 200
+
+        wait_until(ready, timeout, "pcloud-server to answer /health")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        pem = (self.state_dir / "tls" / "ca.pem").read_bytes()
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+        assert hashlib.sha256(der).hexdigest() == self.fingerprint, "CA does not match join link"
+        return ssl.create_default_context(cadata=pem.decode())
+
+    def client(self, token: str | None = None, timeout: float = 30) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(
+            base_url=self.url, verify=self.ssl_context(), headers=headers, timeout=timeout
+        )
+
+    def async_client(self, token: str | None = None, timeout: float = 90) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(
+            base_url=self.url, verify=self.ssl_context(), headers=headers, timeout=timeout
+        )
+
+    def admin(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(BIN / "pcloud-server"), "admin", "--state-dir", str(self.state_dir), *args]
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=60)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {res.stderr}{res.stdout}")
+        return res
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> CoordServer:
+        self.stop()
+        return self.start()
+
+    # ---- conveniences for tests ----------------------------------------------------------
+
+    def setup_admin(self, username: str = "admin", password: str = "correct horse") -> str:
+        assert self.setup_code, "server already set up"
+        with self.client() as c:
+            r = c.post(
+                "/api/v1/setup",
+                json={"setup_code": self.setup_code, "username": username, "password": password},
+            )
+            r.raise_for_status()
+            return str(r.json()["token"])
+
+    def create_user(
+        self, admin_token: str, username: str, password: str = "password123", admin: bool = False
+    ) -> str:
+        with self.client(admin_token) as c:
+            c.post(
+                "/api/v1/users", json={"username": username, "password": password, "admin": admin}
+            ).raise_for_status()
+            r = c.post("/api/v1/login", json={"username": username, "password": password})
+            r.raise_for_status()
+            return str(r.json()["token"])
+
+    def auth_key(self, admin_token: str, **body: Any) -> str:
+        with self.client(admin_token) as c:
+            r = c.post("/api/v1/auth-keys", json=body)
+            r.raise_for_status()
+            return str(r.json()["key"])
