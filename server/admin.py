@@ -239,7 +239,8 @@ def render(args: argparse.Namespace, result: Any, console: Console) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Piped output (scripts, tests) must not be cut at 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         result = asyncio.run(run(args))
     except (AdminError, OSError) as exc:
