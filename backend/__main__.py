@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Their DEBUG output is every netlink message and socket event: noise even when debugging.
+    for noisy in ("pyroute2", "httpcore", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         asyncio.run(run(settings))
     except (SocketInUse, DriverError, ConfigError, PermissionError) as e:

@@ -5,11 +5,13 @@ Pure functions of the local API's `Status` (plus "now"), so they are tested with
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
-from pcloud.backend.localapi.schemas import PeerStatus, Status
 from rich.console import Console
 from rich.table import Table
+
+from pcloud.backend.localapi.schemas import PeerStatus, Status
 
 ACTIVE_WITHIN_S = 180  # WireGuard rekeys every 2 min while traffic flows
 
@@ -55,14 +57,20 @@ def activity(peer: PeerStatus, now: datetime) -> str:
 
 def status_table(status: Status, now: datetime | None = None, *, with_self: bool = True) -> Table:
     now = now or datetime.now(UTC)
-    table = Table(box=None, show_header=False, pad_edge=False)
-    for _ in range(5):
-        table.add_column(no_wrap=True)
+    rows = []
     if with_self and status.self:
         me = status.self
-        table.add_row(me.address, me.hostname, me.user, me.role, "-")
+        rows.append((me.address, me.hostname, me.user, me.role, "-"))
     for peer in sorted(status.peers, key=lambda p: p.hostname):
-        table.add_row(peer.address, peer.hostname, peer.user, peer.role, activity(peer, now))
+        rows.append((peer.address, peer.hostname, peer.user, peer.role, activity(peer, now)))
+    table = Table(box=None, show_header=False, pad_edge=False)
+    for i in range(4):
+        # Identity columns never shrink into "10.0.0…" on a narrow terminal; the activity
+        # column wraps instead.
+        table.add_column(no_wrap=True, min_width=max((len(r[i]) for r in rows), default=1))
+    table.add_column(overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -81,4 +89,6 @@ def state_line(status: Status) -> str | None:
 
 
 def print_table(table: Table) -> None:
-    Console(soft_wrap=True, highlight=False).print(table)
+    # Piped output (scripts, tests) is never cut to a guessed 80 columns.
+    width = None if sys.stdout.isatty() else 10_000
+    Console(width=width, highlight=False).print(table)

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
 from pcloud.server.protocol import (
     EndpointsUpdate,
     LoginRequest,
@@ -23,7 +25,6 @@ from pcloud.server.protocol import (
     RotateKeyRequest,
     TokenAnswer,
 )
-from pydantic import BaseModel, ValidationError
 
 API = "/api/v1"
 M = TypeVar("M", bound=BaseModel)

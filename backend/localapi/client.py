@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
 from pcloud.backend.localapi.schemas import Job, JobEvent, Status, StatusEvent
 
 DEFAULT_SOCKET = Path("/run/pcloud/backend.sock")

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
 from pcloud.backend.errors import OperationError
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, may_write
 from pcloud.backend.localapi.schemas import Job, LoginRequest, Status
-from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pcloud.server.protocol import Peer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pcloud.server.protocol import Peer
 
 StateName = Literal["NeedsLogin", "Stopped", "Starting", "Running", "Error"]
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, group_id
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, group_id
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+
 from pcloud.backend.config import BackendSettings
 from pcloud.backend.errors import LoginFailed
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.schemas import LoginRequest
 from pcloud.backend.state import State
 from pcloud.backend.wg.fake import FakeDriver
-
 from tests.support.coord import CoordServer
 
 PASSWORD = "correct horse battery"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pcloud.backend.cli.main import main
 
 BIN = Path(sys.executable).parent

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+from rich.console import Console
+
 from pcloud.backend.cli.render import activity, ago, human_bytes, state_line, status_table
 from pcloud.backend.localapi.schemas import PeerStatus, Status
 from pcloud.server.protocol import Peer
-from rich.console import Console
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 KEY = "B" * 43 + "="

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pcloud.backend.localapi.client import BackendError, BackendNotRunning, LocalClient
 
 BIN = Path(sys.executable).parent

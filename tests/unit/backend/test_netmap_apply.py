@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from pcloud.backend.endpoints import EndpointSelector, local_endpoints
 from pcloud.backend.netmap import KEEPALIVE_S, apply_netmap, desired_config, interface_address
 from pcloud.backend.wg.driver import PeerStats

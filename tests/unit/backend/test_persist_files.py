@@ -9,6 +9,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+
 from pcloud.backend.persist import NodeInfo, Prefs, Store, atomic_write
 from pcloud.server.protocol import Netmap, Peer
 

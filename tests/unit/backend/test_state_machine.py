@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from pcloud.backend.state import Facts, State, StateTracker, next_state
 
 
