@@ -233,3 +233,41 @@ async def test_node_deleted_by_admin_needs_login(
     await until(lambda: a.state is State.NEEDS_LOGIN, "the backend to notice its removal")
     status = await a.status()
     assert status.error and "no longer knows this device" in status.error
+
+
+async def test_poller_fails_over_to_the_next_server(
+    coord: CoordServer, auth_key: str, make_backend: Any
+) -> None:
+    from pcloud.backend.control.client import ControlClient
+    from pcloud.backend.control.pinning import pinned_context
+    from pcloud.backend.control.poller import Poller, ServerList
+    from tests.support.coord import free_port
+
+    a: LocalBackend = await make_backend("laptop")
+    await a.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
+    assert a.node
+    ca = a.store.load_ca()
+    assert ca
+    dead = f"https://127.0.0.1:{free_port()}"  # nobody listens: connection refused
+    servers = ServerList(dead)
+    servers.update([dead, coord.url])
+    got: list[int] = []
+    problems: list[str | None] = []
+
+    async def on_netmap(nm: Any) -> None:
+        got.append(nm.version)
+
+    async def on_fatal(err: Any) -> None:
+        raise AssertionError(err)
+
+    client = ControlClient(pinned_context(ca))
+    poller = Poller(client, servers, a.node.node_token, since=None, on_netmap=on_netmap,
+                    on_fatal=on_fatal, on_reachable=problems.append, timeout=1)
+    task = asyncio.create_task(poller.run())
+    try:
+        await until(lambda: got, "a netmap from the second server")
+    finally:
+        task.cancel()
+        await client.aclose()
+    assert servers.current == coord.url
+    assert problems[0] and "unreachable" in problems[0] and dead in problems[0]
