@@ -50,7 +50,20 @@ def server_parser() -> argparse.ArgumentParser:
         help="URL clients should use (repeatable; default: the listen addresses)",
     )
     p.add_argument("--offline-grace", type=float, default=10.0, metavar="SECONDS")
-    p.add_argument("--ephemeral-timeout", type=float, default=120.0, metavar="SECONDS")
+    p.add_argument(
+        "--ephemeral-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="remove an ephemeral node after this long offline (default 120)",
+    )
+    p.add_argument(
+        "--token-ttl",
+        type=int,
+        default=7 * 24 * 3600,
+        metavar="SECONDS",
+        help="lifetime of a user's login token (default 7 days)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -77,6 +90,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         advertise_urls=tuple(args.advertise_url or saved.get("advertise_urls", [])),
         offline_grace_s=args.offline_grace,
         ephemeral_timeout_s=args.ephemeral_timeout,
+        token_ttl_s=args.token_ttl,
         log_level=args.log_level,
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -142,7 +142,7 @@ class AuthKeyCreate(Request):
     user: Username | None = None
     reusable: bool = False
     ephemeral: bool = False
-    expires_in_s: Annotated[int, Field(ge=60, le=365 * 24 * 3600)] = 3600
+    expires_in_s: Annotated[int, Field(ge=1, le=365 * 24 * 3600)] = 3600
     role: Role = "client"
     tags: Annotated[list[Tag], Field(max_length=16)] = []
 

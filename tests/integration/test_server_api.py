@@ -459,3 +459,54 @@ def test_metrics_and_docs(coord: CoordServer) -> None:
         assert "pcloud_long_polls_waiting" in text and "pcloud_http_request_seconds" in text
         assert c.get("/docs").status_code == 200
         assert "/api/v1/nodes/register" in c.get("/openapi.json").json()["paths"]
+
+
+# ---- expiry, ephemeral nodes, secrets in logs -------------------------------------------------
+
+
+def test_expired_key_and_token_ephemeral_removal_and_no_secrets_logged(tmp_path: Path) -> None:
+    coord = CoordServer(
+        tmp_path / "short",
+        extra_args=["--ephemeral-timeout", "0.5", "--token-ttl", "3", "--log-level", "debug"],
+    ).start()
+    try:
+        admin = coord.setup_admin()
+        short_key = coord.auth_key(admin, user="admin", expires_in_s=1)
+        eph_key = coord.auth_key(admin, user="admin", ephemeral=True)
+        token = coord.create_user(admin, "alice")
+        node = register(coord, eph_key, "ephemeral-pi")
+        keeper = register(coord, admin, "keeper")
+        with coord.client(node["node_token"]) as c:
+            assert c.get("/api/v1/netmap", params={"timeout": 0}).status_code == 200
+
+        def expired_key_refused() -> bool:
+            with coord.client(short_key) as c:
+                r = c.post(
+                    "/api/v1/nodes/register", json={"public_key": pubkey(), "hostname": "late"}
+                )
+            return r.status_code == 401 and "expired" in err(r)["message"]
+
+        from tests.support.coord import wait_until
+
+        wait_until(expired_key_refused, 10, "the 1 s auth key to expire")
+
+        def ephemeral_gone() -> bool:
+            with coord.client(keeper["node_token"]) as c:
+                return "ephemeral-pi" not in peers(c.get("/api/v1/netmap").json())
+
+        # Offline after its one poll: removed after the grace period plus the ephemeral timeout.
+        wait_until(ephemeral_gone, 15, "the offline ephemeral node to be removed")
+
+        def token_expired() -> bool:
+            with coord.client(token) as c:
+                r = c.get("/api/v1/auth-keys")
+            return r.status_code == 401 and "expired" in err(r)["message"]
+
+        wait_until(token_expired, 10, "alice's 3 s token to expire")
+        log = (coord.log_path.read_text() if coord.log_path else "") + (
+            coord.state_dir.parent / f"{coord.state_dir.name}.out"
+        ).read_text().replace(f"setup code: {coord.setup_code}", "")
+        for secret in (admin, short_key, eph_key, token, node["node_token"], "correct horse"):
+            assert secret not in log
+    finally:
+        coord.stop()
