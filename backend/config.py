@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wg-socket-dir", type=Path, 
                    help="UAPI socket dir (default /var/run/wireguard)")
     p.add_argument("--listen-port", type=int)
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 

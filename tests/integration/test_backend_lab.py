@@ -52,14 +52,19 @@ def ping(host: Host, ip: str) -> bool:
     return host.run(["ping", "-c1", "-W1", ip], check=False).returncode == 0
 
 
-def test_two_backends_ping_through_wireguard_and_survive_a_restart(lab: Lab) -> None:
-    srv, pi, laptop = lab.add_host("rpi111"), lab.add_host("rpi112"), lab.add_host("laptop")
-    server, link = start_server(srv)
+def make_key(srv: Host) -> str:
     admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR]
     srv.run([*admin, "users", "create", "alice", "--password-stdin"],
             input="correct horse battery\n")
-    key = json.loads(srv.run([*admin, "--json", "auth-keys", "create", "--user", "alice",
-                              "--reusable"]).stdout)["key"]
+    out = srv.run([*admin, "--json", "auth-keys", "create", "--user", "alice", "--reusable"])
+    key: str = json.loads(out.stdout)["key"]
+    return key
+
+
+def test_two_backends_ping_through_wireguard_and_survive_a_restart(lab: Lab) -> None:
+    srv, pi, laptop = lab.add_host("rpi111"), lab.add_host("rpi112"), lab.add_host("laptop")
+    server, link = start_server(srv)
+    key = make_key(srv)
     start_backend(pi)
     laptop_backend = start_backend(laptop)
 
@@ -93,3 +98,27 @@ def test_two_backends_ping_through_wireguard_and_survive_a_restart(lab: Lab) -> 
     assert ping(laptop, pi_ip)
     assert laptop.pcloud("ip").stdout.strip() == laptop_ip
     print(f"login to first ping: {first_ping_s:.2f} s")
+
+
+def test_a_moved_device_reports_its_new_endpoint(lab: Lab) -> None:
+    srv, pi, laptop = lab.add_host("rpi111"), lab.add_host("rpi112"), lab.add_host("laptop")
+    _, link = start_server(srv)
+    key = make_key(srv)
+    for host in (pi, laptop):
+        start_backend(host)
+        host.pcloud("login", link, "--auth-key", key)
+    laptop_ip = laptop.pcloud("ip").stdout.strip()
+    wait_for(lambda: ping(pi, laptop_ip), timeout=20, what="rpi112 -> laptop")
+
+    new_lan_ip = lab.free_address()
+    laptop.set_lan_address(new_lan_ip)
+
+    def laptop_endpoints() -> list[str]:
+        peers = status(pi)["peers"]
+        assert isinstance(peers, list)
+        return [e for p in peers if p["hostname"] == "laptop" for e in p["endpoints"]]
+
+    # The backend checks its addresses every 10 s and re-reports; the server fans it out.
+    wait_for(lambda: any(e.startswith(f"{new_lan_ip}:") for e in laptop_endpoints()),
+             timeout=30, what="laptop's new endpoint in rpi112's netmap")
+    wait_for(lambda: ping(pi, laptop_ip), timeout=20, what="rpi112 -> laptop after the move")
