@@ -31,14 +31,16 @@ from pcloud.backend.control.pinning import (
     parse_join_link,
     pinned_context,
 )
-from pcloud.backend.control.poller import Poller, ServerList, backoff_delay
+from pcloud.backend.control.poller import Poller, ServerList
 from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
-from pcloud.backend.localapi.schemas import LoginRequest, PeerStatus, Status
+from pcloud.backend.headless import headless_login
+from pcloud.backend.localapi.schemas import LoginRequest, Status
 from pcloud.backend.netmap import apply_netmap, desired_config
 from pcloud.backend.persist import NodeInfo, Store, atomic_write
 from pcloud.backend.state import Facts, State, StateTracker
+from pcloud.backend.status import build_status
 from pcloud.backend.wg.driver import Driver, DriverError
 from pcloud.server.protocol import Netmap, RegisterRequest
 
@@ -92,6 +94,12 @@ class LocalBackend:
             fatal_error=self._driver_error or self._fatal,
         )
 
+    def set_fatal(self, reason: str) -> None:
+        """A problem only a person can fix (shown as the Error state)."""
+        log.error("%s", reason)
+        self._fatal = reason
+        self._recompute()
+
     def _recompute(self) -> None:
         self.tracker.update(self._facts())
         # A status event is a nudge: listeners fetch a fresh snapshot (with live counters).
@@ -116,7 +124,7 @@ class LocalBackend:
             async with self._lock:
                 await self._go_up()
         elif self.node is None and self.settings.headless:
-            self._spawn(self._headless_login())
+            self._spawn(headless_login(self))
 
     async def shutdown(self) -> None:
         """Backend exit: stop our loops, leave the interface and its tunnels as they are."""
@@ -234,25 +242,13 @@ class LocalBackend:
     # -- status ----------------------------------------------------------------------------
 
     async def status(self) -> Status:
-        stats = {}
+        stats = []
         if self.driver_up:
             with contextlib.suppress(DriverError):
-                stats = {s.public_key: s for s in await self.driver.stats()}
-        peers = []
-        for peer in self.netmap.peers if self.netmap else []:
-            s = stats.get(peer.public_key)
-            peers.append(PeerStatus(
-                **peer.model_dump(),
-                endpoint=s.endpoint if s else None,
-                last_handshake=s.last_handshake if s else None,
-                rx_bytes=s.rx_bytes if s else 0,
-                tx_bytes=s.tx_bytes if s else 0,
-            ))
-        return Status(
-            state=self.state.value,
-            self=self.netmap.self if self.netmap else None,
+                stats = await self.driver.stats()
+        return build_status(
+            self.state, self.netmap, stats,
             server_url=self.node.server_url if self.node else None,
-            peers=peers,
             error=self._driver_error or self._fatal or self.warning,
         )
 
@@ -417,27 +413,3 @@ class LocalBackend:
         stats = await self.driver.stats()
         if self.selector.update(self.netmap.peers, stats, time.monotonic(), datetime.now(UTC)):
             await self._apply()
-
-    async def _headless_login(self) -> None:
-        server, key = self.settings.server, self.settings.read_auth_key()
-        if not server or not key:
-            self._fatal = "headless mode needs --server and --auth-key or --auth-key-file"
-            self._recompute()
-            return
-        attempt = 0
-        while self.node is None:
-            try:
-                await self.login(LoginRequest(server_url=server, auth_key=key))
-                return
-            except LoginFailed as e:
-                transient = e.code == "server_unreachable" or (
-                    e.code == "pinning_failed" and "mismatch" not in e.message
-                )
-                if not transient:
-                    self._fatal = f"headless login failed: {e.message}"
-                    self._recompute()
-                    return
-                attempt += 1
-                delay = backoff_delay(attempt)
-                log.warning("headless login failed (%s); retrying in %.1fs", e.message, delay)
-                await asyncio.sleep(delay)

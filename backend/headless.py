@@ -1,0 +1,53 @@
+"""`--headless` (Raspberry Pi, no GUI): log in with the configured pre-auth key at boot.
+
+Retries while the coordination server is unreachable (capped, jittered backoff: the Pi may boot
+before the server or the network); a refusal (bad key, CA fingerprint mismatch) is final and
+shows as the Error state with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from pcloud.backend.config import ConfigError
+from pcloud.backend.control.poller import backoff_delay
+from pcloud.backend.errors import LoginFailed
+from pcloud.backend.localapi.schemas import LoginRequest
+
+if TYPE_CHECKING:
+    from pcloud.backend.local import LocalBackend
+
+log = logging.getLogger(__name__)
+
+
+def _transient(e: LoginFailed) -> bool:
+    return e.code == "server_unreachable" or (
+        e.code == "pinning_failed" and "mismatch" not in e.message
+    )
+
+
+async def headless_login(backend: LocalBackend) -> None:
+    try:
+        key = backend.settings.read_auth_key()
+    except ConfigError as e:
+        backend.set_fatal(str(e))
+        return
+    server = backend.settings.server
+    if not server or not key:
+        backend.set_fatal("headless mode needs --server and --auth-key or --auth-key-file")
+        return
+    attempt = 0
+    while backend.node is None:
+        try:
+            await backend.login(LoginRequest(server_url=server, auth_key=key))
+            return
+        except LoginFailed as e:
+            if not _transient(e):
+                backend.set_fatal(f"headless login failed: {e.message}")
+                return
+            attempt += 1
+            delay = backoff_delay(attempt)
+            log.warning("headless login failed (%s); retrying in %.1fs", e.message, delay)
+            await asyncio.sleep(delay)  # backoff before the next attempt

@@ -1,0 +1,38 @@
+"""Builds the local API's `Status` from the netmap and WireGuard's per-peer stats (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pcloud.backend.localapi.schemas import PeerStatus, Status
+from pcloud.backend.state import State
+from pcloud.backend.wg.driver import PeerStats
+from pcloud.server.protocol import Netmap
+
+
+def build_status(
+    state: State,
+    netmap: Netmap | None,
+    stats: Iterable[PeerStats],
+    *,
+    server_url: str | None,
+    error: str | None,
+) -> Status:
+    by_key = {s.public_key: s for s in stats}
+    peers = []
+    for peer in netmap.peers if netmap else []:
+        s = by_key.get(peer.public_key)
+        peers.append(PeerStatus(
+            **peer.model_dump(),
+            endpoint=s.endpoint if s else None,
+            last_handshake=s.last_handshake if s else None,
+            rx_bytes=s.rx_bytes if s else 0,
+            tx_bytes=s.tx_bytes if s else 0,
+        ))
+    return Status(
+        state=state.value,
+        self=netmap.self if netmap else None,
+        server_url=server_url,
+        peers=peers,
+        error=error,
+    )
