@@ -2,7 +2,7 @@
 
 On failure it waits with capped, fully jittered exponential backoff (so a fleet does not
 reconnect in lock-step after a server restart) and moves to the next coordination server of the
-netmap's `servers` list. An answer that says our credentials are gone (401/403/404) ends the loop
+netmap's `servers` list. An answer that says our credentials are gone (401/403) ends the loop
 through `on_fatal`; anything else is retried forever, while the core keeps the last netmap.
 """
 
@@ -85,7 +85,7 @@ class Poller:
             try:
                 answer = await self.client.netmap(server, self._token, self.since, self.timeout)
             except ControlError as e:
-                if e.status in (401, 403, 404):
+                if e.status in (401, 403):
                     log.warning("coordination server refused our node credentials: %s", e)
                     await self._on_fatal(e)
                     return
