@@ -1,0 +1,173 @@
+"""The GUI's calls that `LocalClient` does not name yet: jobs and the coordination passthrough.
+
+The GUI never talks to the coordination server itself (DESIGN section 1): admin pages reach it
+through the backend, which already pins the network's CA. The routes this module expects from the
+backend's local API (reported to the backend's owner; until `LocalClient` grows methods for them,
+we go through its request helper so the error mapping stays the one documented in `client`):
+
+    POST /v1/coord            {method, path, body?, token?, server_url?}
+                              -> 200 {status: int, body: any}  (the coordination answer as is)
+                              409 not_logged_in / 502 server_unreachable / 400 path_not_allowed
+    POST /v1/install-server   {network, listen}  -> {job_id}
+    POST /v1/join-server      {token?}           -> {job_id}
+    GET  /v1/jobs/{id}        -> Job
+
+A failed job is resumed by posting its start route again with the same body: every step is
+idempotent (DESIGN section 5), so finished steps are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from pcloud.backend.localapi.client import LocalClient
+from pcloud.backend.localapi.schemas import Job, JobStarted
+
+
+class CoordError(Exception):
+    """The coordination server refused a request (its `{"error": {code, message}}`)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class UserInfo(TypedDict):
+    username: str
+    admin: bool
+    created_at: str
+
+
+class NodeInfo(TypedDict, total=False):
+    node_id: int
+    hostname: str
+    user: str
+    role: str
+    tags: list[str]
+    address: str
+    online: bool
+    last_seen: str | None
+
+
+class AuthKeyInfo(TypedDict, total=False):
+    prefix: str
+    user: str
+    reusable: bool
+    ephemeral: bool
+    role: str
+    expires_at: str
+    used: bool
+
+
+class CreatedKey(TypedDict):
+    key: str
+    prefix: str
+    expires_at: str
+
+
+class AdminAPI:
+    """Coordination calls relayed by the backend, and the backend's long-running jobs."""
+
+    def __init__(self, client: LocalClient) -> None:
+        self._client = client
+
+    async def _local(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        # LocalClient has no public generic call; its helper keeps BackendNotRunning,
+        # PermissionDenied and BackendError exactly as for its named methods.
+        return await self._client._request(method, path, body)
+
+    # -- coordination passthrough ------------------------------------------------------------
+
+    async def coord(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: dict[str, Any] | None = None,
+        server_url: str | None = None,
+    ) -> Any:
+        request: dict[str, Any] = {"method": method, "path": path}
+        if body is not None:
+            request["body"] = body
+        if token is not None:
+            request["token"] = token
+        if server_url is not None:
+            request["server_url"] = server_url
+        answer = await self._local("POST", "/v1/coord", request)
+        status = int(answer.get("status", 0))
+        payload = answer.get("body")
+        if status >= 400:
+            detail = payload.get("error", {}) if isinstance(payload, dict) else {}
+            raise CoordError(status, str(detail.get("code", "error")),
+                             str(detail.get("message", f"HTTP {status}")))
+        return payload
+
+    async def sign_in(self, username: str, password: str) -> str:
+        """A user token for admin calls (the password goes to the server and is not kept)."""
+        answer = await self.coord("POST", "/login",
+                                  body={"username": username, "password": password})
+        return str(answer["token"])
+
+    async def setup(self, setup_code: str, username: str, password: str) -> str:
+        """Creates the first admin with the installer's setup code; answers its token."""
+        answer = await self.coord("POST", "/setup", body={
+            "setup_code": setup_code, "username": username, "password": password})
+        return str(answer["token"])
+
+    async def is_admin(self, token: str) -> bool:
+        try:
+            await self.coord("GET", "/users", token=token)
+        except CoordError as e:
+            if e.status in (401, 403):
+                return False
+            raise
+        return True
+
+    async def users(self, token: str) -> list[UserInfo]:
+        return list(await self.coord("GET", "/users", token=token))
+
+    async def create_user(self, token: str, username: str, password: str, admin: bool) -> None:
+        await self.coord("POST", "/users", token=token,
+                         body={"username": username, "password": password, "admin": admin})
+
+    async def delete_user(self, token: str, username: str) -> None:
+        await self.coord("DELETE", f"/users/{username}", token=token)
+
+    async def nodes(self, token: str) -> list[NodeInfo]:
+        return list(await self.coord("GET", "/nodes", token=token))
+
+    async def update_node(self, token: str, node_id: int, **changes: Any) -> None:
+        await self.coord("PATCH", f"/nodes/{node_id}", token=token, body=changes)
+
+    async def delete_node(self, token: str, node_id: int) -> None:
+        await self.coord("DELETE", f"/nodes/{node_id}", token=token)
+
+    async def auth_keys(self, token: str) -> list[AuthKeyInfo]:
+        return list(await self.coord("GET", "/auth-keys", token=token))
+
+    async def create_auth_key(
+        self, token: str, *, reusable: bool, expires_in_s: int, role: str
+    ) -> CreatedKey:
+        answer: CreatedKey = await self.coord("POST", "/auth-keys", token=token, body={
+            "reusable": reusable, "ephemeral": False, "expires_in_s": expires_in_s,
+            "role": role, "tags": []})
+        return answer
+
+    async def delete_auth_key(self, token: str, prefix: str) -> None:
+        await self.coord("DELETE", f"/auth-keys/{prefix}", token=token)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def start_install_server(self, network: str, listen: str) -> str:
+        answer = await self._local("POST", "/v1/install-server",
+                                   {"network": network, "listen": listen})
+        return JobStarted.model_validate(answer).job_id
+
+    async def start_join_server(self, token: str | None) -> str:
+        body = {"token": token} if token else {}
+        answer = await self._local("POST", "/v1/join-server", body)
+        return JobStarted.model_validate(answer).job_id
+
+    async def job(self, job_id: str) -> Job:
+        return await self._client.job(job_id)

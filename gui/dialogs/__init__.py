@@ -1,0 +1,1 @@
+"""One dialog per module: login, first-run wizard, add this machine as server."""

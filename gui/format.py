@@ -1,0 +1,69 @@
+"""Turns raw local-API values into the words the GUI shows (states, byte counts, ages)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# What each backend state means to a person; "Unavailable" is ours: no answer from the backend.
+STATE_LABELS = {
+    "Running": "Connected",
+    "Starting": "Connecting…",
+    "Stopped": "Disconnected",
+    "NeedsLogin": "Needs login",
+    "Error": "Error",
+}
+
+# Which tray picture each state gets (resources/icons/pcloud-<name>.svg).
+STATE_ICONS = {
+    "Running": "connected",
+    "Starting": "working",
+    "Stopped": "disconnected",
+    "NeedsLogin": "needs-login",
+    "Error": "error",
+}
+
+BACKEND_START_HINT = "sudo systemctl start pcloud-backend"
+GROUP_HINT = "sudo usermod -aG pcloud $USER"
+
+
+def state_label(state: str | None) -> str:
+    if state is None:
+        return "Backend unavailable"
+    return STATE_LABELS.get(state, state)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> "1.5 KiB"; binary units as `ip -s` and WireGuard tools print them."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    """A handshake time as "12 s ago", "3 min ago", "2 h ago", "4 d ago" or "never"."""
+    if when is None:
+        return "never"
+    now = now or datetime.now(UTC)
+    if when.tzinfo is None:  # the backend sends UTC; be lenient with naive values
+        when = when.replace(tzinfo=UTC)
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+def expiry_label(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        return f"{days} day" + ("s" if days != 1 else "")
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    return f"{seconds // 60} min"

@@ -1,0 +1,1 @@
+"""Qt item models over local-API data (no widgets, no I/O)."""

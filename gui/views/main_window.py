@@ -1,0 +1,204 @@
+"""The main window: this device, the peer table with a filter, admin pages, and a status bar.
+
+Everything here follows the session's signals; nothing polls the backend. A one-second timer only
+redraws the "12 s ago" column (the clock moves even when no event arrives).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QPushButton,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pcloud.backend.localapi.schemas import Status
+from pcloud.gui.errors import Problem
+from pcloud.gui.format import state_label
+from pcloud.gui.icons import named_icon, state_icon
+from pcloud.gui.models.peer_table import ADDRESS, HOSTNAME, PeerFilterProxy, PeerTableModel
+from pcloud.gui.session import Session
+from pcloud.gui.views.admin_page import AdminPage
+from pcloud.gui.widgets.notice import NoticeBar
+
+
+class MainWindow(QMainWindow):
+    login_requested = Signal()
+    add_server_requested = Signal()
+    quit_requested = Signal()
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.has_tray = True  # without a tray, closing the window is quitting
+        self.setWindowTitle("PCloud")
+        self.setWindowIcon(named_icon("app"))
+        self.resize(980, 560)
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        self.notice = NoticeBar()
+        self.keyring_notice = NoticeBar()
+        layout.addWidget(self.notice)
+        layout.addWidget(self.keyring_notice)
+
+        header = QHBoxLayout()
+        self.state_icon = QLabel()
+        self.state_text = QLabel()
+        self.state_text.setStyleSheet("font-size: 16px; font-weight: bold;")
+        self.device = QLabel()
+        self.copy_ip = QPushButton("Copy my IP")
+        self.copy_ip.clicked.connect(self._copy_own_ip)
+        self.toggle = QPushButton()
+        self.toggle.clicked.connect(self._toggle)
+        self.add_server = QPushButton("Add this machine as server")
+        self.add_server.clicked.connect(self.add_server_requested)
+        header.addWidget(self.state_icon)
+        header.addWidget(self.state_text)
+        header.addSpacing(16)
+        header.addWidget(self.device, 1)
+        header.addWidget(self.copy_ip)
+        header.addWidget(self.add_server)
+        header.addWidget(self.toggle)
+        layout.addLayout(header)
+
+        self.tabs = QTabWidget()
+        peers_tab = QWidget()
+        peers_layout = QVBoxLayout(peers_tab)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter by name, user, role or address")
+        self.filter.setClearButtonEnabled(True)
+        self.model = PeerTableModel(self)
+        self.proxy = PeerFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.filter.textChanged.connect(self.proxy.set_filter_text)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(HOSTNAME, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.doubleClicked.connect(self._copy_peer_ip)
+        peers_layout.addWidget(self.filter)
+        peers_layout.addWidget(self.table)
+        self.tabs.addTab(peers_tab, "Peers")
+        self.admin_page = AdminPage(session)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+        self.status_state = QLabel()
+        self.status_server = QLabel()
+        self.statusBar().addWidget(self.status_state)
+        self.statusBar().addPermanentWidget(self.status_server)
+
+        self.clock = QTimer(self)
+        self.clock.setInterval(1000)
+        self.clock.timeout.connect(self.model.tick)
+        self.clock.start()
+
+        session.status_changed.connect(self.show_status)
+        session.problem_changed.connect(self.show_problem)
+        session.busy_changed.connect(lambda _: self.show_status(session.status))
+        session.admin_changed.connect(self.show_admin)
+        session.failed.connect(lambda p: self.notice.show_problem(p))
+        session.notice.connect(lambda title, text: self.statusBar().showMessage(text, 4000))
+        self.show_status(session.status)
+        self.show_admin(session.is_admin)
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def show_status(self, status: Status | None) -> None:
+        s = self.session
+        self.state_icon.setPixmap(state_icon(s.state, busy=s.busy).pixmap(32, 32))
+        if status is None:
+            self.state_text.setText(state_label(None))
+            self.device.setText("")
+            self.toggle.setText("Connect")
+            self.toggle.setEnabled(False)
+            self.copy_ip.setEnabled(False)
+            self.add_server.hide()
+            self.model.set_peers([])
+            self.status_state.setText(s.problem.title if s.problem else "Connecting…")
+            self.status_server.setText("")
+            return
+        if s.problem is None and not self.notice.isHidden() and status.state != "Error":
+            self.notice.hide()
+        self.state_text.setText(state_label(status.state))
+        me = status.self
+        self.device.setText(f"This device: {me.hostname} - {me.address}" if me else "")
+        self.copy_ip.setEnabled(me is not None)
+        if status.state == "NeedsLogin":
+            self.toggle.setText("Log in…")
+        elif status.state in ("Running", "Starting"):
+            self.toggle.setText("Disconnect")
+        else:
+            self.toggle.setText("Connect")
+        self.toggle.setEnabled(not s.busy)
+        self.add_server.setVisible(me is not None and me.role == "client" and s.is_admin)
+        self.model.set_peers(status.peers)
+        state_line = state_label(status.state)
+        if status.error:
+            state_line += f" — {status.error}"
+        self.status_state.setText(state_line)
+        self.status_server.setText(f"Server: {status.server_url}" if status.server_url
+                                   else "No server")
+
+    def show_problem(self, problem: Problem | None) -> None:
+        self.notice.show_problem(problem)
+
+    def show_admin(self, is_admin: bool) -> None:
+        index = self.tabs.indexOf(self.admin_page)
+        if is_admin and index < 0:
+            self.tabs.addTab(self.admin_page, "Admin")
+            self.admin_page.refresh()
+        elif not is_admin and index >= 0:
+            self.tabs.removeTab(index)
+        warning = self.session.tokens.warning
+        if is_admin and warning:
+            self.keyring_notice.show_text("Admin sign-in kept in memory", warning)
+        else:
+            self.keyring_notice.hide()
+        self.show_status(self.session.status)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _toggle(self) -> None:
+        state = self.session.state
+        if state == "NeedsLogin":
+            self.login_requested.emit()
+        elif state in ("Running", "Starting"):
+            self.session.disconnect_vpn()
+        else:
+            self.session.connect_vpn()
+
+    def _copy_own_ip(self) -> None:
+        status = self.session.status
+        if status is not None and status.self is not None:
+            self.session.copy(status.self.address, "IP address")
+
+    def _copy_peer_ip(self) -> None:
+        index = self.table.currentIndex()
+        if index.isValid():
+            ip = self.proxy.index(index.row(), ADDRESS).data()
+            if ip:
+                self.session.copy(str(ip), "IP address")
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # Closing the window leaves the tray running (quit is in the tray menu).
+        event.ignore()
+        self.hide()
+        if not self.has_tray:
+            self.quit_requested.emit()

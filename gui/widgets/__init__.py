@@ -1,0 +1,1 @@
+"""Small reusable widgets: job progress, QR code, copyable fields, notices."""
