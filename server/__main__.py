@@ -154,6 +154,9 @@ async def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_keep_alive=75,
+        # Long polls hold requests open for up to a minute; on stop, don't wait for them: the
+        # clients re-poll (another server, or this one after its restart) on their own.
+        timeout_graceful_shutdown=1,
         lifespan="on",
     )
     admin_sock = bind_admin_socket(settings.state_dir / "admin.sock")
