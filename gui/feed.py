@@ -57,13 +57,15 @@ class EventFeed(QObject):
                         self.status.emit(event.status)
                     elif isinstance(event, JobEvent):
                         self.job.emit(event.job)
-                problem = Problem("backend_not_running", "The backend closed the event stream",
-                                  "Reconnecting…")
+                # A clean end (the backend restarting): reconnect without alarming anyone;
+                # if it is really gone, the next attempt names that.
+                log.info("event stream ended; reconnecting")
             except LocalAPIError as e:
                 problem = classify(e)
             except Exception as e:  # noqa: BLE001 - a broken stream must never end the feed
                 log.warning("event stream failed: %s", e)
                 problem = classify(e)
-            self.unavailable.emit(problem)
+            if problem is not None:
+                self.unavailable.emit(problem)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max_s)

@@ -139,7 +139,6 @@ class Session(QObject):
         """Runs a backend call that answers a Status; failures become `failed`."""
 
         async def run() -> None:
-            self._set_busy(True)
             try:
                 status = await call()
                 if status is not None:
@@ -150,6 +149,8 @@ class Session(QObject):
             finally:
                 self._set_busy(False)
 
+        # Busy at once, not when the task first runs: the menu greys out before a second click.
+        self._set_busy(True)
         return self.spawn(run())
 
     def connect_vpn(self) -> asyncio.Task[Any]:

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import pytest
 import qasync
+from PySide6.QtWidgets import QApplication
+
 from pcloud.backend.localapi.client import LocalClient
 from pcloud.backend.localapi.schemas import Status
 from pcloud.gui.secrets import TokenStore
 from pcloud.gui.session import Session
-from PySide6.QtWidgets import QApplication
-
 from tests.unit.gui.fake_backend import FakeBackend
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from PySide6.QtCore import QPersistentModelIndex, Qt
+
 from pcloud.gui.models.peer_table import (
     ADDRESS,
     HANDSHAKE,
@@ -12,8 +14,6 @@ from pcloud.gui.models.peer_table import (
     PeerFilterProxy,
     PeerTableModel,
 )
-from PySide6.QtCore import QPersistentModelIndex, Qt
-
 from tests.unit.gui.conftest import status
 
 NOW = datetime(2026, 11, 25, 15, 42, tzinfo=UTC)

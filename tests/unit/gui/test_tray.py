@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from pcloud.gui.errors import backend_not_running
-from pcloud.gui.session import Session
-from pcloud.gui.tray import Tray, menu_entries, tooltip
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QMenu
 
+from pcloud.gui.errors import backend_not_running
+from pcloud.gui.session import Session
+from pcloud.gui.tray import Tray, menu_entries, tooltip
 from tests.unit.gui.conftest import fixture_json, run, status, until
 from tests.unit.gui.fake_backend import FakeBackend
 
