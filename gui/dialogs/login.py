@@ -44,6 +44,7 @@ class LoginDialog(QDialog):
         intro.setWordWrap(True)
         layout.addWidget(intro)
         self.link = QLineEdit(link)
+        self.link.setCursorPosition(0)  # the host is the part people check, not the hash
         self.link.setPlaceholderText("https://192.168.1.10:8443/#fp=sha256:…")
         layout.addWidget(self.link)
 
@@ -147,3 +148,4 @@ class LoginDialog(QDialog):
         self.error_detail.setText(problem.detail)
         self.error_title.show()
         self.error_detail.show()
+        self.adjustSize()  # grow to fit the message rather than squeeze the fields

@@ -1,13 +1,13 @@
 """Draws a QR code (segno) for a join link or a pre-auth key, crisp at any size.
 
-Modules are painted as rectangles rather than scaling a bitmap, so the code stays sharp on HiDPI
-screens and in screenshots.
+Modules are painted as whole-pixel squares rather than scaling a bitmap, so the code stays sharp
+on HiDPI screens and in screenshots.
 """
 
 from __future__ import annotations
 
 import segno
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -41,16 +41,15 @@ class QrView(QWidget):
         if n == 0:
             return
         cells = n + 2 * QUIET_ZONE
-        side = min(self.width(), self.height())
-        cell = side / cells
-        origin_x = (self.width() - side) / 2 + QUIET_ZONE * cell
-        origin_y = (self.height() - side) / 2 + QUIET_ZONE * cell
+        # Whole-pixel modules: fractional ones come out uneven, which some scanners dislike.
+        cell = max(1, min(self.width(), self.height()) // cells)
+        side = cell * cells
+        origin_x = (self.width() - side) // 2 + QUIET_ZONE * cell
+        origin_y = (self.height() - side) // 2 + QUIET_ZONE * cell
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor("black"))
         for y, row in enumerate(self._matrix):
             for x, dark in enumerate(row):
                 if dark:
-                    # A hair of overlap hides seams between modules at fractional sizes.
-                    painter.drawRect(QRectF(origin_x + x * cell, origin_y + y * cell,
-                                            cell + 0.3, cell + 0.3))
+                    painter.drawRect(origin_x + x * cell, origin_y + y * cell, cell, cell)
         painter.end()
