@@ -1,0 +1,30 @@
+"""A tiny run of the fan-out benchmark (bench/server_fanout.py), so CI proves it still works.
+
+20 nodes over 4 users and 2 server-role nodes, one change of each kind: the figures are not
+checked (they belong to the full run), only that the run completes and that each change woke
+exactly the long polls it affects.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bench.server_fanout import Config, report, run
+
+
+def test_fanout_benchmark_small_run() -> None:
+    res = run(Config(nodes=20, users=4, servers=2, changes=1, procs=2), log=lambda _: None)
+
+    assert res.client_errors == 0, res.last_client_error
+    assert res.reg_rate > 0 and res.rss_polls_mb > 0
+    kinds = [c.kind for c in res.changes]
+    assert kinds == ["client", "server"]
+    client, server = res.changes
+    # Default policy: a client's change reaches its user's 4 other devices and the 2 servers;
+    # a server-role node's change reaches the 19 other nodes.
+    assert (client.expected, server.expected) == (6, 19)
+    for change in res.changes:
+        assert change.missing == 0 and change.unexpected == 0, change
+        assert change.woke == change.expected
+        assert not math.isnan(change.fanout_s) and change.bytes > 0
+    assert "fanout nodes=20" in report(res)
