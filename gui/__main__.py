@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Qt is imported only past the root check, so the refusal works without a display.
     import qasync
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from pcloud.gui.app import PCloudApp
@@ -70,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     done = asyncio.Event()
     app.quit_requested.connect(done.set)
     qapp.aboutToQuit.connect(done.set)
+    # Ctrl-C and a session's SIGTERM end the app cleanly. Python runs signal handlers only
+    # between bytecodes, so a slow timer gives it a chance while Qt sits in C++.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: loop.call_soon_threadsafe(done.set))
+    wake = QTimer()
+    wake.start(500)
+    wake.timeout.connect(lambda: None)
 
     async def run() -> None:
         app.start()

@@ -104,6 +104,13 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_state)
         self.statusBar().addPermanentWidget(self.status_server)
 
+        # Without a tray the window is the whole app, so it carries the tray's account actions.
+        account = self.menuBar().addMenu("&PCloud")
+        self.login_action = account.addAction("Log in…", self.login_requested.emit)
+        self.logout_action = account.addAction("Log out", lambda: self.session.logout())
+        account.addSeparator()
+        account.addAction("Quit", self.quit_requested.emit)
+
         self.clock = QTimer(self)
         self.clock.setInterval(1000)
         self.clock.timeout.connect(self.model.tick)
@@ -122,6 +129,9 @@ class MainWindow(QMainWindow):
 
     def show_status(self, status: Status | None) -> None:
         s = self.session
+        logged_in = status is not None and status.state != "NeedsLogin"
+        self.login_action.setEnabled(status is not None and not logged_in and not s.busy)
+        self.logout_action.setEnabled(logged_in and not s.busy)
         self.state_icon.setPixmap(state_icon(s.state, busy=s.busy).pixmap(32, 32))
         if status is None:
             self.state_text.setText(state_label(None))
