@@ -71,6 +71,8 @@ class Session(QObject):
         self.problem: Problem | None = None
         self.busy = False
         self.is_admin = False
+        # On the backend's read-only socket (not in the pcloud group): reads work, changes don't.
+        self.read_only = False
         self.token: str | None = None
         self.jobs: dict[str, Job] = {}
         self._server: str | None = None
@@ -92,6 +94,7 @@ class Session(QObject):
 
     def apply_status(self, status: Status) -> None:
         self.status = status
+        self.read_only = bool(getattr(self.client, "read_only", False))
         if self.problem is not None:
             self.problem = None
             self.problem_changed.emit(None)

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from pcloud.backend.localapi.schemas import Status
 from pcloud.gui.errors import Problem
-from pcloud.gui.format import state_label
+from pcloud.gui.format import GROUP_HINT, state_label
 from pcloud.gui.icons import dot_icon, state_icon
 from pcloud.gui.session import Session
 
@@ -40,8 +40,9 @@ def _peer_entries(status: Status) -> tuple[MenuEntry, ...]:
 
 
 def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool = False,
-                 is_admin: bool = False) -> list[MenuEntry]:
+                 is_admin: bool = False, read_only: bool = False) -> list[MenuEntry]:
     entries: list[MenuEntry] = []
+    busy = busy or read_only  # read-only: every change would be refused, so none is offered
     if status is None:
         title = problem.title if problem else "Connecting to the backend…"
         entries.append(MenuEntry("state", title, enabled=False))
@@ -60,6 +61,8 @@ def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool =
     entries.append(MenuEntry("state", line, enabled=False))
     if state != "Error" and status.error:  # a warning, e.g. the server is unreachable
         entries.append(MenuEntry("hint", status.error, enabled=False))
+    if read_only:
+        entries.append(MenuEntry("hint", f"Read-only: run {GROUP_HINT}", enabled=False))
 
     logged_in = state != "NeedsLogin"
     if logged_in:
@@ -121,7 +124,8 @@ class Tray(QObject):
 
     def entries(self) -> list[MenuEntry]:
         s = self.session
-        return menu_entries(s.status, s.problem, busy=s.busy, is_admin=s.is_admin)
+        return menu_entries(s.status, s.problem, busy=s.busy, is_admin=s.is_admin,
+                            read_only=s.read_only)
 
     def rebuild(self, *_: object) -> None:
         s = self.session

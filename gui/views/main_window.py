@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from pcloud.backend.localapi.schemas import Status
-from pcloud.gui.errors import Problem
+from pcloud.gui.errors import Problem, no_permission
 from pcloud.gui.format import state_label
 from pcloud.gui.icons import named_icon, state_icon
 from pcloud.gui.models.peer_table import ADDRESS, HOSTNAME, PeerFilterProxy, PeerTableModel
@@ -130,8 +130,9 @@ class MainWindow(QMainWindow):
     def show_status(self, status: Status | None) -> None:
         s = self.session
         logged_in = status is not None and status.state != "NeedsLogin"
-        self.login_action.setEnabled(status is not None and not logged_in and not s.busy)
-        self.logout_action.setEnabled(logged_in and not s.busy)
+        can_change = not s.busy and not s.read_only
+        self.login_action.setEnabled(status is not None and not logged_in and can_change)
+        self.logout_action.setEnabled(logged_in and can_change)
         self.state_icon.setPixmap(state_icon(s.state, busy=s.busy).pixmap(32, 32))
         if status is None:
             self.state_text.setText(state_label(None))
@@ -144,7 +145,10 @@ class MainWindow(QMainWindow):
             self.status_state.setText(s.problem.title if s.problem else "Connecting…")
             self.status_server.setText("")
             return
-        if s.problem is None and not self.notice.isHidden() and status.state != "Error":
+        if s.read_only:
+            self.notice.show_problem(no_permission("PCloud is read-only for you until then."),
+                                     level="warning")
+        elif s.problem is None and not self.notice.isHidden() and status.state != "Error":
             self.notice.hide()
         self.state_text.setText(state_label(status.state))
         me = status.self
@@ -156,7 +160,7 @@ class MainWindow(QMainWindow):
             self.toggle.setText("Disconnect")
         else:
             self.toggle.setText("Connect")
-        self.toggle.setEnabled(not s.busy)
+        self.toggle.setEnabled(not s.busy and not s.read_only)
         self.add_server.setVisible(me is not None and me.role == "client" and s.is_admin)
         self.model.set_peers(status.peers)
         state_line = state_label(status.state)

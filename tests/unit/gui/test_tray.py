@@ -115,3 +115,11 @@ def test_backend_missing_then_started(
         await fake.stop()
 
     run(loop, scenario())
+
+
+def test_read_only_offers_no_changes_and_names_the_fix() -> None:
+    entries = menu_entries(status("running"), None, read_only=True)
+    assert any(e.text == "Read-only: run sudo usermod -aG pcloud $USER" for e in entries)
+    for key in ("disconnect", "logout"):
+        assert not next(e for e in entries if e.key == key).enabled
+    assert next(e for e in entries if e.key == "self").enabled  # copying the IP still works
