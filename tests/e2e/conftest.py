@@ -29,7 +29,7 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str, float, str], None]:
     scenario = request.node.name.removeprefix("test_")
 
     def record(name: str, value: float, unit: str = "s") -> None:
-        text = f"{value:.2f} {unit}" if isinstance(value, float) else f"{value} {unit}"
+        text = f"{value:.2f} {unit}" if unit == "s" else f"{value:g} {unit}"
         FIGURES.append((scenario, name, text))
         print(f"[{scenario}] {name}: {text}")
 
