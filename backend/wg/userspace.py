@@ -85,6 +85,18 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+def _child_env() -> dict[str, str]:
+    """wireguard-go's environment: ours, its log level, and the opt-in it demands."""
+    return {
+        **os.environ,
+        "LOG_LEVEL": os.environ.get("PCLOUD_WG_LOG_LEVEL", "error"),
+        # wireguard-go refuses to start on Linux where a WireGuard kernel module exists unless
+        # told this. We only run it when the userspace driver was chosen on purpose (no module,
+        # or --driver userspace), so the choice is ours to confirm, not every caller's.
+        "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1",
+    }
+
+
 class UserspaceDriver:
     """One WireGuard interface served by wireguard-go. See the module docstring."""
 
@@ -230,7 +242,7 @@ class UserspaceDriver:
                 stdout=logfd,
                 stderr=logfd,
                 start_new_session=True,  # own session and process group: survives our exit
-                env={**os.environ, "LOG_LEVEL": os.environ.get("PCLOUD_WG_LOG_LEVEL", "error")},
+                env=_child_env(),
             )
         except OSError as exc:
             raise DriverError(f"cannot run {self.binary}: {exc}") from None
