@@ -1,4 +1,5 @@
-"""pcloud-backend: settings -> driver -> LocalBackend -> local API on its Unix socket.
+"""pcloud-backend: settings -> driver -> LocalBackend -> local API on its Unix sockets (the
+main one and its read-only `.ro` twin, localapi/server.py).
 
 Runs until SIGTERM/SIGINT (uvicorn's handlers end `serve`), then stops its loops and leaves the
 WireGuard interface up, so a restart (or an upgrade) does not drop tunnels.
@@ -8,13 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+from types import FrameType
+
+import uvicorn
 
 from pcloud.backend.config import BackendSettings, ConfigError, load_settings
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.peercred import default_write_rule
 from pcloud.backend.localapi.routes import create_app
-from pcloud.backend.localapi.server import SocketInUse, bind_socket, make_server, remove_socket
+from pcloud.backend.localapi.server import (
+    SocketInUse,
+    bind_sockets,
+    ensure_group,
+    make_server,
+    remove_sockets,
+)
 from pcloud.backend.wg.driver import Driver, DriverError, DriverEvent
 
 log = logging.getLogger("pcloud.backend")
@@ -41,21 +52,52 @@ def make_driver(settings: BackendSettings) -> Driver:
                          **kwargs)
 
 
+SHUTDOWN_TIMEOUT_S = 10.0  # an operation holding the backend's lock (a login) may delay exit
+
+
+def _stop_on_signals(server: uvicorn.Server) -> None:
+    """SIGTERM/SIGINT end `serve` and let `run` clean up, whenever they arrive.
+
+    uvicorn handles them only while serving, and afterwards re-raises the signal with the
+    handler it found: with Python's defaults that kills the process (SIGTERM) before our
+    `finally` removes the sockets and stops the loops. With this handler in place the re-raise
+    is harmless, and a signal during start-up makes `serve` return right after binding.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
 async def run(settings: BackendSettings) -> None:
     driver = make_driver(settings)
     backend = LocalBackend(settings, driver)
-    sock = bind_socket(settings.socket, mode=settings.socket_mode, group=settings.socket_group)
+    # The group first (created if missing): the write rule needs its gid.
+    ensure_group(settings.socket_group)
     backend_uid, admin_gid = default_write_rule(settings.socket_group)
     app = create_app(backend, admin_gid=admin_gid, backend_uid=backend_uid)
     server = make_server(app, log_level=settings.log_level.lower())
+    # Before the sockets exist: from then on every way out goes through the `finally`.
+    _stop_on_signals(server)
+    socks = bind_sockets(settings.socket, group=settings.socket_group,
+                         readonly=settings.readonly_socket)
     try:
         await backend.start()
-        log.info("local API on %s (driver %s)", settings.socket, driver.kind)
-        await server.serve(sockets=[sock])
+        log.info("local API on %s%s (driver %s)", settings.socket,
+                 " and read-only .ro" if settings.readonly_socket else "", driver.kind)
+        await server.serve(sockets=socks)
     finally:
-        await backend.shutdown()
-        sock.close()
-        remove_socket(settings.socket)
+        try:
+            await asyncio.wait_for(backend.shutdown(), SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("backend loops did not stop within %.0f s; exiting anyway",
+                        SHUTDOWN_TIMEOUT_S)
+        finally:
+            for sock in socks:
+                sock.close()
+            remove_sockets(settings.socket)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,10 +35,10 @@ def default_hostname() -> str:
 class BackendSettings:
     state_dir: Path = Path("/var/lib/pcloud")
     socket: Path = Path("/run/pcloud/backend.sock")
-    # 0660 root:pcloud per DESIGN 3; 0666 lets every local user read status (writes are still
-    # checked against SO_PEERCRED), as Tailscale does.
-    socket_mode: int = 0o660
+    # The socket is always 0660 root:`socket_group`; `<socket>.ro` beside it (0666) lets every
+    # local user read the status. False drops `.ro` where other users must not see the peers.
     socket_group: str = "pcloud"
+    readonly_socket: bool = True
     interface: str = "pcloud0"
     headless: bool = False
     server: str | None = None  # join link used by --headless
@@ -81,16 +81,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, str | Path):
             raise ConfigError(f"setting {name!r} must be a path string")
         return Path(value)
-    if name == "socket_mode":
-        if isinstance(value, str):
-            try:
-                return int(value, 8)
-            except ValueError:
-                raise ConfigError("socket_mode must be octal, e.g. \"0660\"") from None
-        if not isinstance(value, int):
-            raise ConfigError("socket_mode must be octal, e.g. \"0660\"")
-        return value
-    expected = {"headless": bool, "poll_timeout": int, "listen_port": int,
+    expected = {"headless": bool, "readonly_socket": bool, "poll_timeout": int, "listen_port": int,
                 "endpoint_check_s": (int, float)}.get(name, str)
     if value is not None and not isinstance(value, expected):  # type: ignore[arg-type]
         raise ConfigError(f"setting {name!r} has the wrong type ({type(value).__name__})")
@@ -101,9 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcloud-backend", description="PCloud privileged backend")
     p.add_argument("--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG})")
     p.add_argument("--state-dir", type=Path)
-    p.add_argument("--socket", type=Path, help="local API socket path")
-    p.add_argument("--socket-mode", help="octal mode of the socket (default 0660)")
-    p.add_argument("--socket-group", help="group owning the socket (default pcloud)")
+    p.add_argument("--socket", type=Path,
+                   help="local API socket path (0660 root:GROUP; read-only socket at PATH.ro)")
+    p.add_argument("--socket-group", help="group allowed to change things (default pcloud)")
+    p.add_argument("--no-readonly-socket", dest="readonly_socket", action="store_false",
+                   default=None, help="no world-readable PATH.ro socket: only root and the "
+                   "group may even read the status")
     p.add_argument("--interface", help="WireGuard interface name (default pcloud0)")
     p.add_argument("--headless", action="store_true", default=None,
                    help="log in with a pre-auth key and come up on boot (no GUI)")

@@ -1,5 +1,11 @@
 """LocalClient: the one way the CLI and the GUI talk to the backend (over its Unix socket).
 
+The backend listens on two sockets (DESIGN section 3): the main one, 0660 root:pcloud, and a
+read-only one beside it (`<socket>.ro`, 0666). A caller outside the group gets EACCES from the
+main socket; the client then falls back to the `.ro` socket once and stays there, so reads work
+for everyone and writes come back as the backend's 403 naming the fix. `read_only` tells a UI
+that it is on the fallback (and should grey out its buttons).
+
 Exceptions (catch the base to handle them all):
 
     LocalAPIError
@@ -22,6 +28,12 @@ import httpx
 from pcloud.backend.localapi.schemas import Job, JobEvent, Status, StatusEvent
 
 DEFAULT_SOCKET = Path("/run/pcloud/backend.sock")
+READONLY_SUFFIX = ".ro"
+
+
+def readonly_socket_path(socket_path: str | Path) -> Path:
+    """Where the backend's read-only socket is for a main socket at `socket_path`."""
+    return Path(f"{socket_path}{READONLY_SUFFIX}")
 
 
 class LocalAPIError(Exception):
@@ -53,14 +65,37 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
+def _denied(exc: BaseException) -> bool:
+    os_err = _os_error(exc)
+    return os_err is not None and os_err.errno in (errno.EACCES, errno.EPERM)
+
+
 class LocalClient:
-    def __init__(self, socket_path: str | Path = DEFAULT_SOCKET, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        socket_path: str | Path = DEFAULT_SOCKET,
+        *,
+        timeout: float = 60.0,
+        readonly_fallback: bool = True,
+    ) -> None:
         self.socket_path = Path(socket_path)
-        self._http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+        self.readonly_path = readonly_socket_path(self.socket_path)
+        self._timeout = timeout
+        self._fallback_allowed = readonly_fallback
+        self._http = self._make_http(self.socket_path)
+        self._ro_http: httpx.AsyncClient | None = None
+
+    def _make_http(self, path: Path) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(path)),
             base_url="http://pcloud",
-            timeout=timeout,
+            timeout=self._timeout,
         )
+
+    @property
+    def read_only(self) -> bool:
+        """True once the main socket refused us and we talk over the read-only one."""
+        return self._ro_http is not None
 
     async def __aenter__(self) -> LocalClient:
         return self
@@ -72,18 +107,42 @@ class LocalClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._ro_http is not None:
+            await self._ro_http.aclose()
+
+    def _current(self) -> httpx.AsyncClient:
+        return self._ro_http or self._http
+
+    def _fall_back(self, exc: httpx.TransportError) -> bool:
+        """Switch to the read-only socket if `exc` is the main socket refusing to let us
+        connect. EACCES comes from connect(), before any byte is sent, so the request that
+        failed is safe to send again, even a POST."""
+        if self._ro_http is not None or not self._fallback_allowed or not _denied(exc):
+            return False
+        self._ro_http = self._make_http(self.readonly_path)
+        return True
 
     def _transport_error(self, exc: httpx.TransportError) -> LocalAPIError:
-        os_err = _os_error(exc)
-        if os_err is not None and os_err.errno in (errno.EACCES, errno.EPERM):
+        if _denied(exc):
             return PermissionDenied(f"no permission to open {self.socket_path}")
+        if self.read_only:
+            # The main socket refused us and nothing answers on `.ro`: either the backend runs
+            # without it (--no-readonly-socket) or it is not running and left its socket file.
+            # Permission is the part the user can fix without root's help being a surprise.
+            return PermissionDenied(
+                f"no permission to open {self.socket_path}, and nothing answers on the "
+                f"read-only {self.readonly_path} (is the backend running?)"
+            )
         return BackendNotRunning(f"the backend is not running (no answer on {self.socket_path})")
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            answer = await self._http.request(method, path, json=body)
-        except httpx.TransportError as e:
-            raise self._transport_error(e) from None
+        while True:
+            try:
+                answer = await self._current().request(method, path, json=body)
+                break
+            except httpx.TransportError as e:
+                if not self._fall_back(e):
+                    raise self._transport_error(e) from None
         if answer.status_code >= 400:
             raise _answer_error(answer.status_code, answer.content)
         return answer.json()
@@ -126,25 +185,34 @@ class LocalClient:
 
     async def events(self) -> AsyncIterator[StatusEvent | JobEvent]:
         """Server-sent events, parsed: the current status first, then every change."""
-        try:
-            async with self._http.stream("GET", "/v1/events", timeout=None) as answer:
-                if answer.status_code >= 400:
-                    raise _answer_error(answer.status_code, await answer.aread())
-                kind, data = "", []
-                async for line in answer.aiter_lines():
-                    if line.startswith("event:"):
-                        kind = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif not line and data:
-                        payload = json.loads("\n".join(data))
-                        if kind == "status":
-                            yield StatusEvent(status=Status.model_validate(payload))
-                        elif kind == "job":
-                            yield JobEvent(job=Job.model_validate(payload))
-                        kind, data = "", []
-        except httpx.TransportError as e:
-            raise self._transport_error(e) from None
+        while True:
+            try:
+                async with self._current().stream("GET", "/v1/events", timeout=None) as answer:
+                    if answer.status_code >= 400:
+                        raise _answer_error(answer.status_code, await answer.aread())
+                    async for event in _parse_sse(answer):
+                        yield event
+                return
+            except httpx.TransportError as e:
+                # Only a refused connect() falls back, and that happens before the first event.
+                if not self._fall_back(e):
+                    raise self._transport_error(e) from None
+
+
+async def _parse_sse(answer: httpx.Response) -> AsyncIterator[StatusEvent | JobEvent]:
+    kind, data = "", []
+    async for line in answer.aiter_lines():
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data:
+            payload = json.loads("\n".join(data))
+            if kind == "status":
+                yield StatusEvent(status=Status.model_validate(payload))
+            elif kind == "job":
+                yield JobEvent(job=Job.model_validate(payload))
+            kind, data = "", []
 
 
 def _answer_error(status: int, content: bytes) -> LocalAPIError:

@@ -1,6 +1,6 @@
 """Who is calling: SO_PEERCRED of a Unix-socket connection, and the one rule for writing.
 
-Anyone who can connect may read. Writing (login, up, down, logout, ...) is for uid 0, the
+Anyone who can connect may read (everybody can reach the read-only `.ro` socket). Writing (login, up, down, logout, ...) is for uid 0, the
 backend's own uid, and members of the `pcloud` group, as Tailscale's `IsReadonlyConn`. The
 kernel fills SO_PEERCRED at connect() time, so the caller cannot forge it; supplementary groups
 are not in it, so we read them from /proc/PID/status of the peer right after accept.
@@ -64,7 +64,11 @@ def may_write(caller: Caller, *, backend_uid: int, admin_gid: int | None) -> tup
     if admin_gid is not None and (caller.gid == admin_gid or admin_gid in caller.groups):
         return True, "member of the pcloud group"
     if admin_gid is None:
-        return False, f"uid {caller.uid} is not root and the pcloud group does not exist"
+        return False, (
+            f"uid {caller.uid} is not root and the pcloud group does not exist (create it and "
+            "add the user: sudo groupadd --system pcloud && sudo usermod -aG pcloud $USER, "
+            "then log in again)"
+        )
     return False, (
         f"uid {caller.uid} is neither root nor in the pcloud group "
         "(add the user with: sudo usermod -aG pcloud $USER, then log in again)"

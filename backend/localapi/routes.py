@@ -1,9 +1,14 @@
 """The local API's routes (DESIGN section 3) as a FastAPI app over a `LocalBackend`.
 
-Every handler opens with `require_write` or reads only; callers come from
-`server.PeerCredProtocol` (`request.state.caller`). Requests shaped like a browser's (with an
-Origin or Referer header) are refused before any route runs, so a web page cannot drive the
-backend through a local proxy. Errors are `{"error": {code, message}}` like the server's.
+Who may do what is decided in one middleware, before any route runs:
+- requests shaped like a browser's (an Origin or Referer header) are refused, so a web page
+  cannot drive the backend through a local proxy;
+- every method other than GET/HEAD is a write and needs `may_write(caller)`: root, the
+  backend's own uid, or a member of the `pcloud` group. Checking by method rather than per route
+  means a route added later cannot forget it. The caller comes from SO_PEERCRED
+  (`server.PeerCredProtocol`, `request.state.caller`), on either of the two sockets: the rule
+  does not depend on which one the caller came through.
+Errors are `{"error": {code, message}}` like the server's.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -27,6 +32,7 @@ from pcloud.backend.localapi.schemas import Job, LoginRequest, Status
 log = logging.getLogger(__name__)
 
 STATUS_REFRESH_S = 5.0  # how often an idle event stream re-checks the byte counters
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 class JobRegistry(Protocol):
@@ -50,15 +56,22 @@ def create_app(
                   openapi_url=None)
 
     @app.middleware("http")
-    async def refuse_browsers(
+    async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         for header in ("origin", "referer"):
             if header in request.headers:
                 return _error(403, "browser_refused",
-                              f"requests carrying a browser's {header.title()} header are refused: "
-                              "the local "
-                              "API is not for web pages")
+                              f"requests carrying a browser's {header.title()} header are "
+                              "refused: the local API is not for web pages")
+        if request.method not in READ_METHODS:
+            who: Caller = getattr(request.state, "caller", ANONYMOUS)
+            ok, reason = may_write(who, backend_uid=backend_uid, admin_gid=admin_gid)
+            if not ok:
+                log.info("refused %s %s from uid %d pid %d on %s: %s", request.method,
+                         request.url.path, who.uid, who.pid,
+                         getattr(request.state, "local_socket", "?"), reason)
+                return _error(403, "forbidden", f"permission denied: {reason}")
         return await call_next(request)
 
     @app.exception_handler(OperationError)
@@ -79,43 +92,31 @@ def create_app(
             parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return _error(422, "invalid_request", "; ".join(parts))
 
-    def caller(request: Request) -> Caller:
-        found: Caller = getattr(request.state, "caller", ANONYMOUS)
-        return found
-
-    def require_write(request: Request, who: Caller = Depends(caller)) -> Caller:
-        ok, reason = may_write(who, backend_uid=backend_uid, admin_gid=admin_gid)
-        if not ok:
-            log.info("refused %s %s from uid %d: %s", request.method, request.url.path,
-                     who.uid, reason)
-            raise HTTPException(403, f"permission denied: {reason}")
-        return who
-
     @app.get("/v1/status", response_model=Status)
     async def get_status() -> Status:
         return await backend.status()
 
-    @app.post("/v1/login", response_model=Status, dependencies=[Depends(require_write)])
+    @app.post("/v1/login", response_model=Status)
     async def login(body: LoginRequest) -> Status:
         await backend.login(body)
         return await backend.status()
 
-    @app.post("/v1/up", response_model=Status, dependencies=[Depends(require_write)])
+    @app.post("/v1/up", response_model=Status)
     async def up() -> Status:
         await backend.up()
         return await backend.status()
 
-    @app.post("/v1/down", response_model=Status, dependencies=[Depends(require_write)])
+    @app.post("/v1/down", response_model=Status)
     async def down() -> Status:
         await backend.down()
         return await backend.status()
 
-    @app.post("/v1/logout", response_model=Status, dependencies=[Depends(require_write)])
+    @app.post("/v1/logout", response_model=Status)
     async def logout() -> Status:
         await backend.logout()
         return await backend.status()
 
-    @app.post("/v1/rotate-key", response_model=Status, dependencies=[Depends(require_write)])
+    @app.post("/v1/rotate-key", response_model=Status)
     async def rotate_key() -> Status:
         await backend.rotate_key()
         return await backend.status()

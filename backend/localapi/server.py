@@ -1,5 +1,13 @@
-"""The local API's socket: created by us (0660 root:pcloud), served by uvicorn, one Caller per
+"""The local API's sockets: created by us, served by one uvicorn server, one Caller per
 connection.
+
+Two sockets, one app (DESIGN section 3):
+- `<socket>` (default /run/pcloud/backend.sock), 0660 root:pcloud: root and the group's members;
+- `<socket>.ro` (default /run/pcloud/backend.sock.ro), 0666: everybody, so any local user can
+  read the status (`pcloud status`, the tray icon) without being in the group.
+The permission check is the same on both: SO_PEERCRED of the connection, then `may_write` for
+every request that changes something (routes.py). A member of the group who connects through
+`.ro` may still write; the main socket's mode is defence in depth, not the rule itself.
 
 `uvicorn --uds` would create the socket 0666 and never tell the app who connected, so we bind the
 AF_UNIX socket ourselves and hand it to `uvicorn.Server.serve(sockets=[...])`. `PeerCredProtocol`
@@ -23,6 +31,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from pcloud.backend.localapi.client import readonly_socket_path
 from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, group_id
 
 log = logging.getLogger(__name__)
@@ -43,7 +52,11 @@ class PeerCredProtocol(H11Protocol):
                 log.warning("cannot read the caller's credentials: %s", e)
         # app_state is copied into each request's scope; a per-connection dict keeps callers
         # of different connections apart.
-        self.app_state = {**self.app_state, "caller": caller}
+        local = ""
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                local = str(sock.getsockname())  # which of the two sockets, for the log
+        self.app_state = {**self.app_state, "caller": caller, "local_socket": local}
         super().connection_made(transport)
 
 
@@ -91,6 +104,33 @@ def bind_socket(path: Path, *, mode: int = 0o660, group: str = "pcloud") -> sock
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+MAIN_MODE = 0o660
+READONLY_MODE = 0o666
+
+
+def bind_sockets(path: Path, *, group: str = "pcloud", readonly: bool = True) -> list[socket.socket]:
+    """The main socket at `path` (0660 root:`group`) and, unless `readonly` is False, the
+    read-only one at `path`.ro (0666). Both or neither: a failure on the second closes and
+    removes the first."""
+    main = bind_socket(path, mode=MAIN_MODE, group=group)
+    if not readonly:
+        # A leftover from a run that had it would mislead clients into a dead socket.
+        remove_socket(readonly_socket_path(path))
+        return [main]
+    try:
+        ro = bind_socket(readonly_socket_path(path), mode=READONLY_MODE, group=group)
+    except BaseException:
+        main.close()
+        remove_socket(path)
+        raise
+    return [main, ro]
+
+
+def remove_sockets(path: Path) -> None:
+    remove_socket(path)
+    remove_socket(readonly_socket_path(path))
 
 
 def make_server(app: Any, *, log_level: str = "warning") -> uvicorn.Server:

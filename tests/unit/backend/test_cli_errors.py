@@ -74,7 +74,9 @@ def test_status_when_logged_out(capsys: pytest.CaptureFixture[str], backend_sock
                                "peers": [], "error": None}
 
 
-@pytest.mark.parametrize("argv", [["up"], ["down"], ["ip"], ["peers"], ["ping", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["up"], ["down"], ["ip"], ["peers"], ["ping", "x"], ["rotate-key"]]
+)
 def test_commands_needing_login(
     capsys: pytest.CaptureFixture[str], backend_socket: Path, argv: list[str]
 ) -> None:

@@ -1,11 +1,12 @@
-"""The local API over its real socket, served by a real `pcloud-backend` process (fake
-WireGuard driver): socket mode and group, SO_PEERCRED write rules, browser refusal, SSE."""
+"""The local API over its real sockets, served by a real `pcloud-backend` process (fake
+WireGuard driver): socket modes and group, the socket settings, browser refusal, SSE. Who may
+write through which socket (other uids, the group) is in
+tests/integration/test_backend_localapi_tiers.py."""
 
 from __future__ import annotations
 
 import asyncio
 import grp
-import json
 import os
 import shutil
 import signal
@@ -19,10 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from pcloud.backend.localapi.client import BackendError, BackendNotRunning, LocalClient
+from pcloud.backend.config import ConfigError, load_settings
+from pcloud.backend.localapi.client import (
+    BackendError,
+    BackendNotRunning,
+    LocalClient,
+    readonly_socket_path,
+)
 
 BIN = Path(sys.executable).parent
-NOBODY = ["--reuid=65534", "--regid=65534"]
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -65,31 +71,10 @@ class Backend:
 
 
 @pytest.fixture
-def open_backend() -> Iterator[Backend]:
-    b = Backend("--socket-mode", "0666")
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def backend() -> Iterator[Backend]:
     b = Backend()
     yield b
     b.stop()
-
-
-def call_as(user: list[str], sock: Path, method: str, path: str) -> tuple[int, dict[str, object]]:
-    """One request over the socket from a process running with other credentials."""
-    code = (
-        "import httpx, json, sys\n"
-        f"c = httpx.Client(transport=httpx.HTTPTransport(uds={str(sock)!r}))\n"
-        f"r = c.request({method!r}, 'http://pcloud{path}')\n"
-        "print(json.dumps([r.status_code, r.json()]))\n"
-    )
-    out = subprocess.run(["setpriv", *user, sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=30, check=True)
-    status, body = json.loads(out.stdout)
-    return status, body
 
 
 def pcloud_gid() -> int:
@@ -97,47 +82,39 @@ def pcloud_gid() -> int:
 
 
 @needs_root
-def test_socket_is_0660_root_pcloud(backend: Backend) -> None:
+def test_main_socket_is_0660_root_pcloud_and_ro_socket_0666(backend: Backend) -> None:
     st = backend.socket.stat()
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
     assert (st.st_uid, st.st_gid) == (0, pcloud_gid())
+    ro = Path(f"{backend.socket}.ro").stat()
+    assert stat.S_ISSOCK(ro.st_mode) and stat.S_IMODE(ro.st_mode) == 0o666
 
 
-@needs_root
-def test_unprivileged_caller_reads_but_cannot_write(open_backend: Backend) -> None:
-    nobody = [*NOBODY, "--clear-groups"]
-    status, body = call_as(nobody, open_backend.socket, "GET", "/v1/status")
-    assert status == 200 and body["state"] == "NeedsLogin"
-    status, body = call_as(nobody, open_backend.socket, "POST", "/v1/up")
-    assert status == 403
-    assert "pcloud group" in str(body["error"]) and "65534" in str(body["error"])
+def test_both_sockets_are_removed_at_exit() -> None:
+    b = Backend()
+    try:
+        ro = readonly_socket_path(b.socket)
+        assert ro.exists()
+        os.kill(b.proc.pid, signal.SIGTERM)
+        assert b.proc.wait(10) == 0
+        assert not b.socket.exists() and not ro.exists()
+    finally:
+        b.stop()
 
 
-@needs_root
-def test_pcloud_group_member_may_write(open_backend: Backend) -> None:
-    member = [*NOBODY, f"--groups={pcloud_gid()}"]
-    status, body = call_as(member, open_backend.socket, "POST", "/v1/up")
-    # Past the permission check: refused only because nobody logged in yet.
-    assert status == 409 and body["error"] == {
-        "code": "not_logged_in", "message": "not logged in: run `pcloud login JOIN-LINK` first"}
-
-
-@needs_root
-def test_non_member_cannot_open_the_default_socket(backend: Backend) -> None:
-    code = (
-        "import asyncio\n"
-        "from pcloud.backend.localapi.client import LocalClient, PermissionDenied\n"
-        "async def main():\n"
-        f"    async with LocalClient({str(backend.socket)!r}) as c:\n"
-        "        try:\n"
-        "            await c.status()\n"
-        "        except PermissionDenied as e:\n"
-        "            print('denied:', e)\n"
-        "asyncio.run(main())\n"
-    )
-    out = subprocess.run(["setpriv", *NOBODY, "--clear-groups", sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=30, check=True)
-    assert out.stdout.startswith("denied: no permission to open")
+def test_socket_settings() -> None:
+    assert load_settings(["--config", "/dev/null"]).readonly_socket is True
+    assert load_settings(["--config", "/dev/null", "--no-readonly-socket"]).readonly_socket is False
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write("readonly_socket = false\n")
+        f.flush()
+        assert load_settings(["--config", f.name]).readonly_socket is False
+    # The mode is fixed now (0660 + the .ro socket); an old config naming it is told so.
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write('socket_mode = "0666"\n')
+        f.flush()
+        with pytest.raises(ConfigError, match="unknown setting 'socket_mode'"):
+            load_settings(["--config", f.name])
 
 
 async def test_browser_requests_are_refused(backend: Backend) -> None:
@@ -162,7 +139,7 @@ async def test_client_methods_and_events(backend: Backend) -> None:
         first = await asyncio.wait_for(anext(events), 10)
         assert first.kind == "status" and first.status.state == "NeedsLogin"
         await events.aclose()
-
+        assert not client.read_only  # this process may open the main socket
 
         with pytest.raises(BackendError, match="not logged in") as info:
             await client.down()
