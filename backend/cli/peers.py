@@ -1,11 +1,11 @@
-"""`pcloud peers`: the peers table without this device's own line."""
+"""`pcloud peers`: hostname, overlay IP, online, last handshake and endpoint of every peer."""
 
 from __future__ import annotations
 
 import argparse
 
 from pcloud.backend.cli.common import EXIT_OK, require_running
-from pcloud.backend.cli.render import print_table, status_table
+from pcloud.backend.cli.render import peers_table, print_table
 from pcloud.backend.localapi.client import LocalClient
 
 
@@ -20,5 +20,5 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     if not status.peers:
         print("# no peers")
     else:
-        print_table(status_table(status, with_self=False))
+        print_table(peers_table(status))
     return EXIT_OK

@@ -74,6 +74,21 @@ def status_table(status: Status, now: datetime | None = None, *, with_self: bool
     return table
 
 
+def peers_table(status: Status, now: datetime | None = None) -> Table:
+    """`pcloud peers`: one headed row per peer (HOSTNAME IP ONLINE LAST-HANDSHAKE ENDPOINT),
+    "online" as the coordination server sees it, the rest as the local WireGuard does."""
+    now = now or datetime.now(UTC)
+    table = Table(box=None, pad_edge=False, header_style="")
+    for name in ("HOSTNAME", "IP", "ONLINE", "LAST-HANDSHAKE"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("ENDPOINT", overflow="fold")
+    for peer in sorted(status.peers, key=lambda p: p.hostname):
+        handshake = ago(peer.last_handshake, now) if peer.last_handshake else "never"
+        table.add_row(peer.hostname, peer.address, "yes" if peer.online else "no", handshake,
+                      peer.endpoint or "-")
+    return table
+
+
 def state_line(status: Status) -> str | None:
     """A `# ...` line explaining a state other than Running (as `tailscale status`)."""
     lines = {

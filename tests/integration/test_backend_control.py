@@ -9,8 +9,10 @@ import base64
 import json
 import logging
 import stat
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +273,83 @@ async def test_poller_fails_over_to_the_next_server(
         await client.aclose()
     assert servers.current == coord.url
     assert problems[0] and "unreachable" in problems[0] and dead in problems[0]
+
+
+@pytest.fixture
+async def serve_local_api(tmp_path: Path) -> AsyncIterator[Callable[[LocalBackend], Any]]:
+    """Serve a backend's local API in this process on its sockets, for the `pcloud` CLI run
+    as a subprocess (the CLI has its own event loop; ours keeps serving while we await it)."""
+    from pcloud.backend.localapi.routes import create_app
+    from pcloud.backend.localapi.server import bind_sockets, make_server, remove_sockets
+
+    served: list[tuple[Any, asyncio.Task[None], Path, list[Any]]] = []
+
+    async def serve(backend: LocalBackend) -> Path:
+        path = tmp_path / f"{backend.settings.hostname}-api.sock"
+        socks = bind_sockets(path)
+        server = make_server(create_app(backend, backend_uid=0))
+        served.append((server, asyncio.create_task(server.serve(sockets=socks)), path, socks))
+        return path
+
+    yield serve
+    for server, task, path, socks in served:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        for sock in socks:
+            sock.close()
+        remove_sockets(path)
+
+
+async def pcloud(sock: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "pcloud"), "--socket", str(sock), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_status_json_peers_and_rotate_key(
+    coord: CoordServer, auth_key: str, make_backend: Any, serve_local_api: Any
+) -> None:
+    a: LocalBackend = await make_backend("laptop")
+    b: LocalBackend = await make_backend("rpi111")
+    await a.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
+    await b.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
+    assert a.node and b.node and isinstance(a.driver, FakeDriver)
+    b_key = b._key.public_key()
+    await until(lambda: a.netmap and any(p.public_key == b_key and p.online
+                                         for p in a.netmap.peers), "a to see b online")
+    def b_endpoint() -> str | None:
+        assert isinstance(a.driver, FakeDriver) and a.driver.config
+        return next((p.endpoint for p in a.driver.config.peers if p.public_key == b_key), None)
+
+    endpoint = await until(b_endpoint, "b configured on a with an endpoint")
+    # What WireGuard would report once b answered on that endpoint.
+    handshake = datetime.now(UTC) - timedelta(seconds=3)
+    a.driver.set_peer_stats(b_key, last_handshake=handshake, rx_bytes=1200, tx_bytes=800)
+    sock = await serve_local_api(a)
+
+    code, out, err = await pcloud(sock, "status", "--json")
+    assert code == 0, err
+    [peer] = json.loads(out)["peers"]
+    assert peer["hostname"] == "rpi111" and peer["address"] == b.node.address
+    assert peer["online"] is True and peer["endpoint"] == endpoint
+    assert datetime.fromisoformat(peer["last_handshake"]) == handshake
+
+    code, out, err = await pcloud(sock, "peers")
+    assert code == 0, err
+    header, row = (line.split() for line in out.splitlines())
+    assert header == ["HOSTNAME", "IP", "ONLINE", "LAST-HANDSHAKE", "ENDPOINT"]
+    assert row[:3] == ["rpi111", b.node.address, "yes"] and row[-1] == endpoint
+
+    address, old_key = a.node.address, a._key.public_key()
+    code, out, err = await pcloud(sock, "rotate-key")
+    assert code == 0, err
+    new_key = a._key.public_key()
+    assert new_key != old_key
+    assert out.splitlines() == [f"New public key: {new_key}", f"Address unchanged: {address}"]
+    # The rotation reached the server: b's netmap carries a's new key at the same address.
+    await until(lambda: b.netmap and any(p.public_key == new_key and p.address == address
+                                         for p in b.netmap.peers), "b to learn a's new key")

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from pcloud.backend.cli.render import activity, ago, human_bytes, state_line, status_table
+from pcloud.backend.cli.render import (
+    activity,
+    ago,
+    human_bytes,
+    peers_table,
+    state_line,
+    status_table,
+)
 from pcloud.backend.localapi.schemas import PeerStatus, Status
 from pcloud.server.protocol import Peer
 
@@ -65,6 +72,22 @@ def test_table_lists_self_then_peers_by_name() -> None:
     assert lines[1][:5] == ["10.0.0.2", "rpi111", "alice", "server", "offline"]
     assert lines[2] == ["10.0.0.3", "rpi112", "alice", "server", "idle"]
     assert "laptop" not in render(status, with_self=False)
+
+
+def test_peers_table_has_hostname_ip_online_handshake_endpoint() -> None:
+    status = Status(state="Running", peers=[
+        peer("rpi112", "10.0.0.3", endpoint="192.168.0.12:51820",
+             last_handshake=NOW - timedelta(seconds=7)),
+        peer("rpi111", "10.0.0.2", online=False),
+    ])
+    out = io.StringIO()
+    Console(file=out, width=200, highlight=False).print(peers_table(status, NOW))
+    lines = [line.split() for line in out.getvalue().splitlines()]
+    assert lines == [
+        ["HOSTNAME", "IP", "ONLINE", "LAST-HANDSHAKE", "ENDPOINT"],
+        ["rpi111", "10.0.0.2", "no", "never", "-"],
+        ["rpi112", "10.0.0.3", "yes", "7s", "ago", "192.168.0.12:51820"],
+    ]
 
 
 def test_state_lines() -> None:
