@@ -1,12 +1,13 @@
 """Maps a backend state to its tray picture (our SVGs in resources/icons) and draws status dots.
 
-The SVGs are looked up beside the source tree first (a checkout or an editable install), then in
-the icon theme where packaging/ installs them (hicolor), so the same code works in both places.
+The SVGs ship in the distribution (`pcloud.resources`, resources/ in the source tree); the icon
+theme where packaging/ installs them (hicolor) is the fallback.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -14,7 +15,8 @@ from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 
 from pcloud.gui.format import STATE_ICONS
 
-ICON_DIR = Path(__file__).resolve().parent.parent / "resources" / "icons"
+# The icons ship inside the distribution as pcloud.resources (resources/ in the source tree).
+ICON_DIR = Path(str(files("pcloud.resources") / "icons"))
 
 ONLINE_COLOR = "#2da44e"
 OFFLINE_COLOR = "#8c959f"

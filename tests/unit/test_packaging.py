@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPPING = {"pcloud.server": "server", "pcloud.backend": "backend", "pcloud.gui": "gui"}
+MAPPING = {
+    "pcloud.server": "server",
+    "pcloud.backend": "backend",
+    "pcloud.gui": "gui",
+    "pcloud.resources": "resources",
+}
 
 
 def listed_packages() -> set[str]:
@@ -56,6 +61,8 @@ def test_wheel_holds_only_the_pcloud_namespace(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in names if not n.startswith("pcloud-")}
     assert tops == {"pcloud"}
     assert "pcloud/server/protocol.py" in names and "pcloud/backend/__init__.py" in names
+    assert "pcloud/resources/icons/pcloud-connected.svg" in names
+    assert not any(n.startswith("pcloud/resources/screenshots") for n in names)
     assert "pcloud/backend/k3s/flags.json" in names or not (ROOT / "backend/k3s/flags.json").exists()
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
