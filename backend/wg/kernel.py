@@ -18,12 +18,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pyroute2 import AsyncIPRoute, AsyncWireGuard
+from pyroute2.netlink.exceptions import NetlinkError
+
 from pcloud.backend.keys import PrivateKey, encode_key
 from pcloud.backend.wg import link
 from pcloud.backend.wg.diff import ConfigDiff, DeviceState, PeerOp, PeerState, diff
 from pcloud.backend.wg.driver import DriverError, InterfaceConfig, PeerStats
-from pyroute2 import AsyncIPRoute, AsyncWireGuard
-from pyroute2.netlink.exceptions import NetlinkError
 
 
 def kernel_wireguard_available() -> bool:

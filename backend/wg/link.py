@@ -15,9 +15,10 @@ import ipaddress
 import socket
 from typing import Any
 
-from pcloud.backend.wg.driver import DriverError
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from pcloud.backend.wg.driver import DriverError
 
 # WireGuard's own overhead: 20 (IPv4) or 40 (IPv6) outer header + 8 UDP + 32 WireGuard.
 # 80 covers the IPv6 case, so one MTU works whichever family carries the tunnel.

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from pcloud.backend import keys
 
 # Recorded with wireguard-tools: `wg genkey > a.key; wg pubkey < a.key`.

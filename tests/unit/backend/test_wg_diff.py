@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pcloud.backend.keys import PrivateKey
 from pcloud.backend.wg.diff import (
     DeviceState,

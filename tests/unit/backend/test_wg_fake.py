@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from pcloud.backend.keys import PrivateKey
 from pcloud.backend.wg.driver import Driver, DriverError, InterfaceConfig, PeerConfig
 from pcloud.backend.wg.fake import FakeDriver

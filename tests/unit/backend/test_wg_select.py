@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pcloud.backend.wg import select
 from pcloud.backend.wg.driver import DriverError
 from pcloud.backend.wg.kernel import KernelDriver

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from pcloud.backend.keys import PrivateKey
 from pcloud.backend.wg.diff import ConfigDiff, PeerOp
 from pcloud.backend.wg.driver import DriverError

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from pcloud.server.policy.document import PolicyError, parse_policy
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "policies"

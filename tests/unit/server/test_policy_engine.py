@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pcloud.server.policy.document import parse_policy
 from pcloud.server.policy.engine import NodeFacts, PeerIndex
 

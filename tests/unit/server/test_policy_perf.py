@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
 from pcloud.server.policy.aliases import Alias
 from pcloud.server.policy.document import parse_policy
 from pcloud.server.policy.engine import NodeFacts, PeerIndex
