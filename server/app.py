@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, meta, netmap, nodes
+from .api import acl, cluster, meta, netmap, nodes
 from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
@@ -59,7 +59,7 @@ def create_app(
     metrics = Metrics()
     app.state.metrics = metrics
     install_handlers(app)
-    for module in (accounts_routes, nodes, netmap, acl, meta):
+    for module in (accounts_routes, nodes, cluster, netmap, acl, meta):
         app.include_router(module.router)
     app.add_middleware(LimitAndMeasure, max_body=settings.max_body_bytes, metrics=metrics)
     return app

@@ -263,3 +263,40 @@ class K3sToken(BaseModel):
 
     token: str
     server_urls: list[str]
+
+    def __repr__(self) -> str:  # the token must never reach a log line or a traceback
+        return f"K3sToken(server_urls={self.server_urls!r})"
+
+    __str__ = __repr__
+
+
+class K3sPublish(Request):
+    """A server-role node publishes the cluster's join token and its own K3s URL."""
+
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+    server_urls: Annotated[
+        list[Annotated[str, Field(pattern=r"^https://[^\s/]+$", max_length=256)]],
+        Field(min_length=1, max_length=16),
+    ]
+
+    def __repr__(self) -> str:  # the token must never reach a log line or a traceback
+        return f"K3sPublish(server_urls={self.server_urls!r})"
+
+    __str__ = __repr__
+
+
+class PromoteRequest(Request):
+    """A node asks to become a server with a server-role pre-auth key."""
+
+    auth_key: Annotated[str, Field(min_length=1, max_length=256)]
+
+    def __repr__(self) -> str:
+        return "PromoteRequest(auth_key=<redacted>)"
+
+    __str__ = __repr__
+
+
+class PromoteAnswer(BaseModel):
+    node_id: int
+    address: str
+    role: Role

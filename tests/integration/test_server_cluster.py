@@ -1,0 +1,149 @@
+"""The cluster routes through real HTTPS: first-server registration on the admin socket, the K3s
+join token only for server-role nodes, and promotion with a server-role pre-auth key."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import nacl.public
+
+from tests.support.coord import CoordServer
+
+TOKEN = "K10" + "ab" * 32 + "::server:" + "s3cret" * 5
+URL1 = "https://10.0.0.1:6443"
+
+
+def pubkey() -> str:
+    return base64.b64encode(bytes(nacl.public.PrivateKey.generate().public_key)).decode()
+
+
+def admin_socket(coord: CoordServer) -> httpx.Client:
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(coord.state_dir / "admin.sock")),
+        base_url="http://admin",
+    )
+
+
+def first_server(coord: CoordServer, key: str | None = None) -> dict:
+    body = {"public_key": key or pubkey(), "hostname": "rpi111", "endpoints": []}
+    with admin_socket(coord) as c:
+        r = c.post("/api/v1/cluster/first-server", json=body)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def register(coord: CoordServer, secret: str, hostname: str) -> dict:
+    body = {"public_key": pubkey(), "hostname": hostname, "endpoints": []}
+    with coord.client(secret) as c:
+        r = c.post("/api/v1/nodes/register", json=body)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_first_server_only_on_admin_socket_gets_first_address_and_is_stable(
+    coord: CoordServer,
+) -> None:
+    with coord.client() as c:
+        r = c.post(
+            "/api/v1/cluster/first-server",
+            json={"public_key": pubkey(), "hostname": "evil", "endpoints": []},
+        )
+    assert r.status_code == 403 and "admin socket" in r.json()["error"]["message"]
+    key = pubkey()
+    one = first_server(coord, key)
+    assert one["address"] == "10.0.0.1"
+    assert one["netmap"]["self"]["role"] == "server"
+    assert one["netmap"]["self"]["tags"] == ["tag:server"]
+    # A rerun of the install step: same node, same address, a fresh node token.
+    two = first_server(coord, key)
+    assert (two["node_id"], two["address"]) == (one["node_id"], one["address"])
+    assert two["node_token"] != one["node_token"]
+    # Works before any user exists: the setup code is still waiting.
+    with coord.client() as c:
+        assert c.get("/api/v1/health").json()["needs_setup"] is True
+
+
+def test_k3s_token_only_for_server_nodes(coord: CoordServer) -> None:
+    server = first_server(coord)
+    admin = coord.setup_admin()
+    client = register(coord, coord.auth_key(admin), "laptop")
+    with coord.client(server["node_token"]) as c:
+        assert c.get("/api/v1/cluster/k3s").status_code == 404  # not published yet
+        r = c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
+        assert r.status_code == 204, r.text
+        got = c.get("/api/v1/cluster/k3s")
+        assert got.json() == {"token": TOKEN, "server_urls": [URL1]}
+    for secret, why in (
+        (client["node_token"], "role client"),
+        (admin, "node token"),
+    ):
+        with coord.client(secret) as c:
+            r = c.get("/api/v1/cluster/k3s")
+            assert r.status_code == 403, r.text
+            assert why in r.json()["error"]["message"]
+            assert TOKEN not in r.text
+            put = c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
+            assert put.status_code == 403
+    with coord.client(server["node_token"]) as c:
+        other = c.put("/api/v1/cluster/k3s", json={"token": "K10::server:x", "server_urls": [URL1]})
+        assert other.status_code == 409
+        bad = c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": ["http://x"]})
+        assert bad.status_code == 422
+    # Survives a restart (kept in the store, not only in memory).
+    coord.restart()
+    with coord.client(server["node_token"]) as c:
+        assert c.get("/api/v1/cluster/k3s").json()["token"] == TOKEN
+    # The token is in the store, which only root may read.
+    assert (coord.state_dir / "pcloud.db").stat().st_mode & 0o077 == 0
+
+
+def test_promote_with_server_key_and_admin_patch(coord: CoordServer) -> None:
+    server = first_server(coord)
+    admin = coord.setup_admin()
+    a = register(coord, coord.auth_key(admin), "rpi112")
+    b = register(coord, coord.auth_key(admin), "rpi113")
+    with coord.client(a["node_token"]) as c:
+        client_key = coord.auth_key(admin)
+        r = c.post("/api/v1/nodes/self/promote", json={"auth_key": client_key})
+        assert r.status_code == 403 and "server key" in r.json()["error"]["message"]
+        key = coord.auth_key(admin, role="server")
+        r = c.post("/api/v1/nodes/self/promote", json={"auth_key": key})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"node_id": a["node_id"], "address": a["address"], "role": "server"}
+        # Idempotent for the same node, but the single-use key is spent for anyone else.
+        assert c.post("/api/v1/nodes/self/promote", json={"auth_key": key}).status_code in (
+            200,
+            401,
+        )
+    with coord.client(b["node_token"]) as c:
+        r = c.post("/api/v1/nodes/self/promote", json={"auth_key": key})
+        assert r.status_code == 401 and "already used" in r.json()["error"]["message"]
+    # "An admin approves": PATCH the role.
+    with coord.client(admin) as c:
+        r = c.patch(f"/api/v1/nodes/{b['node_id']}", json={"role": "server"})
+        assert r.status_code == 200 and r.json()["role"] == "server"
+    with coord.client(server["node_token"]) as c:
+        c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
+    with coord.client(b["node_token"]) as c:
+        assert c.get("/api/v1/cluster/k3s").json()["token"] == TOKEN
+        url2 = f"https://{b['address']}:6443"
+        assert (
+            c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [url2]}).status_code
+            == 204
+        )
+        assert c.get("/api/v1/cluster/k3s").json()["server_urls"] == [URL1, url2]
+    # The promoted nodes are servers in the first server's netmap.
+    with coord.client(server["node_token"]) as c:
+        nm = c.get("/api/v1/netmap").json()
+    roles = {p["hostname"]: p["role"] for p in nm["peers"]}
+    assert roles == {"rpi112": "server", "rpi113": "server"}
+
+
+def test_token_never_in_server_log(coord: CoordServer) -> None:
+    server = first_server(coord)
+    with coord.client(server["node_token"]) as c:
+        c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
+        c.get("/api/v1/cluster/k3s")
+    assert coord.log_path is not None
+    assert TOKEN not in coord.log_path.read_text()
