@@ -52,6 +52,10 @@ class BackendSettings:
     log_level: str = "INFO"
     poll_timeout: int = 50  # long-poll seconds asked of the server
     endpoint_check_s: float = 10.0
+    # Where install-server/join-server put system files (K3s binary, config and data, systemd
+    # units): "/" on a real machine, a private directory per virtual host in the lab.
+    system_root: Path = Path("/")
+    service_manager: str = "auto"  # auto (systemd if PID 1 and root "/") | systemd | child
 
     def __repr__(self) -> str:  # the auth key must never reach a log line
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -70,7 +74,7 @@ class BackendSettings:
         return None
 
 
-_PATHS = {"state_dir", "socket", "auth_key_file", "wg_socket_dir"}
+_PATHS = {"state_dir", "socket", "auth_key_file", "wg_socket_dir", "system_root"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -111,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wg-socket-dir", type=Path, 
                    help="UAPI socket dir (default /var/run/wireguard)")
     p.add_argument("--listen-port", type=int)
+    p.add_argument("--system-root", "--k3s-root", dest="system_root", type=Path,
+                   help="root for K3s and systemd files written by install-server (default /)")
+    p.add_argument("--service-manager", choices=["auto", "systemd", "child"],
+                   help="how server daemons are kept running (default auto: systemd if it "
+                   "is PID 1, else supervised by the backend)")
     p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from pcloud.backend import keys
 from pcloud.backend.config import BackendSettings
@@ -36,13 +37,16 @@ from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, loca
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
 from pcloud.backend.headless import headless_login
+from pcloud.backend.jobs.install_server import resume_services
+from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.localapi.schemas import LoginRequest, Status
 from pcloud.backend.netmap import apply_netmap, desired_config
 from pcloud.backend.persist import NodeInfo, Store, atomic_write
+from pcloud.backend.server_supervisor import Services
 from pcloud.backend.state import Facts, State, StateTracker
 from pcloud.backend.status import build_status
 from pcloud.backend.wg.driver import Driver, DriverError
-from pcloud.server.protocol import Netmap, RegisterRequest
+from pcloud.server.protocol import Netmap, RegisterAnswer, RegisterRequest
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,20 @@ class LocalBackend:
         self._tasks: list[asyncio.Task[None]] = []
         self._reported: list[str] | None = None
         self._forget_task: asyncio.Task[None] | None = None
+        # Long jobs (install-server, join-server) and the server daemons they leave running.
+        self.k3s: Any = None  # the one K3sDriver, made by the jobs when this is a server
+        self.jobs = JobRunner(settings.state_dir, on_event=self._job_event)
+        self.services = Services(
+            settings.state_dir, system_root=settings.system_root,
+            manager=settings.service_manager,  # type: ignore[arg-type]
+        )
+
+    @property
+    def public_key(self) -> str:
+        return self._key.public_key()
+
+    def _job_event(self, job: dict[str, object]) -> None:
+        self.bus.publish(Event("job", dict(job)))
 
     # -- facts and state -------------------------------------------------------------------
 
@@ -125,6 +143,8 @@ class LocalBackend:
                 await self._go_up()
         elif self.node is None and self.settings.headless:
             self._spawn(headless_login(self))
+        # After the interface is up: K3s binds to our overlay address.
+        await resume_services(self)
 
     async def shutdown(self) -> None:
         """Backend exit: stop our loops, leave the interface and its tunnels as they are."""
@@ -168,23 +188,35 @@ class LocalBackend:
             except ControlUnreachable as e:
                 await control.aclose()
                 raise LoginFailed(str(e), code="server_unreachable", http_status=502) from None
-            await self._stop_tasks()
-            if self._control:
-                await self._control.aclose()
-            self._control = control
-            self.store.save_ca(ca)
-            self.node = NodeInfo(
-                node_id=answer.node_id, node_token=answer.node_token, server_url=req.server_url,
-                address=answer.address, network=answer.network, hostname=self.settings.hostname,
-            )
-            self.store.save_node(self.node)
-            self.netmap = apply_netmap(None, answer.netmap)
-            self.store.save_netmap(self.netmap)
-            self._set_want_running(True)
-            self._fatal = None
-            self.warning = None
-            log.info("logged in as node %d, address %s", answer.node_id, answer.address)
-            await self._go_up()
+            await self._logged_in(control, req.server_url, ca, answer)
+
+    async def adopt_registration(self, server_url: str, ca: str, answer: RegisterAnswer) -> None:
+        """Use a registration made elsewhere (install-server registers through the server's
+        admin socket) exactly as if `login` had made it."""
+        async with self._lock:
+            control = ControlClient(pinned_context(ca), event_hooks=self._hooks)
+            await self._logged_in(control, server_url, ca, answer)
+
+    async def _logged_in(
+        self, control: ControlClient, server_url: str, ca: str, answer: RegisterAnswer
+    ) -> None:
+        await self._stop_tasks()
+        if self._control:
+            await self._control.aclose()
+        self._control = control
+        self.store.save_ca(ca)
+        self.node = NodeInfo(
+            node_id=answer.node_id, node_token=answer.node_token, server_url=server_url,
+            address=answer.address, network=answer.network, hostname=self.settings.hostname,
+        )
+        self.store.save_node(self.node)
+        self.netmap = apply_netmap(None, answer.netmap)
+        self.store.save_netmap(self.netmap)
+        self._set_want_running(True)
+        self._fatal = None
+        self.warning = None
+        log.info("logged in as node %d, address %s", answer.node_id, answer.address)
+        await self._go_up()
 
     async def up(self) -> None:
         async with self._lock:

@@ -9,11 +9,24 @@ import os
 import sys
 from pathlib import Path
 
-from pcloud.backend.cli import down, ip, login, logout, peers, ping, rotate_key, status, up
+from pcloud.backend.cli import (
+    down,
+    install_server,
+    ip,
+    join_server,
+    login,
+    logout,
+    peers,
+    ping,
+    rotate_key,
+    status,
+    up,
+)
 from pcloud.backend.cli.common import EXIT_USAGE, CliError, explain, fail
 from pcloud.backend.localapi.client import DEFAULT_SOCKET, LocalAPIError, LocalClient
 
-SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key)
+SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key, install_server,
+               join_server)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,14 @@ from typing import Any
 
 import httpx
 
-from pcloud.backend.localapi.schemas import Job, JobEvent, Status, StatusEvent
+from pcloud.backend.localapi.schemas import (
+    CoordAnswer,
+    Job,
+    JobEvent,
+    JobStarted,
+    Status,
+    StatusEvent,
+)
 
 DEFAULT_SOCKET = Path("/run/pcloud/backend.sock")
 READONLY_SUFFIX = ".ro"
@@ -47,7 +54,9 @@ class BackendNotRunning(LocalAPIError):
 
 
 class PermissionDenied(LocalAPIError):
-    pass
+    def __init__(self, message: str, code: str = "forbidden") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class BackendError(LocalAPIError):
@@ -175,6 +184,44 @@ class LocalClient:
     async def rotate_key(self) -> Status:
         return Status.model_validate(await self._request("POST", "/v1/rotate-key"))
 
+    async def install_server(
+        self,
+        *,
+        network: str | None = None,
+        listen: str | None = None,
+        k3s_binary: str | None = None,
+        admin_username: str | None = None,
+        admin_password: str | None = None,
+    ) -> str:
+        """Start (or resume) the install-server job; its id."""
+        body = {"network": network, "listen": listen, "k3s_binary": k3s_binary,
+                "admin_username": admin_username, "admin_password": admin_password}
+        body = {k: v for k, v in body.items() if v is not None}
+        answer = await self._request("POST", "/v1/install-server", body)
+        return JobStarted.model_validate(answer).job_id
+
+    async def join_server(
+        self, *, auth_key: str | None = None, token: str | None = None,
+        k3s_binary: str | None = None,
+    ) -> str:
+        """Start (or resume) the join-server job; its id."""
+        body = {"auth_key": auth_key, "token": token, "k3s_binary": k3s_binary}
+        body = {k: v for k, v in body.items() if v is not None}
+        answer = await self._request("POST", "/v1/join-server", body)
+        return JobStarted.model_validate(answer).job_id
+
+    async def coord(
+        self, method: str, path: str, *, body: Any = None, token: str | None = None
+    ) -> CoordAnswer:
+        """Relay one admin call to the coordination server; its status and body as they
+        came (an error answer of the server is not an exception here)."""
+        request: dict[str, Any] = {"method": method, "path": path}
+        if body is not None:
+            request["body"] = body
+        if token is not None:
+            request["token"] = token
+        return CoordAnswer.model_validate(await self._request("POST", "/v1/coord", request))
+
     async def job(self, job_id: str) -> Job:
         return Job.model_validate(await self._request("GET", f"/v1/jobs/{job_id}"))
 
@@ -222,5 +269,5 @@ def _answer_error(status: int, content: bytes) -> LocalAPIError:
     except (ValueError, KeyError, TypeError):
         code, message = "error", content.decode(errors="replace")[:200] or f"HTTP {status}"
     if status == 403:
-        return PermissionDenied(message)
+        return PermissionDenied(message, code)
     return BackendError(message, code, status)

@@ -24,21 +24,42 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from pcloud.backend import coordcall
 from pcloud.backend.errors import OperationError
+from pcloud.backend.jobs import install_server, join_server
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, may_write
-from pcloud.backend.localapi.schemas import Job, LoginRequest, Status
+from pcloud.backend.localapi.schemas import (
+    CoordAnswer,
+    CoordRequest,
+    InstallServerRequest,
+    Job,
+    JobStarted,
+    JoinServerRequest,
+    LoginRequest,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
 STATUS_REFRESH_S = 5.0  # how often an idle event stream re-checks the byte counters
 READ_METHODS = frozenset({"GET", "HEAD"})
+# Job result fields only callers who may change things see (the read-only socket is 0666).
+SECRET_RESULT_KEYS = ("setup_code",)
 
 
 class JobRegistry(Protocol):
     """What the jobs module offers the local API (jobs themselves live in `backend/jobs`)."""
 
-    def get(self, job_id: str) -> Job | None: ...
+    def get(self, job_id: str) -> Job | dict[str, Any] | None: ...
+
+
+def _redacted(job: Job | dict[str, Any]) -> dict[str, Any]:
+    data = job.model_dump() if isinstance(job, Job) else dict(job)
+    result = data.get("result")
+    if isinstance(result, dict) and any(k in result for k in SECRET_RESULT_KEYS):
+        data["result"] = {k: v for k, v in result.items() if k not in SECRET_RESULT_KEYS}
+    return data
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -54,6 +75,12 @@ def create_app(
 ) -> FastAPI:
     app = FastAPI(title="pcloud-backend local API", docs_url=None, redoc_url=None,
                   openapi_url=None)
+    registry: JobRegistry = jobs if jobs is not None else backend.jobs
+
+    def trusted(request: Request) -> bool:
+        """May this caller see secrets in job results (the rule that lets it write)?"""
+        who: Caller = getattr(request.state, "caller", ANONYMOUS)
+        return may_write(who, backend_uid=backend_uid, admin_gid=admin_gid)[0]
 
     @app.middleware("http")
     async def guard(
@@ -121,17 +148,40 @@ def create_app(
         await backend.rotate_key()
         return await backend.status()
 
+    @app.post("/v1/install-server", response_model=JobStarted)
+    async def post_install_server(body: InstallServerRequest) -> JobStarted:
+        credentials = None
+        if body.admin_username and body.admin_password:
+            credentials = (body.admin_username, body.admin_password)
+        params = {"network": body.network, "listen": body.listen, "k3s_binary": body.k3s_binary}
+        return JobStarted(job_id=install_server.start(backend, params, credentials))
+
+    @app.post("/v1/join-server", response_model=JobStarted)
+    async def post_join_server(body: JoinServerRequest) -> JobStarted:
+        approval = {"auth_key": body.auth_key or "", "token": body.token or ""}
+        job_id = join_server.start(backend, {"k3s_binary": body.k3s_binary}, approval)
+        return JobStarted(job_id=job_id)
+
+    @app.post("/v1/coord", response_model=CoordAnswer)
+    async def post_coord(body: CoordRequest) -> CoordAnswer:
+        status, answer = await coordcall.passthrough(
+            backend, body.method, body.path, body=body.body, token=body.token)
+        return CoordAnswer(status=status, body=answer)
+
     @app.get("/v1/jobs/{job_id}", response_model=Job)
-    async def get_job(job_id: str) -> Job:
-        job = jobs.get(job_id) if jobs else None
+    async def get_job(job_id: str, request: Request) -> Any:
+        try:
+            job = registry.get(job_id)
+        except Exception:  # a malformed id is simply not a job
+            job = None
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return job
+        return job if trusted(request) else _redacted(job)
 
     @app.get("/v1/events")
-    async def events() -> StreamingResponse:
+    async def events(request: Request) -> StreamingResponse:
         return StreamingResponse(
-            _event_stream(backend),
+            _event_stream(backend, secrets=trusted(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
@@ -144,7 +194,7 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {payload}\n\n"
 
 
-async def _event_stream(backend: LocalBackend) -> AsyncIterator[str]:
+async def _event_stream(backend: LocalBackend, *, secrets: bool) -> AsyncIterator[str]:
     """`status` at once, then whenever it differs from the last one sent (state, netmap,
     counters); `job` events as they come."""
     async with backend.bus.subscribe() as queue:
@@ -159,4 +209,4 @@ async def _event_stream(backend: LocalBackend) -> AsyncIterator[str]:
             except TimeoutError:
                 continue
             if event.kind == "job":
-                yield sse("job", event.data)
+                yield sse("job", event.data if secrets else _redacted(event.data))

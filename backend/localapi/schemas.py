@@ -76,6 +76,67 @@ class JobStarted(BaseModel):
     job_id: str
 
 
+class InstallServerRequest(BaseModel):
+    """`POST /v1/install-server`. With admin credentials the job creates the first admin;
+    without them its result carries the setup code for the GUI or CLI to do it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    network: str | None = None  # default 10.0.0.0/24
+    listen: str | None = None  # LAN_ADDR:PORT; default the first LAN address, port 8443
+    k3s_binary: str | None = None  # default: the pinned release, SHA-256 verified
+    admin_username: str | None = None
+    admin_password: str | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> InstallServerRequest:
+        if bool(self.admin_username) != bool(self.admin_password):
+            raise ValueError("give admin_username and admin_password together")
+        return self
+
+    def __repr__(self) -> str:  # the password stays out of logs and tracebacks
+        return (f"InstallServerRequest(network={self.network!r}, listen={self.listen!r}, "
+                f"admin_username={self.admin_username!r})")
+
+    __str__ = __repr__
+
+
+class JoinServerRequest(BaseModel):
+    """`POST /v1/join-server`: approval by a server-role pre-auth key or an admin's token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_key: str | None = None
+    token: str | None = None  # an admin's user token: the backend sets our role to server
+    k3s_binary: str | None = None
+
+    def __repr__(self) -> str:
+        return f"JoinServerRequest(k3s_binary={self.k3s_binary!r})"
+
+    __str__ = __repr__
+
+
+class CoordRequest(BaseModel):
+    """`POST /v1/coord`: one admin call relayed to the coordination server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["GET", "POST", "PATCH", "DELETE"]
+    path: str = Field(min_length=1, max_length=256)
+    body: Any = None
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"CoordRequest(method={self.method!r}, path={self.path!r})"
+
+    __str__ = __repr__
+
+
+class CoordAnswer(BaseModel):
+    status: int
+    body: Any = None
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

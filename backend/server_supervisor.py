@@ -1,0 +1,208 @@
+"""Keeping this machine's server-side daemons running: `pcloud-server` and, once installed, K3s.
+
+Where systemd is PID 1 (and the system root is "/"), the coordination server is the
+`pcloud-server.service` unit, written under the system root and enabled, so it starts at boot
+without the backend. Elsewhere (containers, the lab's virtual hosts) the backend runs it as a
+child in its own session, restarts it when it dies and, after a backend restart, adopts the
+running one through its PID file instead of starting a second (the K3s driver's `ChildService`
+does exactly this for K3s, so both daemons share it).
+
+What runs is remembered in STATE_DIR/services.json (the server's argv, K3s's role), so a
+restarted backend resumes supervising both without any job running. The server's stdout, which
+carries the one-time setup code, goes nowhere: the code is read from its 0600 file instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import ssl
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner, redact
+from pcloud.backend.k3s.service import ChildService, systemd_running
+from pcloud.backend.persist import atomic_write
+
+log = logging.getLogger(__name__)
+
+Manager = Literal["auto", "systemd", "child"]
+UNIT_NAME = "pcloud-server"
+
+UNIT_TEMPLATE = """\
+# Written by PCloud's install-server.
+[Unit]
+Description=PCloud coordination server
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart={exec_start}
+Restart=always
+RestartSec=2s
+# stdout carries the one-time setup code: it stays in its 0600 file, not in the journal.
+StandardOutput=null
+StandardError=journal
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+class ServiceError(RuntimeError):
+    """The coordination server could not be started or did not answer."""
+
+
+class QuietRunner(SubprocessRunner):
+    """Spawns daemons with stdout discarded and stderr (the log) in the log file."""
+
+    def spawn(
+        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: str
+    ) -> int:
+        log.info("start: %s", " ".join(redact(argv)))
+        logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=logfd,
+                start_new_session=True,  # it outlives the backend, like K3s
+                env={**os.environ, **(env or {})},
+            )
+        except OSError as exc:
+            raise RunError(f"cannot start {argv[0]}: {exc}") from None
+        finally:
+            os.close(logfd)
+        _started.append(popen)
+        return popen.pid
+
+
+_started: list[subprocess.Popen[bytes]] = []  # referenced so Python never reaps them for us
+
+
+def server_argv(state_dir: Path, listen: str, network: str, hostname: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pcloud.server",
+        "--state-dir", str(state_dir), "--listen", listen,
+        "--network", network, "--hostname", hostname,
+    ]  # fmt: skip
+
+
+class Services:
+    """The coordination server (and K3s's role) this backend keeps running."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        system_root: Path = Path("/"),
+        manager: Manager = "auto",
+        runner: Runner | None = None,
+    ) -> None:
+        self.server_dir = state_dir / "server"
+        self.record = state_dir / "services.json"
+        self.root = system_root
+        if manager == "auto":
+            manager = "systemd" if systemd_running(system_root) else "child"
+        self.manager = manager
+        self.runner = runner or QuietRunner()
+        self.unit_path = system_root / "etc/systemd/system" / f"{UNIT_NAME}.service"
+        self.child = ChildService(
+            self.runner, state_dir / "pcloud-server.pid", state_dir / "pcloud-server.log"
+        )
+
+    # -- what is recorded ----------------------------------------------------------------------
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.record.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return data
+
+    def _save(self, **changes: Any) -> None:
+        data = self._load()
+        data.update(changes)
+        atomic_write(self.record, json.dumps(data, indent=1).encode())
+
+    @property
+    def k3s_role(self) -> str | None:
+        role = self._load().get("k3s_role")
+        return str(role) if role else None
+
+    def remember_k3s(self, role: str) -> None:
+        self._save(k3s_role=role)
+
+    # -- the coordination server ---------------------------------------------------------------
+
+    async def start_server(self, listen: str, network: str, hostname: str) -> None:
+        """Start (or adopt) the coordination server; no-op if it runs with these settings."""
+        argv = server_argv(self.server_dir, listen, network, hostname)
+        self._save(server_argv=argv)
+        await self._start(argv)
+
+    async def _start(self, argv: list[str]) -> None:
+        if self.manager == "systemd":
+            await self._start_unit(argv)
+        else:
+            self.server_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            await self.child.start(argv)
+
+    async def _start_unit(self, argv: list[str]) -> None:
+        text = UNIT_TEMPLATE.format(exec_start=shlex.join(argv))
+        changed = not self.unit_path.exists() or self.unit_path.read_text() != text
+        if changed:
+            self.unit_path.parent.mkdir(parents=True, exist_ok=True)
+            self.unit_path.write_text(text)
+            await self._systemctl("daemon-reload")
+        await self._systemctl("enable", "--now", UNIT_NAME)
+        if changed:
+            await self._systemctl("restart", UNIT_NAME)
+
+    async def _systemctl(self, *args: str) -> None:
+        result = await self.runner.run(["systemctl", *args], timeout=60.0)
+        if not result.ok:
+            raise ServiceError(f"systemctl {' '.join(args)}: {result.stderr.strip()}")
+
+    async def resume(self) -> None:
+        """After a backend restart: supervise (adopt) the server we started before, if any."""
+        argv = self._load().get("server_argv")
+        if argv and self.manager == "child":
+            try:
+                await self.child.start(list(argv))
+            except RunError as exc:
+                log.error("cannot resume the coordination server: %s", exc)
+
+    async def wait_healthy(self, url: str, ca_file: Path, timeout: float = 30.0) -> None:
+        """Wait until GET URL/api/v1/health answers over TLS with the network's CA."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last = "no answer"
+        while True:
+            died = self.child.died() if self.manager == "child" else None
+            if died:
+                raise ServiceError(f"pcloud-server did not start: {died}")
+            if ca_file.exists():  # noqa: ASYNC240 - one stat of a local file
+                try:
+                    ctx = ssl.create_default_context(cafile=str(ca_file))
+                    async with httpx.AsyncClient(verify=ctx, timeout=2.0) as client:
+                        r = await client.get(f"{url}/api/v1/health")
+                    if r.status_code == 200:
+                        self.child.came_up = True
+                        return
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    last = str(exc) or type(exc).__name__
+            if loop.time() > deadline:
+                tail = self.child.log_tail() if self.manager == "child" else ""
+                raise ServiceError(f"{url} did not answer within {timeout:.0f}s ({last}) {tail}")
+            await asyncio.sleep(0.2)  # polling a daemon that is starting; no event to wait on
