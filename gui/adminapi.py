@@ -1,14 +1,12 @@
-"""The GUI's calls that `LocalClient` does not name yet: jobs and the coordination passthrough.
+"""The GUI's admin calls and jobs, over `LocalClient`'s public methods.
 
 The GUI never talks to the coordination server itself (DESIGN section 1): admin pages reach it
-through the backend, which already pins the network's CA. The routes this module expects from the
-backend's local API (reported to the backend's owner; until `LocalClient` grows methods for them,
-we go through its request helper so the error mapping stays the one documented in `client`):
+through the backend, which already pins the network's CA. The local-API routes behind this:
 
-    POST /v1/coord            {method, path, body?, token?, server_url?}
+    POST /v1/coord            {method, path, body?, token?}
                               -> 200 {status: int, body: any}  (the coordination answer as is)
                               409 not_logged_in / 502 server_unreachable / 400 path_not_allowed
-    POST /v1/install-server   {network, listen}  -> {job_id}
+    POST /v1/install-server   {network, listen}  -> {job_id}  (result: setup_code, join_link)
     POST /v1/join-server      {token?}           -> {job_id}
     GET  /v1/jobs/{id}        -> Job
 
@@ -21,7 +19,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from pcloud.backend.localapi.client import LocalClient
-from pcloud.backend.localapi.schemas import Job, JobStarted
+from pcloud.backend.localapi.schemas import Job
 
 
 class CoordError(Exception):
@@ -71,11 +69,6 @@ class AdminAPI:
     def __init__(self, client: LocalClient) -> None:
         self._client = client
 
-    async def _local(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        # LocalClient has no public generic call; its helper keeps BackendNotRunning,
-        # PermissionDenied and BackendError exactly as for its named methods.
-        return await self._client._request(method, path, body)
-
     # -- coordination passthrough ------------------------------------------------------------
 
     async def coord(
@@ -85,18 +78,9 @@ class AdminAPI:
         *,
         token: str | None = None,
         body: dict[str, Any] | None = None,
-        server_url: str | None = None,
     ) -> Any:
-        request: dict[str, Any] = {"method": method, "path": path}
-        if body is not None:
-            request["body"] = body
-        if token is not None:
-            request["token"] = token
-        if server_url is not None:
-            request["server_url"] = server_url
-        answer = await self._local("POST", "/v1/coord", request)
-        status = int(answer.get("status", 0))
-        payload = answer.get("body")
+        answer = await self._client.coord(method, path, body=body, token=token)
+        status, payload = answer.status, answer.body
         if status >= 400:
             detail = payload.get("error", {}) if isinstance(payload, dict) else {}
             raise CoordError(status, str(detail.get("code", "error")),
@@ -160,14 +144,10 @@ class AdminAPI:
     # -- jobs --------------------------------------------------------------------------------
 
     async def start_install_server(self, network: str, listen: str) -> str:
-        answer = await self._local("POST", "/v1/install-server",
-                                   {"network": network, "listen": listen})
-        return JobStarted.model_validate(answer).job_id
+        return await self._client.install_server(network=network, listen=listen)
 
     async def start_join_server(self, token: str | None) -> str:
-        body = {"token": token} if token else {}
-        answer = await self._local("POST", "/v1/join-server", body)
-        return JobStarted.model_validate(answer).job_id
+        return await self._client.join_server(token=token)
 
     async def job(self, job_id: str) -> Job:
         return await self._client.job(job_id)
