@@ -179,6 +179,7 @@ class Services:
         if argv and self.manager == "child":
             try:
                 await self.child.start(list(argv))
+                self.child.came_up = True  # it ran before: a later crash is only restarted
             except RunError as exc:
                 log.error("cannot resume the coordination server: %s", exc)
 
@@ -188,9 +189,11 @@ class Services:
         deadline = loop.time() + timeout
         last = "no answer"
         while True:
-            died = self.child.died() if self.manager == "child" else None
-            if died:
-                raise ServiceError(f"pcloud-server did not start: {died}")
+            if self.manager == "child" and self.child.died():
+                raise ServiceError(
+                    f"pcloud-server exited with code {self.child.exits[-1]}: "
+                    f"{self.child.log_tail()}"
+                )
             if ca_file.exists():  # noqa: ASYNC240 - one stat of a local file
                 try:
                     ctx = ssl.create_default_context(cafile=str(ca_file))
