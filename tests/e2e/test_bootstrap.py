@@ -158,9 +158,10 @@ def test_install_join_servers_and_client_refused_token(lab: Lab, figure: Figure)
         # The stand-in on 10.0.0.1 saw the join come from the overlay address: through wg.
         assert nodes[name]["pcloudStandin"]["source"] == ip, nodes[name]
         assert nodes[name]["status"]["addresses"][0]["address"] == ip
-        assert 'server: "https://10.0.0.1:6443"' in lab[name].path(
-            f"{ROOT}/etc/rancher/k3s/config.yaml"
-        ).read_text()
+        assert (
+            'server: "https://10.0.0.1:6443"'
+            in lab[name].path(f"{ROOT}/etc/rancher/k3s/config.yaml").read_text()
+        )
     # Their role is server in every netmap.
     for host in (rpi111, rpi112, rpi113):
         wait_for(
@@ -213,9 +214,11 @@ def test_install_killed_mid_step_resumes_without_duplicates(lab: Lab, figure: Fi
     assert len(kubectl_nodes(rpi111)) == 1
     # One coordination server and one K3s: the restarted backend adopted both.
     assert len(processes(rpi111, "pcloud.server --state-dir")) == 1
-    assert len(processes(rpi111, "k3s server --config=")) + len(
-        processes(rpi111, f"{MODULE} server --config=")
-    ) == 1
+    assert (
+        len(processes(rpi111, "k3s server --config="))
+        + len(processes(rpi111, f"{MODULE} server --config="))
+        == 1
+    )
     # Installing again changes nothing and says so.
     again = install(rpi111).stdout
     assert "Join link" in again and [u["username"] for u in mesh.admin_json("users", "list")] == [

@@ -1,16 +1,20 @@
 """The lab demo (the README's main command): the seed's mesh on virtual hosts, end to end.
 
 `python -m tests.lab.demo [--keep]` builds four virtual hosts on one machine (network namespaces
-on a bridged 192.168.0.0/24 LAN), starts the coordination server on rpi111, joins rpi112 and
-rpi113 headless with a pre-auth key (as on a Pi) and a laptop by user login, prints the mesh as
-`pcloud status` on each host sees it, pings every pair through the WireGuard tunnels and ends with
-one summary line. `--keep` leaves the lab running (enter a host with `python -m tests.lab.shell
+on a bridged 192.168.0.0/24 LAN) and tells the seed's story: `pcloud install-server` on rpi111
+(coordination server, 10.0.0.1, K3s as the first server, the first admin), rpi112 and rpi113 join
+as clients with a pre-auth key and become servers with `pcloud join-server` (their K3s joins
+10.0.0.1:6443 through the tunnel), a laptop logs in as a user; then it prints the mesh as
+`pcloud status` on each host sees it, the cluster as `k3s kubectl get nodes -o wide` on rpi111
+sees it, pings every pair through the WireGuard tunnels and ends with one summary line. K3s is
+the stand-in (`backend/k3s/standin`): real K3s cannot run here. `--keep` leaves the lab running (enter a host with `python -m tests.lab.shell
 HOST`); `python -m tests.lab.demo down` removes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,8 +25,14 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from pcloud.backend.k3s.standin import write_wrapper
 from tests.lab import Host, Lab
 from tests.lab.mesh import Mesh
+
+ROOT = "/var/lib/pcloud/root"  # each host's system root for K3s (private to the host)
+SERVER_ARGS = ("--k3s-root", ROOT, "--service-manager", "child")
+K3S = "/etc/pcloud/k3s"  # the stand-in k3s, given to the jobs as --k3s-binary
+ADMIN_PASSWORD = "demo-admin-password"
 
 T = TypeVar("T")
 
@@ -53,45 +63,76 @@ def bootstrap(demo: Demo) -> None:
     demo.console.print(
         "virtual hosts: " + ", ".join(f"{h.name} {h.ip}" for h in demo.hosts), highlight=False
     )
-    demo.step("rpi111: coordination server on :8443", lambda: mesh.start_server(rpi111))
+
+    def backends() -> None:
+        for host in (rpi111, rpi112, rpi113):
+            write_wrapper(host.path(K3S))
+            mesh.start_backend(host, *SERVER_ARGS)
+        mesh.start_backend(laptop)
+
+    demo.step("pcloud-backend on every host", backends)
+
+    def install() -> None:
+        argv = rpi111.pcloud_argv(
+            "install-server",
+            "--listen",
+            f"{rpi111.ip}:8443",
+            "--k3s-binary",
+            K3S,
+            "--admin-user",
+            "admin",
+        )
+        out = rpi111.run(argv, input=ADMIN_PASSWORD + "\n", timeout=240).stdout
+        m = re.search(r"Join link for the next devices: (\S+)", out)
+        assert m, out
+        mesh.server, mesh.link = rpi111, m.group(1)
+
+    demo.step("rpi111: `pcloud install-server` (server, 10.0.0.1, K3s, admin)", install)
 
     def accounts() -> tuple[str, str]:
-        mesh.create_user("admin", "demo-admin-password", admin=True)
         mesh.create_user("alice", "alice-password")
-        server_key = mesh.auth_key("admin", role="server")
-        pi_key = mesh.auth_key("admin", reusable=True)
-        return server_key, pi_key
+        return mesh.auth_key("admin", reusable=True), mesh.auth_key(
+            "admin", reusable=True, role="server"
+        )
 
-    server_key, pi_key = demo.step("accounts: admin, alice; pre-auth keys for the Pis", accounts)
+    pi_key, server_key = demo.step("accounts: alice; pre-auth keys for the Pis", accounts)
 
-    def headless(host: Host, key: str) -> None:
-        demo.up_at[host.name] = time.monotonic()
-        mesh.join_headless(host, key)
-
-    demo.step(
-        "rpi111: joins its own network as server (10.0.0.1)", lambda: headless(rpi111, server_key)
-    )
-    demo.step(
-        "rpi112, rpi113: headless, pre-auth key",
-        lambda: [headless(h, pi_key) for h in (rpi112, rpi113)],
-    )
-
-    def first_pings() -> None:
-        server_ip = mesh.address(rpi111)
+    def clients() -> None:
         for host in (rpi112, rpi113):
-            mesh.wait_ping(host, server_ip)
+            demo.up_at[host.name] = time.monotonic()
+            mesh.login(host, key=pi_key)
+        for host in (rpi112, rpi113):
+            mesh.wait_ping(host, "10.0.0.1")
             demo.first_ping[host.name] = time.monotonic() - demo.up_at[host.name]
 
-    demo.step("rpi112, rpi113: first ping to rpi111 through the tunnel", first_pings)
+    demo.step("rpi112, rpi113: `pcloud login` as clients, first ping to 10.0.0.1", clients)
+
+    def join_servers() -> None:
+        for host in (rpi112, rpi113):
+            host.run(
+                host.pcloud_argv("join-server", "--auth-key", server_key, "--k3s-binary", K3S),
+                timeout=180,
+            )
+
+    demo.step("rpi112, rpi113: `pcloud join-server` (K3s joins 10.0.0.1:6443 via wg)", join_servers)
 
     def laptop_login() -> None:
-        mesh.start_backend(laptop)
         demo.up_at[laptop.name] = time.monotonic()
         mesh.login(laptop, user="alice", password="alice-password")
         mesh.wait_ping(laptop, mesh.address(rpi111))
         demo.first_ping[laptop.name] = time.monotonic() - demo.up_at[laptop.name]
 
     demo.step("laptop: `pcloud login` as alice, then a ping to rpi111", laptop_login)
+
+
+def kubectl_nodes(demo: Demo) -> tuple[str, int]:
+    """`k3s kubectl get nodes -o wide` on rpi111 (the stand-in's answer) and the Ready count."""
+    rpi111 = demo.hosts[0]
+    out = rpi111.run(
+        [f"{ROOT}/usr/local/bin/k3s", "kubectl", "get", "nodes", "-o", "wide"],
+        env={"KUBECONFIG": f"{ROOT}/etc/rancher/k3s/k3s.yaml"},
+    ).stdout
+    return out, sum(1 for line in out.splitlines() if " Ready " in f"{line} ")
 
 
 def mesh_table(demo: Demo) -> Table:
@@ -135,17 +176,23 @@ def run(keep: bool) -> int:
         try:
             bootstrap(demo)
             console.print(mesh_table(demo))
+            nodes, ready = kubectl_nodes(demo)
+            console.print("[bold]$ k3s kubectl get nodes -o wide[/bold]  (on rpi111)")
+            console.print(nodes.rstrip(), highlight=False, markup=False)
             ok, total, failed = demo.step(
                 "ping every pair through the tunnels", lambda: demo.mesh.ping_all(demo.hosts)
             )
-            if not failed:
+            if not failed and ready == 3:
                 boots = sorted(v for k, v in demo.first_ping.items() if k != "laptop")
                 summary = (
                     f"mesh ok: {len(demo.hosts)} hosts, {ok}/{total} pairs, "
+                    f"{ready} K3s servers Ready, "
                     f"up->first ping {demo.first_ping['laptop']:.1f} s "
-                    f"(headless boot->first ping {boots[-1]:.1f} s)"
+                    f"(Pi login->first ping {boots[-1]:.1f} s)"
                 )
                 code = 0
+            elif not failed:
+                summary = f"mesh FAILED: {ready}/3 K3s servers Ready"
             else:
                 summary = f"mesh FAILED: {ok}/{total} pairs; no ping for {', '.join(failed)}"
         except Exception as exc:  # noqa: BLE001 - one clear line, then the logs

@@ -126,8 +126,12 @@ def test_auto_manager_is_child_for_a_lab_root(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[LocalBackend, Path]]:
-    settings = BackendSettings(state_dir=tmp_path / "state", socket=tmp_path / "b.sock",
-                               driver="fake", system_root=tmp_path / "root")
+    settings = BackendSettings(
+        state_dir=tmp_path / "state",
+        socket=tmp_path / "b.sock",
+        driver="fake",
+        system_root=tmp_path / "root",
+    )
     backend = LocalBackend(settings, FakeDriver())
     await backend.start()
     sock = bind_socket(settings.socket, mode=0o600, group="pcloud")
@@ -158,8 +162,14 @@ async def test_admin_password_never_in_the_job_file(served: tuple[LocalBackend, 
 
 
 def test_setup_code_hidden_from_read_only_callers() -> None:
-    job = {"id": "j", "kind": "install-server", "state": "done", "steps": [], "error": None,
-           "result": {"setup_code": "abcd-efgh", "join_link": "https://x/#fp=sha256:00"}}
+    job = {
+        "id": "j",
+        "kind": "install-server",
+        "state": "done",
+        "steps": [],
+        "error": None,
+        "result": {"setup_code": "abcd-efgh", "join_link": "https://x/#fp=sha256:00"},
+    }
     shown = _redacted(job)
     assert shown["result"] == {"join_link": "https://x/#fp=sha256:00"}
     assert job["result"]["setup_code"] == "abcd-efgh"  # the original is untouched
