@@ -61,5 +61,8 @@ def create_app(
     install_handlers(app)
     for module in (accounts_routes, nodes, cluster, netmap, acl, meta):
         app.include_router(module.router)
+    # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
+    # are still limited and counted.
+    app.add_middleware(netmap.NetmapFastPath)
     app.add_middleware(LimitAndMeasure, max_body=settings.max_body_bytes, metrics=metrics)
     return app

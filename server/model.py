@@ -73,7 +73,7 @@ class AuthKeyRec:
     used: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # one per node: no per-instance __dict__
 class NodeRec:
     id: int
     public_key: str

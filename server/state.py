@@ -48,6 +48,13 @@ class State:
             self.nodes[node.id] = node
         self.node_by_key = {n.public_key: n.id for n in self.nodes.values()}
         self.node_by_token = {n.token_digest: n.id for n in self.nodes.values()}
+        # How many nodes bear each hostname (unique_hostname without a pass over every node).
+        self._hostnames: dict[str, int] = {}
+        for n in self.nodes.values():
+            self._hostnames[n.hostname] = self._hostnames.get(n.hostname, 0) + 1
+        # Each node's rendered `Peer` JSON (netmap.build.peer_json), dropped at every change of
+        # the node's record or presence, all of which go through `fanout` or `_drop_node`.
+        self.peer_json: dict[int, bytes] = {}
         self.next_node_id = int(rec["meta"].get("next_node_id", {}).get("value", 1))
         self.policy_text: str | None = rec["policy"].get("current", {}).get("text")
         policy: Policy | None = None
@@ -98,6 +105,7 @@ class State:
         self_changed: bool,
     ) -> None:
         """Log one node's change for itself and for every node whose view of it changed."""
+        self.peer_json.pop(node_id, None)
         for peer in after - before:
             self.bus.record(version, peer, changed=(node_id,))
         for peer in before - after:
@@ -117,16 +125,37 @@ class State:
     def peers_of(self, node_id: int) -> set[int]:
         return self.index.peers_of(node_id)
 
+    def visible(self, node_id: int, other: int) -> bool:
+        """Whether `other` is in `peers_of(node_id)`, without building that set."""
+        index = self.index
+        return node_id != other and (
+            index.can_reach(node_id, other) or index.can_reach(other, node_id)
+        )
+
     # ---- nodes ----------------------------------------------------------------------------
 
     def unique_hostname(self, wanted: str, node_id: int | None = None) -> str:
-        taken = {n.hostname for n in self.nodes.values() if n.id != node_id}
-        if wanted not in taken:
+        own = self.nodes[node_id].hostname if node_id in self.nodes else None
+
+        def taken(name: str) -> bool:
+            return self._hostnames.get(name, 0) - (name == own) > 0
+
+        if not taken(wanted):
             return wanted
         i = 2
-        while f"{wanted[:59]}-{i}" in taken:
+        while taken(f"{wanted[:59]}-{i}"):
             i += 1
         return f"{wanted[:59]}-{i}"
+
+    def _hostname_add(self, name: str) -> None:
+        self._hostnames[name] = self._hostnames.get(name, 0) + 1
+
+    def _hostname_drop(self, name: str) -> None:
+        left = self._hostnames.get(name, 0) - 1
+        if left > 0:
+            self._hostnames[name] = left
+        else:
+            self._hostnames.pop(name, None)
 
     def register(
         self,
@@ -191,6 +220,7 @@ class State:
             raise
         self.next_node_id = node.id + 1
         self.nodes[node.id] = node
+        self._hostname_add(node.hostname)
         self.node_by_key[public_key] = node.id
         self.node_by_token[token_digest] = node.id
         self.index.upsert(facts(node))
@@ -242,6 +272,9 @@ class State:
             return node
         version = self.commit([self.put_node(updated)])
         self.nodes[node_id] = updated
+        if updated.hostname != node.hostname:
+            self._hostname_drop(node.hostname)
+            self._hostname_add(updated.hostname)
         if public_key is not None and public_key != old_key:
             del self.node_by_key[old_key]
             self.node_by_key[public_key] = node_id
@@ -259,6 +292,8 @@ class State:
 
     def _drop_node(self, node: NodeRec, version: int, before: set[int]) -> None:
         del self.nodes[node.id]
+        self._hostname_drop(node.hostname)
+        self.peer_json.pop(node.id, None)
         self.node_by_key.pop(node.public_key, None)
         self.node_by_token.pop(node.token_digest, None)
         self.index.remove(node.id)

@@ -1,27 +1,26 @@
 """Per-node change logs and long-poll waiters: a change wakes exactly the nodes whose view changed.
 
-Each node has a short in-memory log of (version, peers changed, peers removed, self changed)
-entries, appended only when that node's view changes, so recording a change costs O(nodes
-affected). A long poll at `since=V` is answered from the entries after V; if the log no longer
+Each node has a short in-memory log of (version, item) pairs, appended only when that node's view
+changes, so recording a change costs O(nodes affected). An item is a peer id (that peer changed or
+became visible), a negated peer id (that peer was removed or hidden) or 0 (the node's own record
+changed). A long poll at `since=V` is answered from the items after V; if the log no longer
 reaches back to V (trimmed, or the server restarted), the caller gets a full map instead.
+
+Memory matters here: at 10,000 nodes every node holds a long poll and a log. The logs are two
+`array('q')` per node (16 bytes an item, no object per change), and a node has no event object:
+a waiting poll parks one future in `_NodeLog.waiters` only while it waits.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# Items a log keeps at least; it is trimmed back to this when it holds twice as many.
 LOG_LIMIT = 128
-
-
-@dataclass
-class Entry:
-    version: int
-    changed: frozenset[int]
-    removed: frozenset[int]
-    self_changed: bool
+SELF = 0  # the item meaning "the node's own record changed" (node ids start at 1)
 
 
 @dataclass
@@ -34,11 +33,20 @@ class Delta:
         return not (self.changed or self.removed or self.self_changed)
 
 
-@dataclass
 class _NodeLog:
-    base: int  # the log holds every change of this node's view after `base`
-    entries: deque[Entry] = field(default_factory=deque)
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+    __slots__ = ("base", "versions", "items", "waiters")
+
+    def __init__(self, base: int) -> None:
+        self.base = base  # the log holds every change of this node's view after `base`
+        self.versions = array("q")
+        self.items = array("q")
+        self.waiters: list[asyncio.Future[bool]] | None = None
+
+    def wake(self, result: bool) -> None:
+        waiters, self.waiters = self.waiters, None
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(result)
 
 
 class Broadcaster:
@@ -48,21 +56,16 @@ class Broadcaster:
         self.waiting = 0
         self.fanned_out = 0
 
-    def _log(self, node_id: int, version: int) -> _NodeLog:
-        log = self._logs.get(node_id)
-        if log is None:
-            # A node we have not heard of since start: its view is complete from `version` on.
-            log = self._logs[node_id] = _NodeLog(base=version)
-        return log
-
     def track(self, node_id: int, version: int) -> None:
-        """Start logging a node (at registration or first poll after a restart)."""
-        self._log(node_id, version)
+        """Start logging a node (at registration or at start): its view is complete from
+        `version` on."""
+        if node_id not in self._logs:
+            self._logs[node_id] = _NodeLog(version)
 
     def forget(self, node_id: int) -> None:
         log = self._logs.pop(node_id, None)
         if log is not None:
-            log.event.set()
+            log.wake(True)
 
     def record(
         self,
@@ -77,15 +80,29 @@ class Broadcaster:
         log = self._logs.get(node_id)
         if log is None:
             return  # never seen since start: its next poll gets a full map anyway
-        entry = Entry(version, frozenset(changed), frozenset(removed), self_changed)
-        log.entries.append(entry)
-        if len(log.entries) > LOG_LIMIT:
-            dropped = log.entries.popleft()
-            log.base = dropped.version
+        versions, items = log.versions, log.items
+        before = len(items)
+        items.extend(changed)
+        items.extend(-pid for pid in removed)
+        if self_changed:
+            items.append(SELF)
+        added = len(items) - before
+        if not added:
+            return
+        if added == 1:
+            versions.append(version)
+        else:
+            versions.extend([version] * added)
+        if len(items) > 2 * LOG_LIMIT:
+            cut = len(items) - LOG_LIMIT
+            # Items of one version may straddle the cut: `base` is that version, and a poll
+            # holding it already has all of it, so the remaining items are still what it lacks.
+            log.base = versions[cut - 1]
+            del versions[:cut]
+            del items[:cut]
         self.fanned_out += 1
-        event = log.event
-        log.event = asyncio.Event()
-        event.set()
+        if log.waiters:
+            log.wake(True)
 
     def can_delta(self, node_id: int, since: int, current: int) -> bool:
         log = self._logs.get(node_id)
@@ -96,30 +113,65 @@ class Broadcaster:
         log = self._logs.get(node_id)
         if log is None:
             return out
-        for entry in log.entries:
-            if entry.version <= since:
-                continue
-            out.self_changed |= entry.self_changed
-            for pid in entry.changed:
-                out.removed.discard(pid)
-                out.changed.add(pid)
-            for pid in entry.removed:
-                out.changed.discard(pid)
-                out.removed.add(pid)
+        versions, items = log.versions, log.items
+        # Versions only grow along the log: scan back to the first item after `since`.
+        start = len(versions)
+        while start > 0 and versions[start - 1] > since:
+            start -= 1
+        changed, removed = out.changed, out.removed
+        for i in range(start, len(items)):
+            item = items[i]
+            if item > 0:
+                removed.discard(item)
+                changed.add(item)
+            elif item < 0:
+                changed.discard(-item)
+                removed.add(-item)
+            else:
+                out.self_changed = True
         return out
+
+    def has_news(self, node_id: int, since: int) -> bool:
+        """Whether the node's log holds any change after `since` (cheaper than `delta`)."""
+        log = self._logs.get(node_id)
+        return log is not None and len(log.versions) > 0 and log.versions[-1] > since
+
+    def waiter(self, node_id: int) -> asyncio.Future[bool] | None:
+        """A future that gets True at the node's next change (or its removal); None for a node
+        not tracked. The caller must `release` it when it stops waiting."""
+        log = self._logs.get(node_id)
+        if log is None:
+            return None
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if log.waiters is None:
+            log.waiters = [fut]
+        else:
+            log.waiters.append(fut)
+        self.waiting += 1
+        return fut
+
+    def release(self, node_id: int, fut: asyncio.Future[bool]) -> None:
+        self.waiting -= 1
+        log = self._logs.get(node_id)
+        if log is not None and log.waiters and fut in log.waiters:
+            log.waiters.remove(fut)
+            if not log.waiters:
+                log.waiters = None
 
     async def wait(self, node_id: int, timeout: float) -> bool:
         """Wait until the node's view changes; False on timeout."""
-        log = self._logs.get(node_id)
-        if log is None:
+        fut = self.waiter(node_id)
+        if fut is None:
             return False
-        event = log.event
-        self.waiting += 1
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, _resolve, fut, False)
         try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
+            return await fut
         finally:
-            self.waiting -= 1
+            timer.cancel()
+            self.release(node_id, fut)
+
+
+def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)

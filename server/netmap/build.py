@@ -2,10 +2,17 @@
 
 Pure functions over the state's in-memory records: the cost is the size of the answer (the
 node's peers or the peers that changed), never a pass over every pair of nodes.
+
+The long poll answers with bytes (`*_json`): each peer's JSON is rendered once and cached in
+`State.peer_json` until that peer's record or presence changes (the state drops the entry at
+every such change), so a change that wakes 10,000 polls serialises the changed peer once, not
+10,000 times, and an answer is a join of cached bytes. The JSON is pydantic's own rendering of
+`protocol.Peer`/`protocol.Netmap`, so it is the same document `response_model` describes.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from ..protocol import Netmap, Peer
@@ -14,6 +21,8 @@ if TYPE_CHECKING:
     from ..model import NodeRec
     from ..state import State
     from .broadcast import Delta
+
+_PEER_JSON = Peer.__pydantic_serializer__
 
 
 def peer(state: State, node: NodeRec) -> Peer:
@@ -31,6 +40,14 @@ def peer(state: State, node: NodeRec) -> Peer:
     )
 
 
+def peer_json(state: State, node: NodeRec) -> bytes:
+    """The node's `Peer` JSON, from the cache when its record and presence have not changed."""
+    cached = state.peer_json.get(node.id)
+    if cached is None:
+        cached = state.peer_json[node.id] = _PEER_JSON.to_json(peer(state, node))
+    return cached
+
+
 def full(state: State, node_id: int) -> Netmap:
     node = state.nodes[node_id]
     peers = [peer(state, state.nodes[p]) for p in sorted(state.peers_of(node_id))]
@@ -43,31 +60,60 @@ def full(state: State, node_id: int) -> Netmap:
     )
 
 
-def delta(state: State, node_id: int, d: Delta) -> Netmap:
-    node = state.nodes[node_id]
-    visible = state.peers_of(node_id) if d.changed else set()
-    changed = []
+def _servers(state: State) -> bytes:
+    return json.dumps(state.settings.server_urls(), separators=(",", ":")).encode()
+
+
+def _answer(
+    state: State,
+    node_id: int,
+    version: int,
+    *,
+    full: bool,
+    peers: list[bytes] = [],  # noqa: B006 - never mutated
+    changed: list[bytes] = [],  # noqa: B006
+    removed: list[int] = [],  # noqa: B006
+) -> bytes:
+    # Field order and names as in protocol.Netmap.
+    return b"".join(
+        (
+            b'{"version":%d,"full":%s,"self":' % (version, b"true" if full else b"false"),
+            peer_json(state, state.nodes[node_id]),
+            b',"peers":[',
+            b",".join(peers),
+            b'],"peers_changed":[',
+            b",".join(changed),
+            b'],"peers_removed":[',
+            b",".join(b"%d" % pid for pid in removed),
+            b'],"servers":',
+            _servers(state),
+            b"}",
+        )
+    )
+
+
+def full_json(state: State, node_id: int) -> bytes:
+    nodes = state.nodes
+    peers = [peer_json(state, nodes[p]) for p in sorted(state.peers_of(node_id))]
+    return _answer(state, node_id, state.version, full=True, peers=peers)
+
+
+def delta_json(state: State, node_id: int, d: Delta) -> bytes:
+    changed: list[bytes] = []
     removed = set(d.removed)
+    nodes = state.nodes
     for pid in sorted(d.changed):
-        if pid in visible and pid in state.nodes:
-            changed.append(peer(state, state.nodes[pid]))
+        # Pairwise checks: O(changed peers), not a walk of the node's (maybe 10,000) peers.
+        other = nodes.get(pid)
+        if other is not None and state.visible(node_id, pid):
+            changed.append(peer_json(state, other))
         else:
             # Changed and then hidden or deleted within the same window: it is a removal.
             removed.add(pid)
-    return Netmap(
-        version=state.version,
-        full=False,
-        self=peer(state, node),
-        peers_changed=changed,
-        peers_removed=sorted(removed),
-        servers=state.settings.server_urls(),
+    return _answer(
+        state, node_id, state.version, full=False, changed=changed, removed=sorted(removed)
     )
 
 
-def unchanged(state: State, node_id: int, version: int) -> Netmap:
-    return Netmap(
-        version=version,
-        full=False,
-        self=peer(state, state.nodes[node_id]),
-        servers=state.settings.server_urls(),
-    )
+def unchanged_json(state: State, node_id: int, version: int) -> bytes:
+    return _answer(state, node_id, version, full=False)

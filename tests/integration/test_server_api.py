@@ -398,6 +398,96 @@ def test_restart_keeps_everything(coord: CoordServer) -> None:
     assert again["address"] not in {a["address"], b["address"]}
 
 
+def test_cached_peer_json_follows_every_change(coord: CoordServer) -> None:
+    """Answers are joined from each peer's cached JSON: every kind of change to a peer (its
+    endpoints, its presence, an admin's rename) must show in full maps and deltas alike."""
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    b = register(coord, admin, "b")
+
+    def b_in(nm: dict, key: str = "peers") -> dict:
+        return next(p for p in nm[key] if p["node_id"] == b["node_id"])
+
+    with coord.client(a["node_token"]) as ca, coord.client(b["node_token"]) as cb:
+        first = ca.get("/api/v1/netmap").json()
+        assert b_in(first)["online"] is False and b_in(first)["endpoints"] == ["192.0.2.1:51820"]
+        v = first["version"]
+        # b's own poll makes it online: a's delta and a fresh full map both say so.
+        cb.get("/api/v1/netmap", params={"timeout": 0})
+        nm = ca.get("/api/v1/netmap", params={"since": v, "timeout": 5}).json()
+        assert b_in(nm, "peers_changed")["online"] is True
+        assert b_in(ca.get("/api/v1/netmap").json())["online"] is True
+        v = nm["version"]
+        r = cb.put("/api/v1/nodes/self/endpoints", json={"endpoints": ["198.51.100.9:41641"]})
+        assert r.status_code == 204
+        nm = ca.get("/api/v1/netmap", params={"since": v, "timeout": 5}).json()
+        assert b_in(nm, "peers_changed")["endpoints"][-1] == "198.51.100.9:41641"
+        assert b_in(ca.get("/api/v1/netmap").json())["endpoints"][-1] == "198.51.100.9:41641"
+        v = nm["version"]
+        with coord.client(admin) as c:
+            r = c.patch(f"/api/v1/nodes/{b['node_id']}", json={"hostname": "b-renamed"})
+            assert r.status_code == 200, r.text
+        nm = ca.get("/api/v1/netmap", params={"since": v, "timeout": 5}).json()
+        assert b_in(nm, "peers_changed")["hostname"] == "b-renamed"
+        assert b_in(ca.get("/api/v1/netmap").json())["hostname"] == "b-renamed"
+        # Its own record too: b's answer carries the new name as `self`.
+        assert cb.get("/api/v1/netmap", params={"timeout": 0}).json()["self"]["hostname"] == (
+            "b-renamed"
+        )
+
+
+def test_netmap_fast_path_and_route_agree(coord: CoordServer) -> None:
+    """Well-formed polls are served by a lean ASGI path, the rest by the FastAPI route: same
+    answers, same errors, same metrics."""
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    register(coord, admin, "b")
+    with coord.client(a["node_token"]) as c:
+        lean = c.get("/api/v1/netmap", params={"timeout": 0})
+        # An extra parameter is not the plain form: the FastAPI route answers this one.
+        routed = c.get("/api/v1/netmap", params={"timeout": 0, "extra": "1"})
+        assert lean.status_code == routed.status_code == 200
+        assert lean.headers["content-type"] == routed.headers["content-type"]
+        assert lean.json() == routed.json() and lean.json()["full"] is True
+        v = lean.json()["version"]
+        quiet = c.get(
+            "/api/v1/netmap",
+            params={"since": v, "timeout": "0.2"},
+            headers={"Authorization": f"bearer {a['node_token']}"},
+        )
+        assert quiet.json()["version"] == v and quiet.json()["full"] is False
+        for params in ({"since": -1}, {"since": "x"}, {"timeout": 4000}, {"timeout": "nan"}):
+            r = c.get("/api/v1/netmap", params=params)
+            assert r.status_code == 422, (params, r.text)
+            assert "error" in r.json()
+    with coord.client("not-a-node-token") as c:
+        r = c.get("/api/v1/netmap", params={"timeout": 0})
+        assert r.status_code == 401 and "error" in r.json()
+    with coord.client() as c:
+        assert c.get("/api/v1/netmap").status_code == 401
+        metrics = c.get("/metrics").text
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("pcloud_http_requests_total") and 'route="/api/v1/netmap"' in line
+    ]
+    assert any('status="200"' in line for line in counted), counted
+
+
+def test_hostnames_stay_unique_and_are_freed(coord: CoordServer) -> None:
+    admin = coord.setup_admin()
+    first = register(coord, admin, "dup")
+    second = register(coord, admin, "dup")
+    assert first["netmap"]["self"]["hostname"] == "dup"
+    assert second["netmap"]["self"]["hostname"] == "dup-2"
+    with coord.client(admin) as c:
+        assert c.delete(f"/api/v1/nodes/{first['node_id']}").status_code == 204
+        r = c.patch(f"/api/v1/nodes/{second['node_id']}", json={"hostname": "dup"})
+        assert r.status_code == 200 and r.json()["hostname"] == "dup"
+    third = register(coord, admin, "dup")
+    assert third["netmap"]["self"]["hostname"] == "dup-2"
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 
