@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["user", "token", "authkey", "node", "policy", "meta"]
-KINDS: tuple[Kind, ...] = ("user", "token", "authkey", "node", "policy", "meta")
+# "addr" holds one record per allocated overlay address (key: the IP, value: {"node": id}),
+# written with `Claim` so two servers can never hand out the same address.
+Kind = Literal["user", "token", "authkey", "node", "policy", "meta", "addr"]
+KINDS: tuple[Kind, ...] = ("user", "token", "authkey", "node", "policy", "meta", "addr")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,21 @@ class Delete:
     key: str
 
 
-Op = Put | Delete
+@dataclass(frozen=True)
+class Claim:
+    """Create `key` with `value` only if it does not exist; otherwise the whole commit fails.
+
+    The guard for uniqueness across servers (an overlay address, `("addr", ip)`): a claim that
+    finds the key taken raises `ClaimTaken` and nothing of the commit is applied. Release a claim
+    with a plain `Delete`.
+    """
+
+    kind: Kind
+    key: str
+    value: Mapping[str, Any]
+
+
+Op = Put | Delete | Claim
 
 
 @dataclass
@@ -42,6 +58,37 @@ class Snapshot:
 
 class StoreError(Exception):
     """The store could not complete a transaction; nothing of it was applied."""
+
+
+class Conflict(StoreError):
+    """Another writer committed since this store last read or wrote: reload, then retry.
+
+    `revision` is the store's revision of the version counter now (etcd: its mod_revision),
+    `version` the counter's value there, so the caller knows how far behind it is.
+    """
+
+    def __init__(self, message: str, *, revision: int, version: int) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.version = version
+
+
+class Unavailable(StoreError):
+    """No replica could take the transaction (no quorum, every endpoint down or timing out).
+
+    The outcome is unknown: the write may still be applied once quorum returns (etcd keeps the
+    proposal in the leader's log). The server answers 503, keeps serving reads from memory and
+    resynchronises (reload, or the watch) before trusting its view for the next change.
+    """
+
+
+class ClaimTaken(StoreError):
+    """A `Claim` found its key already present; nothing of the commit was applied."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key} is already claimed")
+        self.kind = kind
+        self.key = key
 
 
 class Store(Protocol):

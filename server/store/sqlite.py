@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .base import KINDS, Delete, Kind, Op, Put, Snapshot, StoreError
+from .base import KINDS, Claim, ClaimTaken, Delete, Kind, Op, Put, Snapshot, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -55,10 +55,20 @@ class SqliteStore:
         return Snapshot(version=int(row[0]) if row else 0, records=records)
 
     def commit(self, ops: Iterable[Op], version: int) -> None:
+        claim: Claim | None = None
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for op in ops:
-                if isinstance(op, Put):
+                if isinstance(op, Claim):
+                    # A plain INSERT: the (kind, key) primary key is the UNIQUE check that makes
+                    # the claim fail, and the whole transaction with it, when the key exists.
+                    claim = op
+                    self._db.execute(
+                        "INSERT INTO records (kind, key, value) VALUES (?, ?, ?)",
+                        (op.kind, op.key, json.dumps(op.value, separators=(",", ":"))),
+                    )
+                    claim = None
+                elif isinstance(op, Put):
                     self._db.execute(
                         "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
                         (op.kind, op.key, json.dumps(op.value, separators=(",", ":"))),
@@ -71,6 +81,11 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('version', ?)", (version,)
             )
             self._db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            self._db.execute("ROLLBACK")
+            if claim is not None:
+                raise ClaimTaken(claim.kind, claim.key) from exc
+            raise StoreError(f"sqlite commit failed: {exc}") from exc
         except sqlite3.Error as exc:
             self._db.execute("ROLLBACK")
             raise StoreError(f"sqlite commit failed: {exc}") from exc
