@@ -37,6 +37,7 @@ from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, loca
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
 from pcloud.backend.headless import headless_login
+from pcloud.backend.jobs import ha_enable
 from pcloud.backend.jobs.install_server import resume_services
 from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.localapi.schemas import LoginRequest, Status
@@ -143,7 +144,9 @@ class LocalBackend:
                 await self._go_up()
         elif self.node is None and self.settings.headless:
             self._spawn(headless_login(self))
-        # After the interface is up: K3s binds to our overlay address.
+        # After the interface is up: K3s and our etcd member bind to our overlay address, and
+        # the etcd member before the coordination server that uses it.
+        await ha_enable.resume(self)
         await resume_services(self)
 
     async def shutdown(self) -> None:

@@ -173,6 +173,34 @@ class Services:
         if not result.ok:
             raise ServiceError(f"systemctl {' '.join(args)}: {result.stderr.strip()}")
 
+    @property
+    def server_argv(self) -> list[str] | None:
+        """The coordination server's recorded command line, if this machine runs one."""
+        argv = self._load().get("server_argv")
+        return [str(a) for a in argv] if argv else None
+
+    async def start_server_argv(self, argv: list[str]) -> None:
+        """Start (or adopt, or restart with changed flags) the server with this exact argv:
+        HA adds the store flags to what install-server recorded."""
+        self._save(server_argv=argv)
+        await self._start(argv)
+
+    async def stop_server(self, *, forget: bool = False) -> None:
+        """Stop the coordination server here; `forget` also drops it from the record, so a
+        restarted backend does not bring it back (remove-server)."""
+        argv = self.server_argv
+        if self.manager == "systemd":
+            if self.unit_path.exists():
+                await self._systemctl("disable", "--now", UNIT_NAME)
+        elif argv:
+            await self.child.stop(argv)
+        if forget:
+            self._save(server_argv=None)
+
+    def forget_k3s(self) -> None:
+        """K3s was uninstalled: a restarted backend must not try to start it again."""
+        self._save(k3s_role=None)
+
     async def resume(self) -> None:
         """After a backend restart: supervise (adopt) the server we started before, if any."""
         argv = self._load().get("server_argv")

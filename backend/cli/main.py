@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pcloud.backend.cli import (
     down,
+    ha,
     install_server,
     ip,
     join_server,
@@ -18,6 +19,7 @@ from pcloud.backend.cli import (
     logout,
     peers,
     ping,
+    remove_server,
     rotate_key,
     status,
     up,
@@ -26,7 +28,7 @@ from pcloud.backend.cli.common import EXIT_USAGE, CliError, explain, fail
 from pcloud.backend.localapi.client import DEFAULT_SOCKET, LocalAPIError, LocalClient
 
 SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key, install_server,
-               join_server)
+               join_server, ha, remove_server)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,6 +210,24 @@ class LocalClient:
         answer = await self._request("POST", "/v1/join-server", body)
         return JobStarted.model_validate(answer).job_id
 
+    async def _job(self, path: str, body: dict[str, Any] | None = None) -> str:
+        return JobStarted.model_validate(await self._request("POST", path, body or {})).job_id
+
+    async def ha_enable(self) -> str:
+        """Start (or resume) the ha-enable job on this (the first) server; its id."""
+        return await self._job("/v1/ha-enable")
+
+    async def ha_join(self, *, listen: str | None = None) -> str:
+        """Start (or resume) the ha-join job on this server; its id."""
+        return await self._job("/v1/ha-join", {"listen": listen} if listen else {})
+
+    async def ha_force_new_cluster(self, confirm: str) -> str:
+        return await self._job("/v1/ha-force-new-cluster", {"confirm": confirm})
+
+    async def remove_server(self, *, demote: bool = False) -> str:
+        """Start (or resume) the remove-server job; its id."""
+        return await self._job("/v1/remove-server", {"demote": demote})
+
     async def coord(
         self, method: str, path: str, *, body: Any = None, token: str | None = None
     ) -> CoordAnswer:

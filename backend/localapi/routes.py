@@ -26,17 +26,20 @@ from starlette.exceptions import HTTPException
 
 from pcloud.backend import coordcall
 from pcloud.backend.errors import OperationError
-from pcloud.backend.jobs import install_server, join_server
+from pcloud.backend.jobs import ha_enable, install_server, join_server, remove_server
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, may_write
 from pcloud.backend.localapi.schemas import (
     CoordAnswer,
     CoordRequest,
+    ForceNewClusterRequest,
+    HaJoinRequest,
     InstallServerRequest,
     Job,
     JobStarted,
     JoinServerRequest,
     LoginRequest,
+    RemoveServerRequest,
     Status,
 )
 
@@ -161,6 +164,28 @@ def create_app(
         approval = {"auth_key": body.auth_key or "", "token": body.token or ""}
         job_id = join_server.start(backend, {"k3s_binary": body.k3s_binary}, approval)
         return JobStarted(job_id=job_id)
+
+    @app.post("/v1/ha-enable", response_model=JobStarted)
+    async def post_ha_enable() -> JobStarted:
+        return JobStarted(job_id=ha_enable.start(backend, ha_enable.ENABLE, {}))
+
+    @app.post("/v1/ha-join", response_model=JobStarted)
+    async def post_ha_join(body: HaJoinRequest) -> JobStarted:
+        return JobStarted(job_id=ha_enable.start(backend, ha_enable.JOIN, {"listen": body.listen}))
+
+    @app.post("/v1/ha-force-new-cluster", response_model=JobStarted)
+    async def post_force(body: ForceNewClusterRequest) -> JobStarted:
+        if body.confirm != ha_enable.CONFIRMATION:
+            raise OperationError(
+                "force-new-cluster rewrites our etcd membership to this server alone: confirm "
+                f"with {ha_enable.CONFIRMATION!r} once the other servers are gone for good",
+                code="not_confirmed", http_status=400)
+        params = {"confirm": body.confirm}
+        return JobStarted(job_id=ha_enable.start(backend, ha_enable.FORCE, params))
+
+    @app.post("/v1/remove-server", response_model=JobStarted)
+    async def post_remove_server(body: RemoveServerRequest) -> JobStarted:
+        return JobStarted(job_id=remove_server.start(backend, {"demote": body.demote}))
 
     @app.post("/v1/coord", response_model=CoordAnswer)
     async def post_coord(body: CoordRequest) -> CoordAnswer:

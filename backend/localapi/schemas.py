@@ -116,6 +116,31 @@ class JoinServerRequest(BaseModel):
     __str__ = __repr__
 
 
+class HaJoinRequest(BaseModel):
+    """`POST /v1/ha-join`: where this server's coordination server listens (LAN_ADDR:PORT;
+    default the first LAN address, port 8443)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str | None = None
+
+
+class ForceNewClusterRequest(BaseModel):
+    """`POST /v1/ha-force-new-cluster`: `confirm` must be "yes-i-lost-the-other-servers"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirm: str = ""
+
+
+class RemoveServerRequest(BaseModel):
+    """`POST /v1/remove-server`: `demote` turns the device's role into client at the end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    demote: bool = False
+
+
 class CoordRequest(BaseModel):
     """`POST /v1/coord`: one admin call relayed to the coordination server."""
 

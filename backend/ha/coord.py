@@ -1,0 +1,59 @@
+"""Calls to whichever coordination server answers, for jobs that outlive a single server.
+
+remove-server stops this machine's own server halfway, and with HA every server serves the same
+store: so a job tries the servers the netmap lists (`servers`), then the join link's, skipping any
+it is told to avoid (its own, once stopped). An error answer is final (another server would give
+the same answer from the same store); only an unreachable server moves on to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pcloud.backend import coordcall
+from pcloud.backend.control.pinning import base_url
+from pcloud.backend.errors import NotLoggedIn
+
+if TYPE_CHECKING:
+    from pcloud.backend.local import LocalBackend
+
+
+def server_urls(backend: LocalBackend, avoid: Iterable[str] = ()) -> list[str]:
+    """Coordination servers to try, in order: the netmap's list, then the join link's."""
+    if backend.node is None:
+        raise NotLoggedIn()
+    urls = [u.rstrip("/") for u in (backend.netmap.servers if backend.netmap else [])]
+    urls.append(base_url(backend.node.server_url))
+    skip = {u.rstrip("/") for u in avoid}
+    return [u for u in dict.fromkeys(urls) if u not in skip]
+
+
+async def call_any(
+    backend: LocalBackend,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    token: str | None = None,
+    avoid: Iterable[str] = (),
+) -> Any:
+    """`METHOD path` on the first server that answers, with this node's token by default."""
+    ca = backend.store.load_ca()
+    if backend.node is None or ca is None:
+        raise NotLoggedIn()
+    token = token or backend.node.node_token
+    last: coordcall.Unreachable | None = None
+    urls = server_urls(backend, avoid)
+    for url in urls:
+        try:
+            status, answer = await coordcall.call(
+                ca, url, method, path, token=token, body=body, timeout=10.0
+            )
+        except coordcall.Unreachable as exc:
+            last = exc
+            continue
+        if status >= 400:
+            raise coordcall.CoordRefused(status, answer)
+        return answer
+    raise last or coordcall.Unreachable(f"no coordination server to ask (tried {urls})")
