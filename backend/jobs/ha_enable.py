@@ -9,11 +9,13 @@ ha-enable, on the server running the SQLite coordination server:
    the count);
 2. etcd member: this server's member (certificate from the network CA, overlay address only)
    started as a new 1-member cluster and healthy;
-3. migrated: the coordination server stopped (no writer during the copy), SQLite copied into etcd
-   and checked (counts per kind and a SHA-256 over every record, before and after; resumable);
-   on a failed check the SQLite server is started again, unchanged;
-4. coordination server on etcd: `pcloud-server` restarted with `--store etcd ...`;
-5. other servers: names the servers that still have to run `pcloud ha join`.
+3. state moved to etcd: the coordination server stopped (no writer during the copy), SQLite
+   copied into etcd and checked (counts per kind and a SHA-256 over every record, before and
+   after; resumable), then `pcloud-server` restarted with `--store etcd ...`. One step, because
+   if the check fails or the server does not come up on etcd, it is started again on SQLite,
+   unchanged, and a rerun must copy again (SQLite may have changed meanwhile): the copy that
+   no server ever served from is then replaced;
+4. other servers: names the servers that still have to run `pcloud ha join`.
 
 ha-join, on each other server-role device:
 1. network CA: fetched over the server-role channel (`GET /cluster/ca`, node token of a server),
@@ -47,8 +49,9 @@ from pcloud.backend.ha.member import (
 from pcloud.backend.jobs.install_server import _listen
 from pcloud.backend.jobs.runner import JobSpec, Step, StepContext, StepSkipped
 from pcloud.server.store.etcd import EtcdStore
+from pcloud.server.store.etcd_gateway import b64, prefix_end
 from pcloud.server.store.etcd_member import etcd_argv, force_new_cluster_argv
-from pcloud.server.store.migrate import migrate
+from pcloud.server.store.migrate import MigrationReport, migrate, read_marker
 from pcloud.server.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -86,8 +89,7 @@ class HaJobs:
         return JobSpec(ENABLE, [
             Step("servers online", self.servers_online),
             Step("etcd member", self.first_member),
-            Step("migrated", self.migrated),
-            Step("coordination server on etcd", self.server_on_etcd),
+            Step("state moved to etcd", self.migrated),
             Step("other servers", self.other_servers),
         ])  # fmt: skip
 
@@ -166,39 +168,49 @@ class HaJobs:
         assert old_argv is not None
         ctx.progress("stopping the coordination server (no writes during the copy)")
         await services.stop_server()
-        tls = member.tls
-        source = SqliteStore(services.server_dir / "pcloud.db")
+        try:
+            report = await self.copy(ctx)
+            ctx.progress("starting the coordination server on etcd")
+            url = await self.start_server([client_url(member.address())])
+        except BaseException:
+            # Nothing switched: the network keeps its SQLite server while the cause is fixed.
+            member.save(store=None)
+            await services.start_server_argv(old_argv)
+            raise
+        counts = {k: v for k, v in report.target.counts.items() if v}
+        ctx.set_result(records=sum(report.source.counts.values()), digest=report.source.digest)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        how = "resumed, " if report.resumed else ""
+        return f"{how}{shown}; sha256 {report.target.digest[:16]} equal before and after; {url}"
+
+    async def copy(self, ctx: StepContext) -> MigrationReport:
+        """SQLite -> etcd, checked; a finished copy no server used is replaced (see above)."""
+        tls = self.member.tls
+        source = SqliteStore(self.backend.services.server_dir / "pcloud.db")
         target = EtcdStore(
-            [client_url(member.address())], ca_file=tls.ca, cert_file=tls.cert, key_file=tls.key,
-            timeout=5.0,
+            [client_url(self.member.address())], ca_file=tls.ca, cert_file=tls.cert,
+            key_file=tls.key, timeout=5.0,
         )  # fmt: skip
         loop = asyncio.get_running_loop()
 
         def after_batch(written: int) -> None:
             loop.call_soon_threadsafe(ctx.progress, f"{written} records copied")
 
+        def run() -> MigrationReport:
+            marker = read_marker(target)
+            if marker is not None and marker.get("state") == "done":
+                end = prefix_end(target.prefix)
+                target.gateway.call(
+                    "/v3/kv/deleterange", {"key": b64(target.prefix), "range_end": b64(end)}
+                )
+                target.revision = 0
+            return migrate(source, target, after_batch=after_batch)
+
         try:
-            report = await asyncio.to_thread(migrate, source, target, after_batch=after_batch)
-        except Exception:
-            # Nothing was switched: the network keeps its SQLite server while the cause is fixed.
-            await services.start_server_argv(old_argv)
-            raise
+            return await asyncio.to_thread(run)
         finally:
             source.close()
             target.close()
-        counts = {k: v for k, v in report.target.counts.items() if v}
-        ctx.data["migration"] = {
-            "counts": report.source.counts, "digest": report.source.digest,
-            "version": report.source.version,
-        }  # fmt: skip
-        ctx.set_result(records=sum(report.source.counts.values()), digest=report.source.digest)
-        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        how = "resumed, " if report.resumed else ""
-        return f"{how}{shown}; sha256 {report.target.digest[:16]} equal before and after"
-
-    async def server_on_etcd(self, ctx: StepContext) -> str:
-        url = await self.start_server([client_url(self.member.address())])
-        return f"{url} on etcd"
 
     async def other_servers(self, ctx: StepContext) -> str:
         me = self.backend.settings.hostname
