@@ -1,6 +1,7 @@
 """`pcloud-server`: parse arguments, prepare TLS and state, serve HTTPS (and the admin socket).
 
-`pcloud-server --state-dir DIR --listen HOST:PORT [--listen ...] [--network CIDR]` serves the
+`pcloud-server --state-dir DIR --listen HOST:PORT [--listen ...] [--network CIDR]
+[--store sqlite|etcd --etcd-endpoint URL ... --etcd-ca F --etcd-cert F --etcd-key F]` serves the
 coordination API; `pcloud-server admin ...` (see admin.py) manages it from the server's shell.
 """
 
@@ -19,9 +20,10 @@ from pathlib import Path
 import uvicorn
 
 from .accounts import Accounts
-from .app import create_app, open_state
+from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
+from .store.base import StoreError
 
 log = logging.getLogger("pcloud.server")
 
@@ -66,7 +68,28 @@ def server_parser() -> argparse.ArgumentParser:
         help="lifetime of a user's login token (default 7 days)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--store",
+        choices=["sqlite", "etcd"],
+        default=None,
+        help="where the state lives: sqlite (this state dir, the default) or etcd (shared by "
+        "every coordination server); kept in server.json",
+    )
+    p.add_argument(
+        "--etcd-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an etcd client URL, e.g. https://10.0.0.1:2479 (repeatable)",
+    )
+    p.add_argument("--etcd-ca", type=Path, default=None, help="CA certificate of the etcd members")
+    p.add_argument("--etcd-cert", type=Path, default=None, help="client certificate for etcd")
+    p.add_argument("--etcd-key", type=Path, default=None, help="client key for etcd")
     return p
+
+
+def _path(value: Path | str | None) -> Path | None:
+    return Path(value).resolve() if value else None
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -93,6 +116,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
         ephemeral_timeout_s=args.ephemeral_timeout,
         token_ttl_s=args.token_ttl,
         log_level=args.log_level,
+        store=args.store or saved.get("store") or "sqlite",
+        etcd_endpoints=tuple(args.etcd_endpoint or saved.get("etcd_endpoints", [])),
+        etcd_ca=_path(args.etcd_ca or saved.get("etcd_ca")),
+        etcd_cert=_path(args.etcd_cert or saved.get("etcd_cert")),
+        etcd_key=_path(args.etcd_key or saved.get("etcd_key")),
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved_path.write_text(
@@ -102,6 +130,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
                 "listen": [f"{x.host}:{x.port}" for x in listen],
                 "hostname": settings.hostname,
                 "advertise_urls": list(settings.advertise_urls),
+                "store": settings.store,
+                "etcd_endpoints": list(settings.etcd_endpoints),
+                "etcd_ca": str(settings.etcd_ca) if settings.etcd_ca else None,
+                "etcd_cert": str(settings.etcd_cert) if settings.etcd_cert else None,
+                "etcd_key": str(settings.etcd_key) if settings.etcd_key else None,
             },
             indent=2,
         )
@@ -159,6 +192,7 @@ def bind_admin_socket(path: Path) -> socket.socket:
 
 async def serve(settings: Settings) -> None:
     tune_runtime()
+    # The first load (a range over etcd) blocks; nothing else runs in this loop yet.
     state = open_state(settings)
     files = TlsFiles.in_dir(settings.state_dir)
     ensure_ca(files)
@@ -222,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(serve(settings))
+    except (StoreMismatch, StoreError) as exc:
+        print(f"pcloud-server: cannot open the store: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"pcloud-server: cannot serve: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from .errors import ApiError, conflict, forbidden, not_found, unauthorized
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now, to_record
 from .security import passwords, tokens
 from .security.ratelimit import LoginLimiter
-from .state import State, expired
+from .state import Plan, State, expired
 from .store.base import Delete, Op, Put
 
 log = logging.getLogger("pcloud.server.accounts")
@@ -69,11 +69,20 @@ class Accounts:
             raise conflict("already_set_up", "setup is done: an admin already exists")
         token, expires = self._issue(username)
         rec = TokenRec(tokens.digest(token), username, expires)
-        self.state.commit(
-            [Put("user", username, to_record(user)), Put("token", rec.digest, to_record(rec))]
-        )
-        self._add_user(user)
-        self.state.tokens[rec.digest] = rec
+
+        def ops() -> list[Op]:
+            if not self.needs_setup():  # another server's setup won meanwhile
+                raise conflict("already_set_up", "setup is done: an admin already exists")
+            return [
+                Put("user", username, to_record(user)),
+                Put("token", rec.digest, to_record(rec)),
+            ]
+
+        def apply() -> None:
+            self._add_user(user)
+            self.state.tokens[rec.digest] = rec
+
+        await self.state.change(ops, apply)
         self.setup_path.unlink(missing_ok=True)
         log.info("first admin %s created", username)
         return user, token, expires
@@ -111,8 +120,10 @@ class Accounts:
         self.limiter.succeeded(username, client)
         token, expires = self._issue(username)
         rec = TokenRec(tokens.digest(token), username, expires)
-        self.state.commit([Put("token", rec.digest, to_record(rec))])
-        self.state.tokens[rec.digest] = rec
+        await self.state.change(
+            lambda: [Put("token", rec.digest, to_record(rec))],
+            lambda: self.state.tokens.__setitem__(rec.digest, rec),
+        )
         return token, expires
 
     def caller(self, token: str) -> Caller:
@@ -132,35 +143,49 @@ class Accounts:
         if username in self.state.users:
             raise conflict("user_exists", f"user {username!r} already exists")
         user = await self._new_user(username, password, admin=admin)
-        if username in self.state.users:
-            raise conflict("user_exists", f"user {username!r} already exists")
-        self.state.commit([Put("user", username, to_record(user))])
-        self._add_user(user)
+
+        def ops() -> list[Op]:
+            if username in self.state.users:
+                raise conflict("user_exists", f"user {username!r} already exists")
+            return [Put("user", username, to_record(user))]
+
+        await self.state.change(ops, lambda: self._add_user(user))
         return user
 
-    def delete_user(self, username: str) -> None:
-        if username not in self.state.users:
-            raise not_found(f"user {username!r}")
-        remaining_admins = self.state.admins() - {username}
-        if self.state.users[username].admin and not remaining_admins:
-            raise conflict("last_admin", "cannot delete the last admin")
-        ops: list[Op] = [Delete("user", username)]
-        doomed_tokens = [d for d, t in self.state.tokens.items() if t.username == username]
-        doomed_keys = [p for p, k in self.state.authkeys.items() if k.user == username]
-        ops += [Delete("token", d) for d in doomed_tokens]
-        ops += [Delete("authkey", p) for p in doomed_keys]
-        # One transaction: the user, their sessions, keys and untagged devices go together.
-        self.state.delete_nodes_of(username, ops)
-        for d in doomed_tokens:
-            del self.state.tokens[d]
-        for p in doomed_keys:
-            del self.state.authkeys[p]
-        del self.state.users[username]
-        self.state.index.set_admins(self.state.admins())
+    async def delete_user(self, username: str) -> None:
+        state = self.state
+
+        def build() -> Plan[None]:
+            if username not in state.users:
+                raise not_found(f"user {username!r}")
+            remaining_admins = state.admins() - {username}
+            if state.users[username].admin and not remaining_admins:
+                raise conflict("last_admin", "cannot delete the last admin")
+            ops: list[Op] = [Delete("user", username)]
+            doomed_tokens = [d for d, t in state.tokens.items() if t.username == username]
+            doomed_keys = [p for p, k in state.authkeys.items() if k.user == username]
+            ops += [Delete("token", d) for d in doomed_tokens]
+            ops += [Delete("authkey", p) for p in doomed_keys]
+            # One transaction: the user, their sessions, keys and untagged devices go together.
+            doomed = [n for n in state.nodes.values() if n.user == username and not n.tags]
+            node_ops, drop_nodes = state.plan_delete_nodes(doomed)
+
+            def apply(version: int) -> None:
+                drop_nodes(version)
+                for d in doomed_tokens:
+                    state.tokens.pop(d, None)
+                for p in doomed_keys:
+                    state.authkeys.pop(p, None)
+                state.users.pop(username, None)
+                state.index.set_admins(state.admins())
+
+            return Plan([*node_ops, *ops], apply)
+
+        await state.transact(build)
 
     # ---- auth keys --------------------------------------------------------------------------
 
-    def create_auth_key(
+    async def create_auth_key(
         self,
         caller: Caller,
         *,
@@ -193,8 +218,10 @@ class Accounts:
             expires_at=now() + dt.timedelta(seconds=expires_in_s),
             created_at=now(),
         )
-        self.state.commit([Put("authkey", prefix, to_record(rec))])
-        self.state.authkeys[prefix] = rec
+        await self.state.change(
+            lambda: [Put("authkey", prefix, to_record(rec))],
+            lambda: self.state.authkeys.__setitem__(prefix, rec),
+        )
         return key, rec
 
     def visible_keys(self, caller: Caller) -> list[AuthKeyRec]:
@@ -204,12 +231,14 @@ class Accounts:
             key=lambda k: k.created_at,
         )
 
-    def expire_auth_key(self, caller: Caller, prefix: str) -> None:
-        rec = self.state.authkeys.get(prefix)
-        if rec is None or not (caller.admin or rec.user == caller.username):
-            raise not_found(f"auth key {prefix!r}")
-        self.state.commit([Delete("authkey", prefix)])
-        del self.state.authkeys[prefix]
+    async def expire_auth_key(self, caller: Caller, prefix: str) -> None:
+        def ops() -> list[Op]:
+            rec = self.state.authkeys.get(prefix)
+            if rec is None or not (caller.admin or rec.user == caller.username):
+                raise not_found(f"auth key {prefix!r}")
+            return [Delete("authkey", prefix)]
+
+        await self.state.change(ops, lambda: self.state.authkeys.pop(prefix, None))
 
     def check_auth_key(self, key: str) -> AuthKeyRec:
         prefix = tokens.auth_key_prefix(key)
@@ -222,16 +251,21 @@ class Accounts:
             raise unauthorized("auth key was already used (it is single-use)")
         return rec
 
-    def mark_used(self, rec: AuthKeyRec) -> list[Op]:
-        """The op that spends a single-use key, to commit together with the registration."""
+    def spend_ops(self, key: str) -> list[Op]:
+        """Check `key` again against the working set and return the op that spends it (a
+        single-use key), to commit with what it pays for. Called at every attempt of that
+        commit, so two servers racing to use one single-use key cannot both succeed."""
+        rec = self.check_auth_key(key)
         if rec.reusable:
             return []
         spent = dataclasses.replace(rec, used=True)
         return [Put("authkey", rec.prefix, to_record(spent))]
 
-    def spend(self, rec: AuthKeyRec) -> None:
-        if not rec.reusable:
-            rec.used = True
+    def spent(self, key: str) -> None:
+        """After the commit: the in-memory record of a single-use key says used."""
+        rec = self.state.authkeys.get(tokens.auth_key_prefix(key) or "")
+        if rec is not None and not rec.reusable:
+            self.state.authkeys[rec.prefix] = dataclasses.replace(rec, used=True)
 
     # ---- nodes ------------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ def _client(state_dir: Path) -> httpx.AsyncClient:
             )
         except OSError:
             probe.close()
-    if not (state_dir / "pcloud.db").exists():
+    if not (state_dir / "pcloud.db").exists() and not (state_dir / "server.json").exists():
         raise AdminError(f"no coordination server state in {state_dir} (wrong --state-dir?)")
     from .__main__ import load_settings, server_parser
     from .app import create_app

@@ -11,19 +11,56 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, cluster, meta, netmap, nodes
+from .api import acl, cluster, cluster_ca, meta, netmap, nodes
 from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
 from .middleware import LimitAndMeasure
 from .security.tls import TlsFiles, ensure_ca
 from .state import State
+from .store.base import Store
+from .store.etcd import EtcdStore
 from .store.sqlite import SqliteStore
+from .sync import StoreSync, publish_self
+
+DB_NAME = "pcloud.db"
+
+
+class StoreMismatch(ValueError):
+    """The settings point at an empty etcd store while this state dir holds a SQLite one."""
+
+
+def open_store(settings: Settings) -> Store:
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.store == "etcd":
+        return EtcdStore(
+            settings.etcd_endpoints,
+            ca_file=settings.etcd_ca,
+            cert_file=settings.etcd_cert,
+            key_file=settings.etcd_key,
+        )
+    return SqliteStore(settings.state_dir / DB_NAME)
 
 
 def open_state(settings: Settings) -> State:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return State(settings, SqliteStore(settings.state_dir / "pcloud.db"))
+    store = open_store(settings)
+    state = State(settings, store)
+    db = settings.state_dir / DB_NAME
+    if settings.store == "etcd" and not state.users and not state.nodes and db.exists():
+        local = SqliteStore(db)
+        try:
+            held = local.load()
+        finally:
+            local.close()
+        if held.records["user"] or held.records["node"]:
+            state.close()
+            # Starting on the empty store would hand out a new setup code and addresses that
+            # clash with the devices this state dir already knows.
+            raise StoreMismatch(
+                f"the etcd store is empty but {db} holds this network's state: migrate it "
+                "first (server.store.migrate), then start with --store etcd"
+            )
+    return state
 
 
 def create_app(
@@ -40,9 +77,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sync: StoreSync | None = None
         if not local_admin:
             state.sweep_offline_ephemeral()
+            if isinstance(state.store, EtcdStore):
+                # Watch right away: the load's revision is where the watch resumes.
+                sync = StoreSync(state, state.store)
+                sync.start()
+            else:
+                await publish_self(state)
         yield
+        if sync is not None:
+            await sync.stop()
         await asyncio.sleep(0)
 
     app = FastAPI(
@@ -59,7 +105,7 @@ def create_app(
     metrics = Metrics()
     app.state.metrics = metrics
     install_handlers(app)
-    for module in (accounts_routes, nodes, cluster, netmap, acl, meta):
+    for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta):
         app.include_router(module.router)
     # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
     # are still limited and counted.

@@ -55,9 +55,23 @@ class Settings:
     login_attempts_per_minute: int = 5
     max_body_bytes: int = 256 * 1024
     log_level: str = "info"
+    # Where the coordination state lives: "sqlite" (STATE_DIR/pcloud.db, one server) or "etcd"
+    # (the store every coordination server shares; DESIGN section 8).
+    store: str = "sqlite"
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
 
     def __post_init__(self) -> None:
         parse_network(self.network)
+        if self.store not in ("sqlite", "etcd"):
+            raise ValueError(f"--store {self.store!r} must be sqlite or etcd")
+        if self.store == "etcd" and not self.etcd_endpoints:
+            raise ValueError("--store etcd needs at least one --etcd-endpoint URL")
+        for url in self.etcd_endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"--etcd-endpoint {url!r} must be an http:// or https:// URL")
 
     @property
     def net(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -59,6 +59,18 @@ class Ipam:
             return self._addr(self._first)
         raise Exhausted(f"network {self.network} has no free address left")
 
+    def mark(self, addr: str) -> None:
+        """Take `addr` as used: another server handed it out, or an orphan claim holds it."""
+        off = int(ipaddress.ip_address(addr)) - self._base
+        if not self._first <= off <= self._last or off in self._used:
+            return
+        self._used.add(off)
+        if off >= self._next:
+            # Slots skipped over stay allocatable (the heap skips used entries lazily).
+            for skipped in range(self._next, off):
+                heapq.heappush(self._free, skipped)
+            self._next = off + 1
+
     def release(self, addr: str) -> None:
         off = int(ipaddress.ip_address(addr)) - self._base
         if off in self._used:

@@ -43,4 +43,4 @@ class Metrics:
         self.online.set(len(state.online))
         self.waiting.set(state.bus.waiting)
         self.fanned_out.set(state.bus.fanned_out)
-        self.version.set(state.version)
+        self.version.set(state.store_version)

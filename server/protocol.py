@@ -104,6 +104,7 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     needs_setup: bool
+    store: Literal["sqlite", "etcd"] = "sqlite"
 
 
 class SetupRequest(Request):

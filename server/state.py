@@ -1,9 +1,12 @@
 """The server's one door for changes: in-memory working set, write-through store, fan-out.
 
-Every mutation is one store transaction that bumps the version counter; then the in-memory maps
-and the policy index are updated and exactly the nodes whose view changed get a log entry and a
-wake-up (netmap.broadcast). Reads never touch the store. Accounts (users, tokens, auth keys) live in
-`accounts.py` on top of this class; netmap answers are rendered by `netmap.build`.
+Every mutation is a `Plan` run by `transact`: built from the working set without touching it
+(its ops), committed as one store transaction, then applied to memory, after which exactly the
+nodes whose view changed get a log entry and a wake-up (netmap.broadcast). Reads never touch the
+store. Under etcd several servers write the same store: a commit that lost the race (`Conflict`)
+waits until this server's watch (sync.py) has applied the winner's change, rebuilds its plan from
+the fresh working set and tries again; `Unavailable` (no quorum) is a 503 with nothing applied.
+Accounts live in `accounts.py`, presence in `presence.py`, netmap answers in `netmap.build`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,43 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .config import Settings
 from .errors import ApiError, conflict, not_found
 from .ipam import Exhausted, Ipam
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, from_record, now, to_record
-from .netmap.broadcast import Broadcaster
+from .netmap.broadcast import Broadcaster, VersionClock
 from .policy.document import Policy, parse_policy
 from .policy.engine import NodeFacts, PeerIndex
-from .store.base import Delete, Op, Put, Store
+from .presence import Presence
+from .store.base import (
+    Claim,
+    ClaimTaken,
+    Conflict,
+    Delete,
+    Op,
+    Put,
+    Snapshot,
+    Store,
+    StoreError,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    from .sync import StoreSync
 
 log = logging.getLogger("pcloud.server.state")
+
+T = TypeVar("T")
+
+# How long a change keeps retrying while other servers win the race for the store; a conflict
+# means someone else made progress, so this only bounds a hot spot, never a deadlock.
+RETRY_DEADLINE_S = 5.0
+SERVER_PREFIX = "server:"  # meta records "server:<hostname>": {"urls": [...], "instance": n}
 
 
 def facts(node: NodeRec) -> NodeFacts:
@@ -32,63 +60,175 @@ def facts(node: NodeRec) -> NodeFacts:
     )
 
 
-class State:
+def store_unavailable(exc: Exception) -> ApiError:
+    return ApiError(
+        503,
+        "store_unavailable",
+        f"the coordination store cannot take changes now ({exc}); reads keep being served, "
+        "retry once the store has quorum again",
+    )
+
+
+@dataclass
+class Plan(Generic[T]):
+    """One change: the ops to commit, what to do in memory after the commit (given the new
+    netmap version), and how to give back anything reserved while planning (an address)."""
+
+    ops: list[Op]
+    apply: Callable[[int], T]
+    undo: Callable[[], None] | None = None
+
+
+class State(Presence):
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        snap = store.load()
-        self.version = snap.version
+        self.store_kind: str = getattr(store, "kind", "sqlite")
+        self.clock = VersionClock()
+        self.lock = asyncio.Lock()
+        self.sync: StoreSync | None = None
+        self.bus = Broadcaster(0)
+        self.nodes: dict[int, NodeRec] = {}
+        self.init_presence()
+        self.load(store.load())
+
+    # ---- loading --------------------------------------------------------------------------
+
+    def load(self, snap: Snapshot) -> None:
+        """(Re)build the working set from a full snapshot: at start and after a resync, when
+        every node's log is reset so that its next poll gets a full map."""
+        self.store_version = snap.version
         rec = snap.records
         self.users = {k: from_record(UserRec, v) for k, v in rec["user"].items()}
         self.tokens = {k: from_record(TokenRec, v) for k, v in rec["token"].items()}
         self.authkeys = {k: from_record(AuthKeyRec, v) for k, v in rec["authkey"].items()}
-        self.nodes: dict[int, NodeRec] = {}
+        old_nodes = self.nodes
+        self.nodes = {}
         for v in rec["node"].values():
             node = from_record(NodeRec, v)
+            old = old_nodes.get(node.id)
+            if old is not None and old.last_seen is not None:
+                node.last_seen = old.last_seen  # presence is this server's own knowledge
             self.nodes[node.id] = node
         self.node_by_key = {n.public_key: n.id for n in self.nodes.values()}
         self.node_by_token = {n.token_digest: n.id for n in self.nodes.values()}
         # How many nodes bear each hostname (unique_hostname without a pass over every node).
         self._hostnames: dict[str, int] = {}
         for n in self.nodes.values():
-            self._hostnames[n.hostname] = self._hostnames.get(n.hostname, 0) + 1
+            self._hostname_add(n.hostname)
         # Each node's rendered `Peer` JSON (netmap.build.peer_json), dropped at every change of
-        # the node's record or presence, all of which go through `fanout` or `_drop_node`.
+        # the node's record or presence, all of which go through `fanout` or `drop_node`.
         self.peer_json: dict[int, bytes] = {}
         self.next_node_id = int(rec["meta"].get("next_node_id", {}).get("value", 1))
+        self.k3s: dict[str, Any] | None = rec["meta"].get("k3s")
+        self.servers: dict[str, dict[str, Any]] = {
+            k[len(SERVER_PREFIX) :]: v
+            for k, v in rec["meta"].items()
+            if k.startswith(SERVER_PREFIX)
+        }
         self.policy_text: str | None = rec["policy"].get("current", {}).get("text")
-        policy: Policy | None = None
-        if self.policy_text is not None:
-            try:
-                policy = parse_policy(self.policy_text)
-            except Exception:
-                # It passed validation when written; a newer parser may be stricter. Keep serving
-                # with the default policy rather than refuse to start, and say so loudly.
-                log.error("stored policy no longer parses; serving the default policy until fixed")
-        self.policy = policy
-        self.index = PeerIndex(policy, self.admins())
+        self.policy = self._parse_stored(self.policy_text)
+        self.index = PeerIndex(self.policy, self.admins())
         self.index.set_nodes(facts(n) for n in self.nodes.values())
-        self.ipam = Ipam(settings.net, [n.address for n in self.nodes.values()])
-        self.bus = Broadcaster(self.version)
+        # Claimed addresses without a node (a claim orphaned by hand) are never handed out.
+        self.addrs: dict[str, int] = {a: int(v.get("node", 0)) for a, v in rec["addr"].items()}
+        used = [n.address for n in self.nodes.values()] + list(self.addrs)
+        self.ipam = Ipam(self.settings.net, used)
+        self.version = self.clock.next()
+        self.bus.reset(self.version)
+        for node_id in set(self.bus.tracked()) - set(self.nodes):
+            self.bus.forget(node_id)
         for node_id in self.nodes:
             self.bus.track(node_id, self.version)
-        self.online: set[int] = set()
-        self._polls: dict[int, int] = {}
-        self._offline_timers: dict[int, asyncio.TimerHandle] = {}
-        self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
-        self.lock = asyncio.Lock()
+        self.presence_reloaded()
+
+    @staticmethod
+    def _parse_stored(text: str | None) -> Policy | None:
+        if text is None:
+            return None
+        try:
+            return parse_policy(text)
+        except Exception:
+            # It passed validation when written; a newer parser may be stricter. Keep serving
+            # with the default policy rather than refuse to start, and say so loudly.
+            log.error("stored policy no longer parses; serving the default policy until fixed")
+            return None
 
     # ---- plumbing -------------------------------------------------------------------------
 
     def admins(self) -> set[str]:
         return {u.username for u in self.users.values() if u.admin}
 
-    def commit(self, ops: Sequence[Op]) -> int:
-        """Write `ops` and the next version in one transaction; returns the new version."""
-        version = self.version + 1
-        self.store.commit(ops, version)
-        self.version = version
-        return version
+    def stamp(self) -> int:
+        """A new netmap version for a change about to be fanned out."""
+        self.version = self.clock.next()
+        return self.version
+
+    def vouches(self, node_id: int, since: int) -> bool:
+        """Whether this process can answer `since` with a delta (else: a full map)."""
+        return self.clock.mine(since) and self.bus.can_delta(node_id, since, self.version)
+
+    async def _write(self, ops: Sequence[Op]) -> None:
+        version = self.store_version + 1
+        acommit = getattr(self.store, "acommit", None)
+        if acommit is not None:
+            await acommit(ops, version)
+        else:
+            # SQLite commits in well under a millisecond: not worth a thread hop.
+            self.store.commit(ops, version)
+        self.store_version = version
+
+    async def transact(self, build: Callable[[], Plan[T]]) -> T:
+        """Build, commit and apply one change; rebuild and retry when another server won."""
+        deadline = time.monotonic() + RETRY_DEADLINE_S
+        while True:
+            async with self.lock:
+                plan = build()
+                if not plan.ops:
+                    return plan.apply(self.version)  # nothing to change
+                try:
+                    await self._write(plan.ops)
+                except (Conflict, ClaimTaken, StoreError) as exc:
+                    if plan.undo is not None:
+                        plan.undo()
+                    if isinstance(exc, Unavailable):
+                        raise store_unavailable(exc) from None
+                    if isinstance(exc, ClaimTaken) and exc.kind == "addr":
+                        # Taken but unknown here: an orphan claim. Never hand it out again.
+                        log.warning("address %s is claimed by no known node; skipping it", exc.key)
+                        self.ipam.mark(exc.key)
+                        revision = 0
+                    elif isinstance(exc, Conflict):
+                        revision = exc.revision
+                    else:
+                        raise
+                else:
+                    return plan.apply(self.stamp())
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    503, "store_busy", "other coordination servers kept changing the store; retry"
+                )
+            if revision:
+                await self.catch_up(revision, deadline)
+
+    async def catch_up(self, revision: int, deadline: float) -> None:
+        """Wait until the working set includes the store's change at `revision`."""
+        if self.sync is not None:
+            if not await self.sync.reached(revision, max(0.05, deadline - time.monotonic())):
+                raise store_unavailable(RuntimeError("this server's watch on the store is behind"))
+            return
+        # No watch (the admin command's in-process state): read everything again.
+        aload = getattr(self.store, "aload", None)
+        try:
+            snap = await aload() if aload is not None else self.store.load()
+        except Unavailable as exc:
+            raise store_unavailable(exc) from None
+        async with self.lock:
+            self.load(snap)
+
+    async def change(self, ops: Callable[[], Sequence[Op]], apply: Callable[[], T]) -> T:
+        """A change whose memory side needs no version (accounts, K3s record)."""
+        return await self.transact(lambda: Plan(list(ops()), lambda _v: apply()))
 
     @staticmethod
     def put_node(node: NodeRec) -> Put:
@@ -132,7 +272,20 @@ class State:
             index.can_reach(node_id, other) or index.can_reach(other, node_id)
         )
 
-    # ---- nodes ----------------------------------------------------------------------------
+    def server_urls(self) -> list[str]:
+        """This server's URLs first, then every other coordination server's (netmap `servers`)."""
+        urls = self.settings.server_urls()
+        for host in sorted(self.servers):
+            if host != self.settings.hostname:
+                urls += [u for u in self.servers[host].get("urls", []) if u not in urls]
+        return urls
+
+    def servers_changed(self, version: int) -> None:
+        """Every node hears of a coordination server added or gone (rare: O(nodes) is fine)."""
+        for node_id in self.bus.tracked():
+            self.bus.record(version, node_id, self_changed=True)
+
+    # ---- nodes in memory ------------------------------------------------------------------
 
     def unique_hostname(self, wanted: str, node_id: int | None = None) -> str:
         own = self.nodes[node_id].hostname if node_id in self.nodes else None
@@ -157,7 +310,51 @@ class State:
         else:
             self._hostnames.pop(name, None)
 
-    def register(
+    def upsert_node(self, node: NodeRec, old: NodeRec | None) -> None:
+        """Put a committed node record into memory and every index (local change or watch)."""
+        if old is not None:
+            self._hostname_drop(old.hostname)
+            if self.node_by_key.get(old.public_key) == node.id:
+                del self.node_by_key[old.public_key]
+            if self.node_by_token.get(old.token_digest) == node.id:
+                del self.node_by_token[old.token_digest]
+            if old.address != node.address and old.address not in self.addrs:
+                self.ipam.release(old.address)
+        self._hostname_add(node.hostname)
+        self.nodes[node.id] = node
+        self.node_by_key[node.public_key] = node.id
+        self.node_by_token[node.token_digest] = node.id
+        self.ipam.mark(node.address)
+        if old is None or facts(old) != facts(node):
+            self.index.upsert(facts(node))
+        self.peer_json.pop(node.id, None)
+
+    def drop_node(self, node: NodeRec, version: int, before: set[int]) -> None:
+        del self.nodes[node.id]
+        self._hostname_drop(node.hostname)
+        self.peer_json.pop(node.id, None)
+        if self.node_by_key.get(node.public_key) == node.id:
+            del self.node_by_key[node.public_key]
+        self.node_by_token.pop(node.token_digest, None)
+        self.index.remove(node.id)
+        if self.addrs.get(node.address) in (None, node.id):
+            self.addrs.pop(node.address, None)
+            self.ipam.release(node.address)
+        self.presence_forget(node.id)
+        for peer in before:
+            self.bus.record(version, peer, removed=(node.id,))
+        self.bus.forget(node.id)
+        log.info("node %d %s removed", node.id, node.hostname)
+
+    def node(self, node_id: int) -> NodeRec:
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise not_found(f"node {node_id}")
+        return node
+
+    # ---- node changes ---------------------------------------------------------------------
+
+    async def register(
         self,
         *,
         public_key: str,
@@ -169,74 +366,91 @@ class State:
         ephemeral: bool,
         token_digest: str,
         observed: str | None,
-        extra_ops: Sequence[Op] = (),
+        also: Callable[[], Sequence[Op]] | None = None,
     ) -> NodeRec:
-        existing_id = self.node_by_key.get(public_key)
-        if existing_id is not None:
-            node = self.nodes[existing_id]
-            if node.user != user or tuple(node.tags) != tuple(tags):
-                raise conflict(
-                    "public_key_taken", "public_key is already registered to another owner"
+        """Register a device. `also` (re)checks whatever the registration spends (an auth key)
+        against the working set of each attempt and returns the ops that spend it."""
+        endpoints = tuple(endpoints)
+
+        def build() -> Plan[NodeRec]:
+            extra = list(also()) if also is not None else []
+            existing_id = self.node_by_key.get(public_key)
+            if existing_id is not None:
+                return self._plan_relogin(
+                    self.nodes[existing_id], user, tags, token_digest, endpoints, observed, extra
                 )
-            # Same device logging in again: same node, same address, fresh node token.
-            del self.node_by_token[node.token_digest]
-            node.token_digest = token_digest
-            node.endpoints = tuple(endpoints)
-            node.observed = observed
-            version = self.commit([self.put_node(node), *extra_ops])
-            self.node_by_token[token_digest] = node.id
+            try:
+                address = self.ipam.allocate(server=role == "server")
+            except Exhausted as exc:
+                raise conflict("network_exhausted", str(exc)) from None
+            node = NodeRec(
+                id=self.next_node_id,
+                public_key=public_key,
+                hostname=self.unique_hostname(hostname),
+                user=user,
+                role=role,
+                tags=tuple(tags),
+                address=address,
+                endpoints=endpoints,
+                token_digest=token_digest,
+                created_at=now(),
+                ephemeral=ephemeral,
+                last_seen=now(),
+                observed=observed,
+            )
+            ops: list[Op] = [
+                self.put_node(node),
+                Put("meta", "next_node_id", {"value": node.id + 1}),
+                # The claim makes the address unique across servers even if two of them
+                # allocated it from the same view (the guard already orders them).
+                Claim("addr", address, {"node": node.id}),
+                *extra,
+            ]
+
+            def apply(version: int) -> NodeRec:
+                self.next_node_id = max(self.next_node_id, node.id + 1)
+                self.addrs[address] = node.id
+                self.upsert_node(node, None)
+                self.bus.track(node.id, version)
+                after = self.peers_of(node.id)
+                self.fanout(
+                    version, node.id, set(), after, content_changed=False, self_changed=False
+                )
+                log.info(
+                    "node %d %s registered for %s at %s", node.id, node.hostname, user, address
+                )
+                return node
+
+            return Plan(ops, apply, undo=lambda: self.ipam.release(address))
+
+        return await self.transact(build)
+
+    def _plan_relogin(
+        self,
+        node: NodeRec,
+        user: str,
+        tags: Sequence[str],
+        token_digest: str,
+        endpoints: tuple[str, ...],
+        observed: str | None,
+        extra: list[Op],
+    ) -> Plan[NodeRec]:
+        if node.user != user or tuple(node.tags) != tuple(tags):
+            raise conflict("public_key_taken", "public_key is already registered to another owner")
+        # Same device logging in again: same node, same address, fresh node token.
+        updated = dataclasses.replace(
+            node, token_digest=token_digest, endpoints=endpoints, observed=observed
+        )
+
+        def apply(version: int) -> NodeRec:
+            self.upsert_node(updated, self.nodes.get(node.id))
             peers = self.peers_of(node.id)
             self.fanout(version, node.id, peers, peers, content_changed=True, self_changed=False)
-            return node
-        try:
-            address = self.ipam.allocate(server=role == "server")
-        except Exhausted as exc:
-            raise conflict("network_exhausted", str(exc)) from None
-        node = NodeRec(
-            id=self.next_node_id,
-            public_key=public_key,
-            hostname=self.unique_hostname(hostname),
-            user=user,
-            role=role,
-            tags=tuple(tags),
-            address=address,
-            endpoints=tuple(endpoints),
-            token_digest=token_digest,
-            created_at=now(),
-            ephemeral=ephemeral,
-            last_seen=now(),
-            observed=observed,
-        )
-        try:
-            version = self.commit(
-                [
-                    self.put_node(node),
-                    Put("meta", "next_node_id", {"value": node.id + 1}),
-                    *extra_ops,
-                ]
-            )
-        except Exception:
-            self.ipam.release(address)
-            raise
-        self.next_node_id = node.id + 1
-        self.nodes[node.id] = node
-        self._hostname_add(node.hostname)
-        self.node_by_key[public_key] = node.id
-        self.node_by_token[token_digest] = node.id
-        self.index.upsert(facts(node))
-        self.bus.track(node.id, version)
-        after = self.peers_of(node.id)
-        self.fanout(version, node.id, set(), after, content_changed=False, self_changed=False)
-        log.info("node %d %s registered for %s at %s", node.id, node.hostname, user, address)
-        return node
+            return updated
 
-    def node(self, node_id: int) -> NodeRec:
-        node = self.nodes.get(node_id)
-        if node is None:
-            raise not_found(f"node {node_id}")
-        return node
+        return Plan([self.put_node(updated), *extra], apply)
 
-    def update_node(
+    async def update_node(
         self,
         node_id: int,
         *,
@@ -248,86 +462,80 @@ class State:
         public_key: str | None = None,
         by_self: bool = False,
     ) -> NodeRec:
-        node = self.node(node_id)
-        if public_key is not None and public_key != node.public_key:
-            owner = self.node_by_key.get(public_key)
-            if owner is not None and owner != node_id:
-                raise conflict("public_key_taken", "public_key belongs to another node")
-        before = self.peers_of(node_id)
-        old_key = node.public_key
-        old_facts = facts(node)
-        updated = dataclasses.replace(node)
-        if hostname is not None:
-            updated.hostname = self.unique_hostname(hostname, node_id)
-        if role is not None:
-            updated.role = role
-        if tags is not None:
-            updated.tags = tuple(tags)
-        if endpoints is not None:
-            updated.endpoints = tuple(endpoints)
-            updated.observed = observed
-        if public_key is not None:
-            updated.public_key = public_key
-        if to_record(updated) == to_record(node):
-            return node
-        version = self.commit([self.put_node(updated)])
-        self.nodes[node_id] = updated
-        if updated.hostname != node.hostname:
-            self._hostname_drop(node.hostname)
-            self._hostname_add(updated.hostname)
-        if public_key is not None and public_key != old_key:
-            del self.node_by_key[old_key]
-            self.node_by_key[public_key] = node_id
-        if facts(updated) != old_facts:
-            self.index.upsert(facts(updated))
-        after = self.peers_of(node_id)
-        self.fanout(version, node_id, before, after, content_changed=True, self_changed=not by_self)
-        return updated
+        def build() -> Plan[NodeRec]:
+            node = self.node(node_id)
+            if public_key is not None and public_key != node.public_key:
+                owner = self.node_by_key.get(public_key)
+                if owner is not None and owner != node_id:
+                    raise conflict("public_key_taken", "public_key belongs to another node")
+            updated = dataclasses.replace(node)
+            if hostname is not None:
+                updated.hostname = self.unique_hostname(hostname, node_id)
+            if role is not None:
+                updated.role = role
+            if tags is not None:
+                updated.tags = tuple(tags)
+            if endpoints is not None:
+                updated.endpoints = tuple(endpoints)
+                updated.observed = observed
+            if public_key is not None:
+                updated.public_key = public_key
+            if to_record(updated) == to_record(node):
+                return Plan([], lambda _v: node)
 
-    def delete_node(self, node_id: int, extra_ops: Sequence[Op] = ()) -> None:
-        node = self.node(node_id)
-        before = self.peers_of(node_id)
-        version = self.commit([Delete("node", str(node_id)), *extra_ops])
-        self._drop_node(node, version, before)
+            def apply(version: int) -> NodeRec:
+                before = self.peers_of(node_id)
+                self.upsert_node(updated, node)
+                after = self.peers_of(node_id)
+                self.fanout(
+                    version, node_id, before, after, content_changed=True, self_changed=not by_self
+                )
+                return updated
 
-    def _drop_node(self, node: NodeRec, version: int, before: set[int]) -> None:
-        del self.nodes[node.id]
-        self._hostname_drop(node.hostname)
-        self.peer_json.pop(node.id, None)
-        self.node_by_key.pop(node.public_key, None)
-        self.node_by_token.pop(node.token_digest, None)
-        self.index.remove(node.id)
-        self.ipam.release(node.address)
-        self.online.discard(node.id)
-        for timers in (self._offline_timers, self._ephemeral_timers):
-            handle = timers.pop(node.id, None)
-            if handle is not None:
-                handle.cancel()
-        for peer in before:
-            self.bus.record(version, peer, removed=(node.id,))
-        self.bus.forget(node.id)
-        log.info("node %d %s removed", node.id, node.hostname)
+            return Plan([self.put_node(updated)], apply)
 
-    def delete_nodes_of(self, username: str, extra_ops: Sequence[Op]) -> None:
-        """Remove every node a user owns, with `extra_ops`, in one transaction."""
-        doomed = [n for n in self.nodes.values() if n.user == username and not n.tags]
-        befores = {n.id: self.peers_of(n.id) for n in doomed}
-        ops: list[Op] = [Delete("node", str(n.id)) for n in doomed]
-        version = self.commit([*ops, *extra_ops])
+        return await self.transact(build)
+
+    def plan_delete_nodes(
+        self, doomed: Sequence[NodeRec]
+    ) -> tuple[list[Op], Callable[[int], None]]:
+        """Ops and memory side of removing `doomed` (one node, or every node of a user)."""
+        ops: list[Op] = []
         for n in doomed:
-            self._drop_node(n, version, befores[n.id] - set(befores))
+            ops += [Delete("node", str(n.id)), Delete("addr", n.address)]
+
+        def apply(version: int) -> None:
+            befores = {n.id: self.peers_of(n.id) for n in doomed if n.id in self.nodes}
+            for n in doomed:
+                if n.id in self.nodes:
+                    self.drop_node(self.nodes[n.id], version, befores[n.id] - set(befores))
+
+        return ops, apply
+
+    async def delete_node(self, node_id: int) -> None:
+        def build() -> Plan[None]:
+            ops, apply = self.plan_delete_nodes([self.node(node_id)])
+            return Plan(ops, apply)
+
+        await self.transact(build)
 
     # ---- policy ---------------------------------------------------------------------------
 
-    def set_policy(self, policy: Policy | None) -> int:
+    async def set_policy(self, policy: Policy | None) -> int:
+        def build() -> Plan[int]:
+            op: Op = (
+                Put("policy", "current", {"text": policy.text})
+                if policy is not None
+                else Delete("policy", "current")
+            )
+            return Plan([op], lambda version: self.policy_applied(policy, version))
+
+        return await self.transact(build)
+
+    def policy_applied(self, policy: Policy | None, version: int) -> int:
+        """Swap in a committed policy; log the view change of every node whose view changed."""
         new_index = self.index.copy()
         new_index.set_policy(policy)
-        op: Op = (
-            Put("policy", "current", {"text": policy.text})
-            if policy is not None
-            else Delete("policy", "current")
-        )
-        version = self.commit([op])
         old_index = self.index
         self.index = new_index
         self.policy = policy
@@ -342,73 +550,10 @@ class State:
         log.info("policy %s; %d nodes' views changed", "set" if policy else "reset", changed)
         return changed
 
-    # ---- presence -------------------------------------------------------------------------
-
-    def poll_started(self, node_id: int) -> None:
-        self._polls[node_id] = self._polls.get(node_id, 0) + 1
-        for timers in (self._offline_timers, self._ephemeral_timers):
-            handle = timers.pop(node_id, None)
-            if handle is not None:
-                handle.cancel()
-        if node_id not in self.online and node_id in self.nodes:
-            self.online.add(node_id)
-            self._presence_changed(node_id)
-
-    def poll_ended(self, node_id: int) -> None:
-        count = self._polls.get(node_id, 0) - 1
-        if count > 0:
-            self._polls[node_id] = count
-            return
-        self._polls.pop(node_id, None)
-        if node_id not in self.nodes:
-            return
-        loop = asyncio.get_running_loop()
-        # A client re-polls within milliseconds after each answer; only a gap longer than the
-        # grace period means the device is gone (Headscale waits 10 s for the same reason).
-        self._offline_timers[node_id] = loop.call_later(
-            self.settings.offline_grace_s, self._went_offline, node_id
-        )
-
-    def _went_offline(self, node_id: int) -> None:
-        self._offline_timers.pop(node_id, None)
-        if node_id not in self.nodes or self._polls.get(node_id):
-            return
-        self.online.discard(node_id)
-        self._presence_changed(node_id)
-        node = self.nodes[node_id]
-        if node.ephemeral:
-            loop = asyncio.get_running_loop()
-            self._ephemeral_timers[node_id] = loop.call_later(
-                self.settings.ephemeral_timeout_s, self._expire_ephemeral, node_id
-            )
-
-    def _expire_ephemeral(self, node_id: int) -> None:
-        self._ephemeral_timers.pop(node_id, None)
-        if node_id in self.nodes and node_id not in self.online:
-            log.info("ephemeral node %d offline too long; removing it", node_id)
-            self.delete_node(node_id)
-
-    def _presence_changed(self, node_id: int) -> None:
-        node = self.nodes[node_id]
-        node.last_seen = now()
-        version = self.commit([self.put_node(node)])
-        peers = self.peers_of(node_id)
-        self.fanout(version, node_id, peers, peers, content_changed=True, self_changed=False)
-
-    def sweep_offline_ephemeral(self) -> None:
-        """At start nobody is online: give every ephemeral node its offline timer."""
-        loop = asyncio.get_running_loop()
-        for node in self.nodes.values():
-            if node.ephemeral and node.id not in self.online:
-                self._ephemeral_timers[node.id] = loop.call_later(
-                    self.settings.ephemeral_timeout_s, self._expire_ephemeral, node.id
-                )
+    # ---- start and stop -------------------------------------------------------------------
 
     def close(self) -> None:
-        for timers in (self._offline_timers, self._ephemeral_timers):
-            for handle in timers.values():
-                handle.cancel()
-            timers.clear()
+        self.presence_close()
         self.store.close()
 
 

@@ -23,7 +23,11 @@ router = APIRouter(prefix="/api/v1")
 
 @router.get("/health", response_model=Health, tags=["meta"])
 async def health(request: Request, accounts: AccountsDep) -> Health:
-    return Health(version=request.app.version, needs_setup=accounts.needs_setup())
+    return Health(
+        version=request.app.version,
+        needs_setup=accounts.needs_setup(),
+        store=accounts.state.store_kind,  # type: ignore[arg-type]
+    )
 
 
 @router.post("/setup", response_model=SetupAnswer, tags=["accounts"])
@@ -52,14 +56,14 @@ async def list_users(accounts: AccountsDep, _: AdminUser) -> list[User]:
 
 @router.delete("/users/{username}", status_code=204, tags=["accounts"])
 async def delete_user(username: str, accounts: AccountsDep, _: AdminUser) -> None:
-    accounts.delete_user(username)
+    await accounts.delete_user(username)
 
 
 @router.post("/auth-keys", response_model=AuthKeyCreated, status_code=201, tags=["auth-keys"])
 async def create_auth_key(
     body: AuthKeyCreate, accounts: AccountsDep, caller: CurrentUser
 ) -> AuthKeyCreated:
-    key, rec = accounts.create_auth_key(
+    key, rec = await accounts.create_auth_key(
         caller,
         user=body.user,
         reusable=body.reusable,
@@ -91,4 +95,4 @@ async def list_auth_keys(accounts: AccountsDep, caller: CurrentUser) -> list[Aut
 
 @router.delete("/auth-keys/{prefix}", status_code=204, tags=["auth-keys"])
 async def expire_auth_key(prefix: str, accounts: AccountsDep, caller: CurrentUser) -> None:
-    accounts.expire_auth_key(caller, prefix)
+    await accounts.expire_auth_key(caller, prefix)

@@ -58,13 +58,13 @@ async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWrit
     if failed:
         detail = "; ".join(f"test for {t.src}: {', '.join(t.errors)}" for t in failed)
         raise ApiError(400, "policy_test_failed", f"policy tests failed: {detail}")
-    state.set_policy(policy)
+    await state.set_policy(policy)
     return PolicyWriteAnswer(ok=True, warnings=list(policy.warnings))
 
 
 @router.delete("/acl", response_model=PolicyWriteAnswer)
 async def delete_acl(state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
-    state.set_policy(None)
+    await state.set_policy(None)
     return PolicyWriteAnswer(ok=True)
 
 

@@ -32,8 +32,7 @@ from ..protocol import (
     RegisterRequest,
 )
 from ..security import tokens
-from ..state import State
-from ..store.base import Put
+from ..store.base import Op, Put
 from .deps import AccountsDep, BearerDep, CurrentNode, StateDep
 from .nodes import observed_endpoint
 
@@ -63,41 +62,43 @@ async def server_node(accounts: AccountsDep, secret: BearerDep) -> NodeRec:
 ServerNode = Annotated[NodeRec, Depends(server_node)]
 
 
-def _published(request: Request, state: State) -> dict[str, Any] | None:
-    cache: dict[str, Any] | None = getattr(request.app.state, "k3s_cache", None)
-    if cache is None:
-        cache = request.app.state.k3s_cache = {}
-    if "value" not in cache:
-        cache["value"] = state.store.load().records["meta"].get(META_KEY)
-    value: dict[str, Any] | None = cache["value"]
-    return value
-
-
 @router.get("/cluster/k3s", response_model=K3sToken)
-async def get_k3s(request: Request, state: StateDep, _: ServerNode) -> K3sToken:
-    value = _published(request, state)
+async def get_k3s(state: StateDep, _: ServerNode) -> K3sToken:
+    value = state.k3s
     if value is None:
         raise not_found("a published K3s join token (the first server has not started K3s yet)")
     return K3sToken(token=value["token"], server_urls=list(value["server_urls"]))
 
 
 @router.put("/cluster/k3s", status_code=204)
-async def put_k3s(body: K3sPublish, request: Request, state: StateDep, node: ServerNode) -> None:
-    value = _published(request, state)
-    if value is not None and not tokens.same(value["token"], body.token):
-        raise conflict(
-            "token_mismatch",
-            "the K3s token differs from the one already published: a server joins the "
-            "cluster that exists",
-        )
-    urls = list(value["server_urls"]) if value else []
-    urls += [u for u in body.server_urls if u not in urls]
-    record = {"token": body.token, "server_urls": urls}
-    if record != value:
-        state.commit([Put("meta", META_KEY, record)])
-        request.app.state.k3s_cache["value"] = record
+async def put_k3s(body: K3sPublish, state: StateDep, node: ServerNode) -> None:
+    record: dict[str, Any] = {}
+
+    def ops() -> list[Op]:
+        value = state.k3s
+        if value is not None and not tokens.same(value["token"], body.token):
+            raise conflict(
+                "token_mismatch",
+                "the K3s token differs from the one already published: a server joins the "
+                "cluster that exists",
+            )
+        urls = list(value["server_urls"]) if value else []
+        urls += [u for u in body.server_urls if u not in urls]
+        record.clear()
+        record.update(token=body.token, server_urls=urls)
+        return [Put("meta", META_KEY, dict(record))] if record != value else []
+
+    def apply() -> None:
+        state.k3s = dict(record)
         # Never the token: only who published which URLs.
-        log.info("node %d %s published K3s URLs %s", node.id, node.hostname, ", ".join(urls))
+        log.info(
+            "node %d %s published K3s URLs %s",
+            node.id,
+            node.hostname,
+            ", ".join(record["server_urls"]),
+        )
+
+    await state.change(ops, apply)
 
 
 @router.post("/nodes/self/promote", response_model=PromoteAnswer)
@@ -110,13 +111,12 @@ async def promote(
     if key.role != "server":
         raise forbidden(f"this auth key is for role {key.role}; promotion needs a server key")
     if node.role != "server":
-        spent = accounts.mark_used(key)
-        if spent:
-            # Spend the key before the role changes: a crash in between wastes a key, never
-            # lets one promote twice.
-            state.commit(spent)
-            accounts.spend(key)
-        node = state.update_node(node.id, role="server")
+        # Spend the key before the role changes: a crash in between wastes a key, never
+        # lets one promote twice.
+        await state.change(
+            lambda: accounts.spend_ops(body.auth_key), lambda: accounts.spent(body.auth_key)
+        )
+        node = await state.update_node(node.id, role="server")
     return PromoteAnswer(node_id=node.id, address=node.address, role="server")
 
 
@@ -128,7 +128,7 @@ async def first_server(body: RegisterRequest, request: Request, state: StateDep)
             403, "forbidden", "first-server registration is only on the server's admin socket"
         )
     node_token = tokens.new_token(tokens.NODE_TOKEN)
-    node = state.register(
+    node = await state.register(
         public_key=body.public_key,
         hostname=body.hostname,
         endpoints=body.endpoints,

@@ -15,13 +15,14 @@ server's own demotion, and withdrawing its K3s URL (DESIGN sections 5 and 8).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from ..protocol import PromoteAnswer
 from ..security.tls import TlsFiles
-from ..store.base import Put
+from ..store.base import Op, Put
 from .cluster import META_KEY, ServerNode
 from .deps import StateDep
 
@@ -54,20 +55,28 @@ async def get_ca(state: StateDep, node: ServerNode) -> NetworkCa:
 
 @router.post("/nodes/self/demote", response_model=PromoteAnswer)
 async def demote_self(body: Empty, state: StateDep, node: ServerNode) -> PromoteAnswer:
-    node = state.update_node(node.id, role="client")
+    node = await state.update_node(node.id, role="client")
     log.info("node %d %s demoted itself to client", node.id, node.hostname)
     return PromoteAnswer(node_id=node.id, address=node.address, role="client")
 
 
 @router.post("/cluster/k3s/withdraw", status_code=204)
-async def withdraw_k3s(request: Request, state: StateDep, node: ServerNode) -> None:
-    value = state.store.load().records["meta"].get(META_KEY)
+async def withdraw_k3s(state: StateDep, node: ServerNode) -> None:
     own = f"https://{node.address}:{K3S_PORT}"
-    if value is None or own not in value["server_urls"]:
-        return
-    record = {"token": value["token"], "server_urls": [u for u in value["server_urls"] if u != own]}
-    state.commit([Put("meta", META_KEY, record)])
-    cache = getattr(request.app.state, "k3s_cache", None)
-    if cache is not None:
-        cache["value"] = record
-    log.info("node %d %s withdrew K3s URL %s", node.id, node.hostname, own)
+    record: dict[str, Any] = {}
+
+    def ops() -> list[Op]:
+        value = state.k3s
+        if value is None or own not in value["server_urls"]:
+            return []  # nothing to withdraw
+        record.clear()
+        record.update(
+            token=value["token"], server_urls=[u for u in value["server_urls"] if u != own]
+        )
+        return [Put("meta", META_KEY, dict(record))]
+
+    def apply() -> None:
+        state.k3s = dict(record)
+        log.info("node %d %s withdrew K3s URL %s", node.id, node.hostname, own)
+
+    await state.change(ops, apply)

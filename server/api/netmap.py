@@ -87,12 +87,14 @@ async def poll(
     wait = min(timeout, state.settings.poll_timeout_cap_s)
     state.poll_started(node_id)
     try:
-        if since is None or not state.bus.can_delta(node_id, since, state.version):
+        if since is None or not state.vouches(node_id, since):
             return build.full_json(state, node_id)
         if wait > 0 and not state.bus.has_news(node_id, since):
             await _wait_for_change(state, node_id, wait, receive)
             if node_id not in state.nodes:
                 return None
+            if not state.vouches(node_id, since):
+                return build.full_json(state, node_id)  # the state was reloaded meanwhile
         change = state.bus.delta(node_id, since)
         if change.empty():
             return build.unchanged_json(state, node_id, since)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 
@@ -20,6 +22,7 @@ from ..protocol import (
 )
 from ..security import tokens
 from ..state import State
+from ..store.base import Op
 from .deps import AccountsDep, AdminUser, BearerDep, CurrentNode, StateDep, client_ip
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
@@ -52,14 +55,15 @@ async def register(
     accounts: AccountsDep,
     secret: BearerDep,
 ) -> RegisterAnswer:
-    extra_ops = []
+    also: Callable[[], list[Op]] | None = None
     key_rec = None
     if tokens.kind_of(secret) == tokens.AUTH_KEY:
         key_rec = accounts.check_auth_key(secret)
         if body.role is not None and body.role != key_rec.role:
             raise forbidden(f"role {body.role!r} is not allowed by this {key_rec.role} auth key")
         owner, role, tags, ephemeral = key_rec.user, key_rec.role, key_rec.tags, key_rec.ephemeral
-        extra_ops = accounts.mark_used(key_rec)
+        # Checked again at every attempt and spent in the registration's own commit.
+        also = functools.partial(accounts.spend_ops, secret)
     elif tokens.kind_of(secret) == tokens.USER_TOKEN:
         caller = accounts.caller(secret)
         role = body.role or "client"
@@ -69,7 +73,7 @@ async def register(
     else:
         raise unauthorized("register with a user token or an auth key")
     node_token = tokens.new_token(tokens.NODE_TOKEN)
-    node = state.register(
+    node = await state.register(
         public_key=body.public_key,
         hostname=body.hostname,
         endpoints=body.endpoints,
@@ -79,10 +83,10 @@ async def register(
         ephemeral=ephemeral,
         token_digest=tokens.digest(node_token),
         observed=observed_endpoint(request, body.endpoints),
-        extra_ops=extra_ops,
+        also=also,
     )
     if key_rec is not None:
-        accounts.spend(key_rec)
+        accounts.spent(secret)
     return RegisterAnswer(
         node_id=node.id,
         node_token=node_token,
@@ -96,7 +100,7 @@ async def register(
 async def update_endpoints(
     body: EndpointsUpdate, request: Request, state: StateDep, node: CurrentNode
 ) -> None:
-    state.update_node(
+    await state.update_node(
         node.id,
         endpoints=body.endpoints,
         observed=observed_endpoint(request, body.endpoints),
@@ -106,13 +110,13 @@ async def update_endpoints(
 
 @router.post("/nodes/self/rotate-key", response_model=RotateKeyAnswer)
 async def rotate_key(body: RotateKeyRequest, state: StateDep, node: CurrentNode) -> RotateKeyAnswer:
-    updated = state.update_node(node.id, public_key=body.public_key, by_self=True)
+    updated = await state.update_node(node.id, public_key=body.public_key, by_self=True)
     return RotateKeyAnswer(node_id=updated.id, address=updated.address)
 
 
 @router.delete("/nodes/self", status_code=204)
 async def logout(state: StateDep, node: CurrentNode) -> None:
-    state.delete_node(node.id)
+    await state.delete_node(node.id)
 
 
 def node_info(state: State, node: NodeRec) -> NodeInfo:
@@ -132,11 +136,10 @@ async def update_node(node_id: int, body: NodeUpdate, state: StateDep, _: AdminU
         unknown = [t for t in body.tags if t not in state.policy.tag_owners]
         if unknown:
             raise forbidden(f"tag {unknown[0]!r} is not in the policy's tagOwners")
-    node = state.update_node(node_id, hostname=body.hostname, role=body.role, tags=body.tags)
+    node = await state.update_node(node_id, hostname=body.hostname, role=body.role, tags=body.tags)
     return node_info(state, node)
 
 
 @router.delete("/nodes/{node_id}", status_code=204)
 async def delete_node(node_id: int, state: StateDep, _: AdminUser) -> None:
-    state.node(node_id)
-    state.delete_node(node_id)
+    await state.delete_node(node_id)

@@ -14,6 +14,8 @@ a waiting poll parks one future in `_NodeLog.waiters` only while it waits.
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +23,35 @@ from dataclasses import dataclass, field
 # Items a log keeps at least; it is trimmed back to this when it holds twice as many.
 LOG_LIMIT = 128
 SELF = 0  # the item meaning "the node's own record changed" (node ids start at 1)
+
+INSTANCE_BITS = 12
+_INSTANCE_MASK = (1 << INSTANCE_BITS) - 1
+EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+
+
+class VersionClock:
+    """Netmap versions: strictly increasing in one process, and telling processes apart.
+
+    A version is `(ticks << 12) | instance`: `ticks` is milliseconds since 2025 (or one more
+    than the last, so it always grows), `instance` a random 12 bits drawn at start. Versions
+    are not the store's counter because presence (online, last_seen) is kept per server and
+    never committed, yet a presence flip must still wake long polls with a new version. So a
+    process answers deltas only for versions it issued itself (`mine`, plus the log's own
+    bounds); any other `since` - from another coordination server after a failover, or from
+    before a restart - gets a full map. A restart starts above every version it issued before
+    (the wall clock moved on). Kept under 2**53 for 70 years, so JSON readers stay exact.
+    """
+
+    def __init__(self, instance: int | None = None) -> None:
+        self.instance = secrets.randbelow(1 << INSTANCE_BITS) if instance is None else instance
+        self._ticks = 0
+
+    def next(self) -> int:
+        self._ticks = max(self._ticks + 1, int(time.time() * 1000) - EPOCH_MS)
+        return (self._ticks << INSTANCE_BITS) | self.instance
+
+    def mine(self, version: int) -> bool:
+        return version & _INSTANCE_MASK == self.instance
 
 
 @dataclass
@@ -61,6 +92,18 @@ class Broadcaster:
         `version` on."""
         if node_id not in self._logs:
             self._logs[node_id] = _NodeLog(version)
+
+    def reset(self, version: int) -> None:
+        """Drop every log (after a full reload): each node's next poll gets a full map."""
+        self.start_version = version
+        for log in self._logs.values():
+            log.base = version
+            del log.versions[:]
+            del log.items[:]
+            log.wake(True)
+
+    def tracked(self) -> list[int]:
+        return list(self._logs)
 
     def forget(self, node_id: int) -> None:
         log = self._logs.pop(node_id, None)

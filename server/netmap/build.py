@@ -56,12 +56,12 @@ def full(state: State, node_id: int) -> Netmap:
         full=True,
         self=peer(state, node),
         peers=peers,
-        servers=state.settings.server_urls(),
+        servers=state.server_urls(),
     )
 
 
 def _servers(state: State) -> bytes:
-    return json.dumps(state.settings.server_urls(), separators=(",", ":")).encode()
+    return json.dumps(state.server_urls(), separators=(",", ":")).encode()
 
 
 def _answer(

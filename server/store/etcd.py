@@ -91,6 +91,8 @@ def _dump(value: Any) -> bytes:
 
 
 class EtcdStore:
+    kind = "etcd"
+
     def __init__(
         self,
         endpoints: Sequence[str],
@@ -245,8 +247,16 @@ class EtcdStore:
         return body, token, claims
 
     def _outcome(
-        self, answer: dict[str, Any], version: int, token: str, claims: list[Claim]
+        self,
+        answer: dict[str, Any],
+        version: int,
+        token: str,
+        claims: list[Claim],
+        guard: int | None = None,
     ) -> None:
+        # `guard`: the revision the txn compared against. The watch may `advance` while the txn
+        # is in flight, so self.revision can no longer tell a conflict from a lost claim.
+        guard = self.revision if guard is None else guard
         if answer.get("succeeded", False):
             self.revision = as_int(answer["header"].get("revision"))
             self.version = version
@@ -261,9 +271,9 @@ class EtcdStore:
             self.revision = mod
             self.version = version
             return
-        if mod != self.revision:
+        if mod != guard:
             raise Conflict(
-                f"store changed by another writer (revision {self.revision} -> {mod})",
+                f"store changed by another writer (revision {guard} -> {mod})",
                 revision=mod,
                 version=int(counter.get("version", 0)),
             )
@@ -278,19 +288,22 @@ class EtcdStore:
             self._mine.popitem(last=False)
 
     def commit(self, ops: Iterable[Op], version: int) -> None:
+        guard = self.revision
         body, token, claims = self._txn_body(ops, version)
         self._track(token)
         try:
-            self._outcome(self.gateway.call("/v3/kv/txn", body), version, token, claims)
+            self._outcome(self.gateway.call("/v3/kv/txn", body), version, token, claims, guard)
         except StoreError:
             self._mine.pop(token, None)  # not ours to skip: if it lands, the watch says so
             raise
 
     async def acommit(self, ops: Iterable[Op], version: int) -> None:
+        guard = self.revision
         body, token, claims = self._txn_body(ops, version)
         self._track(token)
         try:
-            self._outcome(await self.gateway.acall("/v3/kv/txn", body), version, token, claims)
+            answer = await self.gateway.acall("/v3/kv/txn", body)
+            self._outcome(answer, version, token, claims, guard)
         except StoreError:
             self._mine.pop(token, None)
             raise

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 class SqliteStore:
+    kind = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.exists():

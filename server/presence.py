@@ -1,0 +1,149 @@
+"""Presence: which nodes hold a long poll on this server, and ephemeral nodes' expiry.
+
+Presence is kept in memory per server and never committed: with several coordination servers
+on one store, `last_seen` at every poll start and end would make every server's commits conflict
+with every other's. A flip of `online` still wakes the long polls of the node's peers, under a
+new netmap version that only this process vouches for (netmap.broadcast.VersionClock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from .errors import ApiError
+from .model import NodeRec, now
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .netmap.broadcast import Broadcaster
+
+log = logging.getLogger("pcloud.server.presence")
+
+
+class Presence:
+    """Mixed into `State`: the attributes below are the parts of State it uses."""
+
+    settings: Settings
+    nodes: dict[int, NodeRec]
+    bus: Broadcaster
+
+    def init_presence(self) -> None:
+        self.online: set[int] = set()
+        self._polls: dict[int, int] = {}
+        self._offline_timers: dict[int, asyncio.TimerHandle] = {}
+        self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
+        self._expiring: set[asyncio.Task[None]] = set()
+
+    # Provided by State.
+    def stamp(self) -> int:
+        raise NotImplementedError
+
+    def peers_of(self, node_id: int) -> set[int]:
+        raise NotImplementedError
+
+    def fanout(
+        self,
+        version: int,
+        node_id: int,
+        before: set[int],
+        after: set[int],
+        *,
+        content_changed: bool,
+        self_changed: bool,
+    ) -> None:
+        raise NotImplementedError
+
+    async def delete_node(self, node_id: int) -> None:
+        raise NotImplementedError
+
+    # ---- polls ----------------------------------------------------------------------------
+
+    def poll_started(self, node_id: int) -> None:
+        self._polls[node_id] = self._polls.get(node_id, 0) + 1
+        self._cancel_timers(node_id)
+        if node_id not in self.online and node_id in self.nodes:
+            self.online.add(node_id)
+            self._presence_changed(node_id)
+
+    def poll_ended(self, node_id: int) -> None:
+        count = self._polls.get(node_id, 0) - 1
+        if count > 0:
+            self._polls[node_id] = count
+            return
+        self._polls.pop(node_id, None)
+        if node_id not in self.nodes:
+            return
+        loop = asyncio.get_running_loop()
+        # A client re-polls within milliseconds after each answer; only a gap longer than the
+        # grace period means the device is gone (Headscale waits 10 s for the same reason).
+        self._offline_timers[node_id] = loop.call_later(
+            self.settings.offline_grace_s, self._went_offline, node_id
+        )
+
+    def _went_offline(self, node_id: int) -> None:
+        self._offline_timers.pop(node_id, None)
+        if node_id not in self.nodes or self._polls.get(node_id):
+            return
+        self.online.discard(node_id)
+        self._presence_changed(node_id)
+        node = self.nodes[node_id]
+        if node.ephemeral:
+            loop = asyncio.get_running_loop()
+            self._ephemeral_timers[node_id] = loop.call_later(
+                self.settings.ephemeral_timeout_s, self._expire_ephemeral, node_id
+            )
+
+    def _expire_ephemeral(self, node_id: int) -> None:
+        self._ephemeral_timers.pop(node_id, None)
+        if node_id in self.nodes and node_id not in self.online:
+            log.info("ephemeral node %d offline too long; removing it", node_id)
+            task = asyncio.get_running_loop().create_task(self._expire(node_id))
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, node_id: int) -> None:
+        try:
+            await self.delete_node(node_id)
+        except ApiError as exc:
+            # The store refused (no quorum) or the node went away meanwhile; it is tried again
+            # the next time the node goes offline, or at the next start's sweep.
+            log.warning("could not remove ephemeral node %d: %s", node_id, exc.message)
+
+    def _presence_changed(self, node_id: int) -> None:
+        self.nodes[node_id].last_seen = now()
+        version = self.stamp()
+        peers = self.peers_of(node_id)
+        self.fanout(version, node_id, peers, peers, content_changed=True, self_changed=False)
+
+    def _cancel_timers(self, node_id: int) -> None:
+        for timers in (self._offline_timers, self._ephemeral_timers):
+            handle = timers.pop(node_id, None)
+            if handle is not None:
+                handle.cancel()
+
+    def sweep_offline_ephemeral(self) -> None:
+        """At start nobody is online: give every ephemeral node its offline timer."""
+        loop = asyncio.get_running_loop()
+        for node in self.nodes.values():
+            if node.ephemeral and node.id not in self.online:
+                self._ephemeral_timers[node.id] = loop.call_later(
+                    self.settings.ephemeral_timeout_s, self._expire_ephemeral, node.id
+                )
+
+    def presence_forget(self, node_id: int) -> None:
+        self.online.discard(node_id)
+        self._cancel_timers(node_id)
+
+    def presence_reloaded(self) -> None:
+        for node_id in [n for n in self.online if n not in self.nodes]:
+            self.presence_forget(node_id)
+
+    def presence_close(self) -> None:
+        for timers in (self._offline_timers, self._ephemeral_timers):
+            for handle in timers.values():
+                handle.cancel()
+            timers.clear()
+        for task in self._expiring:
+            task.cancel()
