@@ -45,6 +45,25 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
     raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+def etcd_args(endpoints: list[str], ca: Path, cert: Path, key: Path, hostname: str) -> list[str]:
+    """pcloud-server flags for a server on a shared etcd store; `hostname` names it in the
+    store's server list, so servers on one test machine need different ones."""
+    args = ["--store", "etcd", "--hostname", hostname]
+    for url in endpoints:
+        args += ["--etcd-endpoint", url]
+    return [*args, "--etcd-ca", str(ca), "--etcd-cert", str(cert), "--etcd-key", str(key)]
+
+
+def share_ca(source: Path, target: Path) -> None:
+    """Give the state dir `target` the network CA of `source` (as join-server does), so one
+    pinned fingerprint covers every coordination server."""
+    tls = target / "tls"
+    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in ("ca.pem", "ca.key"):
+        (tls / name).write_bytes((source / "tls" / name).read_bytes())
+        os.chmod(tls / name, 0o600)
+
+
 @dataclass
 class CoordServer:
     state_dir: Path
@@ -66,8 +85,8 @@ class CoordServer:
 
     def start(self, timeout: float = 20) -> CoordServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
-        log = open(self.log_path, "a")  # noqa: SIM115 - owned by the process
+        log_path = self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
+        log = open(log_path, "a")  # noqa: SIM115 - owned by the process
         out_path = self.state_dir.parent / f"{self.state_dir.name}.out"
         out = open(out_path, "w")  # noqa: SIM115
         argv = [
@@ -87,7 +106,7 @@ class CoordServer:
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pcloud-server exited: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"pcloud-server exited: {log_path.read_text()[-2000:]}")
             text = out_path.read_text()
             m = re.search(r"join link: (\S+)", text)
             if not m:
