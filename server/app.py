@@ -79,12 +79,15 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sync: StoreSync | None = None
         if not local_admin:
-            state.sweep_offline_ephemeral()
             if isinstance(state.store, EtcdStore):
+                # No startup sweep of ephemeral nodes here: they may be polling another
+                # server right now, and presence is per server; one that goes offline on
+                # this server gets its timer then.
                 # Watch right away: the load's revision is where the watch resumes.
                 sync = StoreSync(state, state.store)
                 sync.start()
             else:
+                state.sweep_offline_ephemeral()
                 await publish_self(state)
         yield
         if sync is not None:

@@ -247,3 +247,17 @@ def test_failover_client_gets_full_map_from_other_server(ha: Ha) -> None:
     with pytest.raises(httpx.ConnectError):
         with ha.a.client(n1["node_token"]) as c:
             c.get("/api/v1/health")
+
+
+def test_admin_cli_on_an_etcd_backed_server(ha: Ha) -> None:
+    # Through the running server's admin socket, and in-process once it is stopped (the
+    # store settings come from server.json): both see and change the shared store.
+    ha.b.admin("users", "create", "carol", input="password123\n")
+    wait_until(lambda: "carol" in ha.a.admin("--json", "users", "list").stdout, 5, "A sees carol")
+    ha.b.stop()
+    listed = ha.b.admin("--json", "users", "list").stdout
+    assert "carol" in listed and "admin" in listed
+    ha.b.admin("users", "delete", "carol")
+    wait_until(
+        lambda: "carol" not in ha.a.admin("--json", "users", "list").stdout, 5, "A drops carol"
+    )
