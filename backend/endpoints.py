@@ -12,8 +12,10 @@ what we report to the coordination server.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -109,7 +111,21 @@ def local_endpoints(
 
 
 def host_ipv4_addresses() -> list[tuple[str, str]]:
-    """(interface name, IPv4 address) of every address in this network namespace."""
+    """(interface name, IPv4 address) of every address in this network namespace.
+
+    pyroute2 0.9's synchronous IPRoute drives an event loop of its own, which fails inside a
+    running one ("This event loop is already running"): called from a coroutine, the netlink
+    dump runs in a short-lived worker thread instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _dump_ipv4()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_dump_ipv4).result()
+
+
+def _dump_ipv4() -> list[tuple[str, str]]:
     from pyroute2 import IPRoute  # imported late: netlink only where it is used
 
     with IPRoute() as ipr:

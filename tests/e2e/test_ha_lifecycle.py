@@ -50,7 +50,7 @@ else:
                       key_file=Path(f"/var/lib/pcloud/etcd/etcd-{name}.key"), timeout=5.0)
 snap = store.load()
 ids = {kind: sorted(recs) for kind, recs in snap.records.items()}
-nodes = {k: [v.get("address"), v.get("public_key")] for k, v in snap.records["nodes"].items()}
+nodes = {k: [v.get("address"), v.get("public_key")] for k, v in snap.records["node"].items()}
 print(json.dumps({"fp": asdict(fingerprint(snap)), "ids": ids, "nodes": nodes}))
 """
 
