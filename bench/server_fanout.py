@@ -1,9 +1,12 @@
 """Coordination-server fan-out benchmark: many simulated nodes over HTTPS on loopback.
 
     python -m bench.server_fanout [--nodes 10000] [--users 1000] [--servers 3] [--changes 5]
-                                  [--clients-procs N] [--json PATH]
+                                  [--clients-procs N] [--store sqlite|etcd] [--etcd-members 1|3]
+                                  [--json PATH]
 
-Starts a real `pcloud-server` (tests.support.coord.CoordServer) in a temp state dir, creates an
+Starts a real `pcloud-server` (tests.support.coord.CoordServer) in a temp state dir, on its SQLite
+file or (`--store etcd`) on an etcd of `--etcd-members` real members started for the run on
+loopback (tests.support.etcd: 127.0.0.2-4, throwaway CA, stopped by PID at the end), creates an
 admin, users and one reusable auth key per user, and registers `--nodes` simulated nodes (the
 `--servers` first ones are server-role nodes registered by the admin, the rest are spread over the
 users). Every node then holds a long poll on its own TLS connection, driven by `--clients-procs`
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -45,7 +49,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.coord import CoordServer
+from tests.support.coord import CoordServer, etcd_args
 
 from .fanout_client import NodeSpec, worker_main
 
@@ -67,6 +71,8 @@ class Config:
     settle_s: float = 0.5  # wait after the last expected answer for any wrong extra wake
     json_path: Path | None = None
     quiet: bool = False
+    store: str = "sqlite"  # "sqlite" | "etcd"
+    etcd_members: int = 1
 
 
 @dataclass
@@ -90,6 +96,9 @@ class Results:
     users: int
     servers: int
     procs: int
+    store: str = "sqlite"
+    etcd_members: int = 0
+    etcd_rss_mb: float = 0.0  # sum of the members' VmRSS at the end (etcd store only)
     users_s: float = 0.0
     rss_start_mb: float = 0.0
     reg_rate: float = 0.0
@@ -311,10 +320,19 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         raise ValueError("need --servers >= 1, --users >= 1 and more --nodes than --servers")
     if cfg.nodes > 60_000:
         raise ValueError("--nodes above 60000 does not fit the /16 overlay network used")
+    if cfg.store not in ("sqlite", "etcd") or not 1 <= cfg.etcd_members <= 3:
+        raise ValueError("--store is sqlite or etcd, --etcd-members 1 to 3")
     started = time.monotonic()
     # The server holds one socket per node, each worker its share; keep a margin for the rest.
     raise_nofile(cfg.nodes + 1024)
-    res = Results(nodes=cfg.nodes, users=cfg.users, servers=cfg.servers, procs=cfg.procs)
+    res = Results(
+        nodes=cfg.nodes,
+        users=cfg.users,
+        servers=cfg.servers,
+        procs=cfg.procs,
+        store=cfg.store,
+        etcd_members=cfg.etcd_members if cfg.store == "etcd" else 0,
+    )
     tmp = Path(tempfile.mkdtemp(prefix="pcloud-bench-"))
     network = "10.0.0.0/24" if cfg.nodes < 250 else "10.0.0.0/16"
     # --offline-grace back to the server's default (CoordServer shortens it for tests): a poll
@@ -324,7 +342,18 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         extra_args=["--network", network, "--offline-grace", "10", "--log-level", "warning"],
     )
     workers: Workers | None = None
+    stack = ExitStack()
+    etcd_pids: list[int] = []
     try:
+        if cfg.store == "etcd":
+            # Imported here: the SQLite run needs neither etcd nor the test helpers' pytest.
+            from tests.support.etcd import cluster
+
+            etcd = stack.enter_context(cluster(tmp / "etcd", cfg.etcd_members))
+            etcd_pids = [m.pid for m in etcd.members.values() if m.pid is not None]
+            t_ = etcd.client_tls
+            server.extra_args += etcd_args(etcd.endpoints(), t_.ca, t_.cert, t_.key, "bench")
+            log(f"etcd: {cfg.etcd_members} member(s) at {', '.join(etcd.endpoints())}")
         workers = Workers(cfg.procs)
         server.start(timeout=30)
         assert server.proc is not None
@@ -461,6 +490,7 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
                 )
             res.rss_end_mb = rss_mb(pid)
             res.rss_peak_mb = rss_mb(pid, "VmHWM")
+            res.etcd_rss_mb = sum(rss_mb(p) for p in etcd_pids)
         finally:
             metrics_client.close()
             put_client.close()
@@ -478,6 +508,7 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         if workers is not None:
             workers.stop()
         server.stop()
+        stack.close()  # the etcd members, by PID, after the server that uses them
         shutil.rmtree(tmp, ignore_errors=True)
     res.elapsed_s = time.monotonic() - started
     return res
@@ -571,8 +602,9 @@ def report(res: Results) -> str:
 
     # Wide enough for the change table even when piped to a file (rich would wrap at 80).
     console = Console(width=max(Console().width, 150))
+    store = res.store if res.store == "sqlite" else f"etcd ({res.etcd_members} member(s))"
     setup = Table(
-        title=f"pcloud-server fan-out: {res.nodes} nodes, {res.users} users, "
+        title=f"pcloud-server fan-out on {store}: {res.nodes} nodes, {res.users} users, "
         f"{res.servers} servers, {res.procs} client processes"
     )
     setup.add_column("phase")
@@ -590,6 +622,8 @@ def report(res: Results) -> str:
     setup.add_row("server CPU until polls quiet", f"{res.polls_server_cpu_s:.1f} s")
     setup.add_row("server RSS, all polls held", f"{res.rss_polls_mb:.0f} MB")
     setup.add_row("server RSS end / peak", f"{res.rss_end_mb:.0f} / {res.rss_peak_mb:.0f} MB")
+    if res.store == "etcd":
+        setup.add_row("etcd RSS at the end (all members)", f"{res.etcd_rss_mb:.0f} MB")
     setup.add_row("client errors", str(res.client_errors))
     console.print(setup)
 
@@ -639,13 +673,15 @@ def report(res: Results) -> str:
     verdicts = " ".join(("PASS" if ok else "MISS") for _, _, ok in res.checks())
     cb = [c.bytes for c in res.changes if c.kind == "client"]
     sb = [c.bytes for c in res.changes if c.kind == "server"]
+    etcd_rss = f"etcd_rss={res.etcd_rss_mb:.0f}MB " if res.store == "etcd" else ""
     return (
-        f"fanout nodes={res.nodes} reg={res.reg_rate:.0f}/s p99={res.reg_p99_ms:.0f}ms "
+        f"fanout store={res.store} nodes={res.nodes} reg={res.reg_rate:.0f}/s "
+        f"p99={res.reg_p99_ms:.0f}ms "
         f"client_change={res.worst('client') * 1000:.0f}ms "
         f"({statistics.mean(cb) if cb else 0:,.0f} B) "
         f"server_change={res.worst('server') * 1000:.0f}ms "
         f"({statistics.mean(sb) if sb else 0:,.0f} B) "
-        f"rss={max(res.rss_polls_mb, res.rss_end_mb):.0f}MB "
+        f"rss={max(res.rss_polls_mb, res.rss_end_mb):.0f}MB {etcd_rss}"
         f"[fanout-client fanout-server rss exact: {verdicts}] in {res.elapsed_s:.0f}s"
     )
 
@@ -664,6 +700,15 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument(
         "--reg-concurrency", type=int, default=64, help="registrations in flight over all workers"
     )
+    p.add_argument(
+        "--store",
+        choices=("sqlite", "etcd"),
+        default="sqlite",
+        help="the server's store; etcd starts members on 127.0.0.2-4 for the run",
+    )
+    p.add_argument(
+        "--etcd-members", type=int, default=1, choices=(1, 3), help="etcd members (--store etcd)"
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     a = p.parse_args(argv)
     return Config(
@@ -674,6 +719,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         procs=max(1, a.clients_procs),
         reg_concurrency=a.reg_concurrency,
         json_path=a.json,
+        store=a.store,
+        etcd_members=a.etcd_members,
     )
 
 

@@ -1,20 +1,22 @@
 """A tiny run of the fan-out benchmark (bench/server_fanout.py), so CI proves it still works.
 
-20 nodes over 4 users and 2 server-role nodes, one change of each kind: the figures are not
-checked (they belong to the full run), only that the run completes and that each change woke
-exactly the long polls it affects.
+20 nodes over 4 users and 2 server-role nodes, one change of each kind, on SQLite and (when
+etcd-server is installed) on a one-member etcd: the figures are not checked (they belong to the
+full run), only that the run completes and that each change woke exactly the long polls it
+affects.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 
-from bench.server_fanout import Config, report, run
+import pytest
+
+from bench.server_fanout import Config, Results, report, run
 
 
-def test_fanout_benchmark_small_run() -> None:
-    res = run(Config(nodes=20, users=4, servers=2, changes=1, procs=2), log=lambda _: None)
-
+def check_small_run(res: Results) -> None:
     assert res.client_errors == 0, res.last_client_error
     assert res.reg_rate > 0 and res.rss_polls_mb > 0
     kinds = [c.kind for c in res.changes]
@@ -27,4 +29,19 @@ def test_fanout_benchmark_small_run() -> None:
         assert change.missing == 0 and change.unexpected == 0, change
         assert change.woke == change.expected
         assert not math.isnan(change.fanout_s) and change.bytes > 0
-    assert "fanout nodes=20" in report(res)
+    assert f"fanout store={res.store} nodes=20" in report(res)
+
+
+def test_fanout_benchmark_small_run() -> None:
+    res = run(Config(nodes=20, users=4, servers=2, changes=1, procs=2), log=lambda _: None)
+    check_small_run(res)
+    assert res.store == "sqlite" and res.etcd_members == 0
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
+def test_fanout_benchmark_small_run_on_etcd() -> None:
+    # One etcd member on 127.0.0.2, started and stopped (by PID) by the run itself.
+    cfg = Config(nodes=20, users=4, servers=2, changes=1, procs=2, store="etcd")
+    res = run(cfg, log=lambda _: None)
+    check_small_run(res)
+    assert res.store == "etcd" and res.etcd_members == 1 and res.etcd_rss_mb > 0
