@@ -56,6 +56,9 @@ class BackendSettings:
     # units): "/" on a real machine, a private directory per virtual host in the lab.
     system_root: Path = Path("/")
     service_manager: str = "auto"  # auto (systemd if PID 1 and root "/") | systemd | child
+    # The K3s binary install-server/join-server use when their request names none (the GUI's
+    # wizard never does): None means the pinned release, downloaded and SHA-256 verified.
+    k3s_binary: Path | None = None
 
     def __repr__(self) -> str:  # the auth key must never reach a log line
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -74,7 +77,7 @@ class BackendSettings:
         return None
 
 
-_PATHS = {"state_dir", "socket", "auth_key_file", "wg_socket_dir", "system_root"}
+_PATHS = {"state_dir", "socket", "auth_key_file", "wg_socket_dir", "system_root", "k3s_binary"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-manager", choices=["auto", "systemd", "child"],
                    help="how server daemons are kept running (default auto: systemd if it "
                    "is PID 1, else supervised by the backend)")
+    p.add_argument("--k3s-binary", type=Path,
+                   help="K3s binary for install-server/join-server requests that name none "
+                   "(default: the pinned release, downloaded and SHA-256 verified)")
     p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 

@@ -96,7 +96,7 @@ async def settle(seconds: float = 0.3) -> None:
 
 async def shoot(out: Path) -> None:
     from PySide6.QtCore import QPoint, QRect
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import QApplication, QMenu
 
     from pcloud.backend.localapi.client import LocalClient
     from pcloud.backend.localapi.schemas import Job, Status
@@ -125,7 +125,8 @@ async def shoot(out: Path) -> None:
         app.tray.menu.popup(anchor)
         await settle(0.6)
         menu = app.tray.menu.geometry()
-        sub = next((a.menu() for a in app.tray.menu.actions() if a.menu() is not None), None)
+        sub = next((m for a in app.tray.menu.actions() if isinstance(m := a.menu(), QMenu)),
+                   None)
         area = menu.united(geo) if geo.isValid() else menu
         if sub is not None:
             peers_action = next(a for a in app.tray.menu.actions() if a.menu() is sub)

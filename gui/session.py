@@ -75,6 +75,8 @@ class Session(QObject):
         self.read_only = False
         self.token: str | None = None
         self.jobs: dict[str, Job] = {}
+        self._job_seq = 0  # counts job updates applied
+        self._job_seen: dict[str, int] = {}  # job id -> `_job_seq` of its latest update
         self._server: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.feed.status.connect(self.apply_status)
@@ -112,6 +114,8 @@ class Session(QObject):
             self.status_changed.emit(None)
 
     def apply_job(self, job: Job) -> None:
+        self._job_seq += 1
+        self._job_seen[job.id] = self._job_seq
         self.jobs[job.id] = job
         self.job_changed.emit(job)
 
@@ -227,12 +231,20 @@ class Session(QObject):
             self.admin_changed.emit(admin)
 
     async def start_job(self, start: Callable[[], Awaitable[str]]) -> str:
-        """Starts a job; its current state is fetched once, later ones come as events."""
+        """Starts a job; its current state is fetched once, later ones come as events.
+
+        The fetched copy is shown only if no event for the job arrived meanwhile: an event
+        handled before the fetch's answer may be newer than it (a resumed job that finished
+        fast), and showing the older copy last would leave the job looking unfinished."""
+        asked = self._job_seq
         job_id = await start()
         try:
-            self.apply_job(await self.admin.job(job_id))
+            job = await self.admin.job(job_id)
         except Exception as e:  # noqa: BLE001 - events will bring it anyway
             log.debug("job %s not readable yet: %s", job_id, e)
+            return job_id
+        if self._job_seen.get(job_id, 0) <= asked:
+            self.apply_job(job)
         return job_id
 
     # -- small helpers -----------------------------------------------------------------------

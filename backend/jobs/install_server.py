@@ -8,7 +8,7 @@ continues where it stopped and never makes a second key, CA, node or admin:
    STATE_DIR/server, as a systemd unit or a supervised child; waits for /health over TLS;
 3. this device as server: registered through the server's admin socket (root only, before any
    user exists) with role server and the first address, the WireGuard interface up;
-4. K3s: installed (--k3s-binary or the pinned release), configured as the first server of an
+4. K3s: installed (--k3s-binary, else the backend's k3s_binary setting, else the pinned release), configured as the first server of an
    embedded-etcd cluster bound to the overlay address, started, answering on NODE_IP:6443; its
    join token published to the coordination server (only server-role nodes can read it);
 5. first admin: with credentials given, created with the setup code; otherwise the result
@@ -59,7 +59,11 @@ class StepFailed(RuntimeError):
 
 
 def k3s_driver(backend: LocalBackend, binary: str | None) -> K3sDriver:
-    """The backend's one K3s driver: two would each supervise (and restart) the same K3s."""
+    """The backend's one K3s driver: two would each supervise (and restart) the same K3s.
+
+    `binary` is the request's --k3s-binary; without one, the backend's own `k3s_binary` setting
+    (so a GUI request, which names none, can still use a local binary); without that, the pinned
+    release."""
     driver: K3sDriver | None = backend.k3s
     if driver is None:
         driver = K3sDriver(
@@ -67,7 +71,8 @@ def k3s_driver(backend: LocalBackend, binary: str | None) -> K3sDriver:
             use_systemd=backend.services.manager == "systemd",
         )
         backend.k3s = driver
-    driver.given_binary = Path(binary) if binary else None
+    default = backend.settings.k3s_binary
+    driver.given_binary = Path(binary) if binary else default
     return driver
 
 
