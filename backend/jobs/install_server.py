@@ -8,9 +8,10 @@ continues where it stopped and never makes a second key, CA, node or admin:
    STATE_DIR/server, as a systemd unit or a supervised child; waits for /health over TLS;
 3. this device as server: registered through the server's admin socket (root only, before any
    user exists) with role server and the first address, the WireGuard interface up;
-4. K3s: installed (--k3s-binary, else the backend's k3s_binary setting, else the pinned release), configured as the first server of an
-   embedded-etcd cluster bound to the overlay address, started, answering on NODE_IP:6443; its
-   join token published to the coordination server (only server-role nodes can read it);
+4. K3s: installed (--k3s-binary, else the backend's k3s_binary setting, else the pinned
+   release), configured as the first server of an embedded-etcd cluster bound to the overlay
+   address, started, answering on NODE_IP:6443; its join token published to the coordination
+   server (only server-role nodes can read it);
 5. first admin: with credentials given, created with the setup code; otherwise the result
    carries the setup code so the GUI (or the CLI) does it. The result carries the join link.
 
