@@ -144,6 +144,10 @@ class Services:
 
     # -- the coordination server ---------------------------------------------------------------
 
+    def record_server(self, listen: str, network: str, hostname: str) -> None:
+        """Record the server's command line without starting it (HA adds store flags first)."""
+        self._save(server_argv=server_argv(self.server_dir, listen, network, hostname))
+
     async def start_server(self, listen: str, network: str, hostname: str) -> None:
         """Start (or adopt) the coordination server; no-op if it runs with these settings."""
         argv = server_argv(self.server_dir, listen, network, hostname)

@@ -274,8 +274,10 @@ class HaJobs:
         services = backend.services
         if not services.server_argv:
             listen, _ = _listen(ctx.params, backend.settings.interface)
-            # Recorded first, so start_server() below adds the store flags to it.
-            await services.start_server(listen, backend.node.network, backend.settings.hostname)
+            # Only recorded: start_server() below adds the store flags and starts it. Starting
+            # it here would bring up a server on an empty SQLite file that answers (wrongly,
+            # "unknown auth key") until the restart with the shared store replaces it.
+            services.record_server(listen, backend.node.network, backend.settings.hostname)
         url = await self.start_server(list(ctx.data["endpoints"]))
         ctx.set_result(server_url=url)
         return f"{url} on the shared store"

@@ -119,7 +119,16 @@ def test_ha_lifecycle_enable_remove_and_demote_the_first_server(lab: Lab, figure
         assert f"https://{host.ip}:8443" in out, out
     rpi113_link = link_via(mesh, rpi113)
     mesh.start_backend(watcher)
-    watcher.run(watcher.pcloud_argv("login", rpi113_link, "--auth-key", key), timeout=60)
+    # rpi113's coordination server has just started on the shared store: under load it may
+    # take a moment to answer, so the first login is retried until it does (and says why not).
+    def watcher_login() -> bool:
+        res = watcher.run(watcher.pcloud_argv("login", rpi113_link, "--auth-key", key),
+                          check=False, timeout=60)  # fmt: skip
+        if res.returncode != 0:
+            raise AssertionError(f"login failed: {res.stderr.strip() or res.stdout.strip()}")
+        return True
+
+    wait_for(watcher_login, timeout=60, what="the watcher's login through rpi113")
     mesh.wait_running(watcher)
 
     def watcher_sees(name: str) -> float:
