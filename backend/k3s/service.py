@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pcloud.backend.k3s.runner import RunError, Runner
+from pcloud.backend.proc import reap, wait_pid_exit
 
 log = logging.getLogger(__name__)
 
@@ -60,40 +61,6 @@ ExecStartPre=-/sbin/modprobe overlay
 def systemd_running(root: Path) -> bool:
     """sd_booted(): systemd is PID 1. Never true for a lab root, whose host is not ours."""
     return root == Path("/") and Path("/run/systemd/system").is_dir()
-
-
-async def wait_pid_exit(pid: int, within: float | None = None) -> bool:
-    """Wait until `pid` is gone (pidfd readable), for children and adopted processes alike.
-    True if it exited, False on timeout."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    gone: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not gone.done():
-            gone.set_result(None)
-
-    loop.add_reader(pidfd, ready)
-    try:
-        await asyncio.wait_for(gone, within)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-
-
-def _reap(pid: int) -> int | None:
-    """Exit code of `pid` if it was our child (so it does not stay a zombie)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return os.waitstatus_to_exitcode(status) if done else None
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -268,7 +235,7 @@ class ChildService:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             await wait_pid_exit(pid, 5.0)
-        _reap(pid)
+        reap(pid)
 
     async def _supervise(self) -> None:
         backoff = _BACKOFF_MIN
@@ -277,7 +244,7 @@ class ChildService:
             if pid is None:
                 return
             await wait_pid_exit(pid)
-            code = _reap(pid)
+            code = reap(pid)
             if self._stopping:
                 return
             self.exits.append(code)

@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from pcloud.backend.proc import reap, wait_pid_exit
 from pcloud.backend.wg import link
 from pcloud.backend.wg.diff import diff
 from pcloud.backend.wg.driver import DriverError, DriverEvent, InterfaceConfig, PeerStats
@@ -37,40 +38,6 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # Popen objects of wireguard-go processes we deliberately leave running at close(): kept
 # referenced so Python neither warns about nor reaps them behind our back.
 _left_running: list[subprocess.Popen[bytes]] = []
-
-
-async def _wait_pid_exit(pid: int, within: float | None = None) -> bool:
-    """Wait until process `pid` is gone (pidfd readable); True if it exited, False on timeout.
-    Works for processes that are not our children (adopted wireguard-go)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    gone: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not gone.done():
-            gone.set_result(None)
-
-    loop.add_reader(pidfd, ready)
-    try:
-        await asyncio.wait_for(gone, within)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-
-
-def _reap(pid: int) -> int | None:
-    """Collect the exit status if `pid` was our child (so it does not stay a zombie)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return os.waitstatus_to_exitcode(status) if done else None
 
 
 def _alive(pid: int | None) -> bool:
@@ -270,7 +237,7 @@ class UserspaceDriver:
                     f"{self.start_timeout:.0f}s: {self._log_tail()}"
                 )
             # Short wait that ends early if the process dies.
-            await _wait_pid_exit(popen.pid, _POLL)
+            await wait_pid_exit(popen.pid, _POLL)
 
     async def _terminate(self) -> None:
         """SIGTERM wireguard-go (SIGKILL if it lingers) and wait until it is gone."""
@@ -279,11 +246,11 @@ class UserspaceDriver:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if not await _wait_pid_exit(pid, 5.0):
+        if not await wait_pid_exit(pid, 5.0):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            await _wait_pid_exit(pid, 5.0)
-        _reap(pid)
+            await wait_pid_exit(pid, 5.0)
+        reap(pid)
 
     async def _apply_locked(self, config: InterfaceConfig) -> None:
         change = diff(await self._uapi.get(), config)
@@ -295,8 +262,8 @@ class UserspaceDriver:
         while not self._closing:
             pid = self._pid
             if pid is not None:
-                await _wait_pid_exit(pid)
-                code = _reap(pid)
+                await wait_pid_exit(pid)
+                code = reap(pid)
             else:
                 # Adopted without a visible PID (another PID namespace): all we can do is
                 # check the socket now and then.
