@@ -17,18 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shlex
 import ssl
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
-from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner, redact
+from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner
 from pcloud.backend.k3s.service import ChildService, systemd_running
 from pcloud.backend.persist import atomic_write
 
@@ -64,29 +61,7 @@ class ServiceError(RuntimeError):
 class QuietRunner(SubprocessRunner):
     """Spawns daemons with stdout discarded and stderr (the log) in the log file."""
 
-    def spawn(
-        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: str
-    ) -> int:
-        log.info("start: %s", " ".join(redact(argv)))
-        logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=logfd,
-                start_new_session=True,  # it outlives the backend, like K3s
-                env={**os.environ, **(env or {})},
-            )
-        except OSError as exc:
-            raise RunError(f"cannot start {argv[0]}: {exc}") from None
-        finally:
-            os.close(logfd)
-        _started.append(popen)
-        return popen.pid
-
-
-_started: list[subprocess.Popen[bytes]] = []  # referenced so Python never reaps them for us
+    stdout_to_log = False
 
 
 def server_argv(state_dir: Path, listen: str, network: str, hostname: str) -> list[str]:

@@ -83,6 +83,10 @@ class Runner(Protocol):
 class SubprocessRunner:
     """The real runner: asyncio subprocesses for calls, a detached session for daemons."""
 
+    # Where a daemon's stdout goes: the log file, or nowhere for daemons that print secrets
+    # there (pcloud-server prints the setup code on stdout for the person who started it).
+    stdout_to_log = True
+
     async def run(
         self,
         argv: Sequence[str],
@@ -126,7 +130,7 @@ class SubprocessRunner:
             popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
-                stdout=logfd,
+                stdout=logfd if self.stdout_to_log else subprocess.DEVNULL,
                 stderr=logfd,
                 start_new_session=True,
                 env={**os.environ, **(env or {})},
