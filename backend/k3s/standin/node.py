@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,10 @@ def _run(s: Settings) -> int:
         ca_key_pem=ca_key.read_bytes(),
     )
     if name not in members.items:
-        members.upsert({"name": name, "ip": node_ip, "role": "server", "url": url, "source": None})
+        members.upsert(
+            {"name": name, "ip": node_ip, "role": "server", "url": url, "source": None,
+             "joined_at": time.time()}
+        )  # fmt: skip
     _write_kubeconfig(s, me, host, port)
     return _listen(
         (host, port), me, members, _tls(tls_dir / "serving.crt", tls_dir / "serving.key")

@@ -78,11 +78,7 @@ def kubectl(args: Sequence[str]) -> int:
         if "json" in "".join(fmt):
             print(json.dumps(doc, indent=4))  # noqa: T201
         else:
-            print("NAME STATUS ROLES INTERNAL-IP")  # noqa: T201
-            for n in doc["items"]:
-                ready = n["status"]["conditions"][0]["status"] == "True"
-                ip = n["status"]["addresses"][0]["address"]
-                print(f"{n['metadata']['name']} {'Ready' if ready else 'NotReady'} - {ip}")  # noqa: T201
+            print(node_table(doc["items"]))  # noqa: T201
         return 0
     if len(a) == 2 and a[0] in ("cordon", "uncordon"):
         _change(a[1], "PATCH", {"spec": {"unschedulable": a[0] == "cordon"}})
@@ -121,3 +117,37 @@ def etcd_snapshot(sub: str, s: Settings) -> int:
             st = p.stat()
             print(f"{p.name} file://{p} {st.st_size} {int(st.st_mtime)}")  # noqa: T201
     return 0
+
+
+def node_table(items: Sequence[dict[str, Any]]) -> str:
+    """`kubectl get nodes -o wide`'s first columns, aligned as kubectl aligns them."""
+    rows = [["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]]
+    now = time.time()
+    for n in items:
+        status = "Ready" if n["status"]["conditions"][0]["status"] == "True" else "NotReady"
+        if n.get("spec", {}).get("unschedulable"):
+            status += ",SchedulingDisabled"
+        roles = sorted(
+            k.rsplit("/", 1)[1]
+            for k in n["metadata"].get("labels", {})
+            if k.startswith("node-role.kubernetes.io/")
+        )
+        joined = (n.get("pcloudStandin") or {}).get("joinedAt")
+        age = _age(now - float(joined)) if isinstance(joined, int | float) else "-"
+        ip = next(
+            (a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"), "-"
+        )
+        rows.append([n["metadata"]["name"], status, ",".join(roles) or "<none>", age,
+                     "stand-in", ip])  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)  # fmt: skip
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h"
