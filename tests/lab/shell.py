@@ -1,7 +1,8 @@
 """`python -m tests.lab.shell HOST [CMD ...]`: enter a host of a kept lab.
 
 Joins the host's network, mount and UTS namespaces (through its holder process, recorded in
-/tmp/pcloud-lab/current.json) and runs bash, or CMD when given. The prompt shows the host's name
+/tmp/pcloud-lab/current.json) and runs bash, or CMD when given, with the venv's programs
+(`pcloud`, ...) on PATH. The prompt shows the host's name
 because each host has its own hostname.
 """
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"host {args.host} is not running (holder {pid} gone)", file=sys.stderr)
         return 1
     command = args.command or ["bash"]
+    # The lab's programs (`pcloud`, `pcloud-server`, ...) live in the venv that runs this
+    # module; put it first on PATH so `pcloud status` works inside the host as the README says.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     os.execvp("nsenter", ["nsenter", f"--target={pid}", "--mount", "--net", "--uts",
                           f"--wd={os.getcwd()}", "--", *command])  # fmt: skip
 
