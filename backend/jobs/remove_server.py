@@ -10,8 +10,9 @@ Steps, each checking the fact first so a rerun resumes where it stopped:
 3. K3s node deleted: `kubectl delete node` (skipped when absent);
 4. left our etcd: this member removed through the other members (leadership moved off it
    first), then its process stopped and its poisoned data dir wiped;
-5. coordination server stopped: stopped and no longer resumed at backend start; clients fail
-   over to the other servers the netmap lists;
+5. coordination server stopped: stopped and no longer resumed at backend start, then its record
+   (meta `server:<hostname>`) withdrawn through another server (`DELETE /cluster/servers/self`)
+   so netmaps stop listing its URLs; clients fail over to the other servers the netmap lists;
 6. K3s uninstalled;
 7. demoted (with --demote): the role becomes client through another server
    (`POST /nodes/self/demote`), the device keeps its address and tunnels.
@@ -153,13 +154,36 @@ class RemoveServer:
     async def stop_server(self, ctx: StepContext) -> str:
         services = self.backend.services
         argv = services.server_argv
-        if not argv:
+        done = []
+        if argv:
+            url = listen_url(argv)
+            ctx.data["own_server"] = url
+            await services.stop_server(forget=True)
+            self.member.save(store=None)
+            done.append(f"{url} stopped")
+        # After the stop (a running server would still be listed by those it answers), and on
+        # every run: a rerun whose server is already stopped still withdraws a record left over.
+        withdrawn = await self.withdraw_server(ctx)
+        if withdrawn:
+            done.append(f"{', '.join(withdrawn)} withdrawn from the netmaps' server list")
+        if not done:
             raise StepSkipped("no coordination server here")
-        url = listen_url(argv)
-        ctx.data["own_server"] = url
-        await services.stop_server(forget=True)
-        self.member.save(store=None)
-        return f"{url} stopped; clients use the other servers"
+        return "; ".join(done) + "; clients use the other servers"
+
+    async def withdraw_server(self, ctx: StepContext) -> list[str]:
+        """This server's record (meta `server:<hostname>`) out of the store, through another
+        server; the URLs withdrawn, none when there was nothing left to withdraw."""
+        netmap = self.backend.netmap
+        if netmap is not None and netmap.self.role != "server":
+            return []  # demoted already: a client has no server record to withdraw
+        avoid = [str(ctx.data["own_server"])] if ctx.data.get("own_server") else []
+        try:
+            answer = await call_any(self.backend, "DELETE", "/cluster/servers/self", avoid=avoid)
+        except CoordRefused as exc:
+            if exc.status == 404:  # a coordination server older than the route
+                return []
+            raise
+        return [str(u) for u in (answer or {}).get("withdrawn", [])]
 
     async def uninstall(self, ctx: StepContext) -> str:
         driver = self.driver()

@@ -1,15 +1,20 @@
 """Routes for HA over the server-role channel: the network CA for a new coordination server, a
-server's own demotion, and withdrawing its K3s URL (DESIGN sections 5 and 8).
+server's own demotion, and withdrawing its K3s URL and its coordination URLs (DESIGN sections 5
+and 8).
 
 - `GET /cluster/ca` (node token of a server-role node) -> `{ca_cert, ca_key}` PEM: a server that
   joins the control plane issues its own HTTPS leaf and etcd member certificate from the network
   CA. The key leaves this server only here, to a node an admin approved as server, over TLS that
   node pinned to this same CA. Never logged.
 - `POST /nodes/self/demote` (node token of a server-role node) -> the caller's role becomes
-  client (remove-server --demote). Lowering one's own privilege needs no admin; the node keeps
-  its id, address and tunnels.
+  client and it loses `tag:server` (its other tags stay) (remove-server --demote). Lowering
+  one's own privilege needs no admin; the node keeps its id, address and tunnels.
 - `POST /cluster/k3s/withdraw` (server-role node token): the caller's K3s URL leaves the
   published list, so a later join-server does not try a removed server first.
+- `DELETE /cluster/servers/self` (server-role node token) -> `{withdrawn: [urls]}`: the caller's
+  coordination server record (meta `server:<its hostname>`) leaves the store, so netmaps stop
+  listing a stopped server's URLs (remove-server, once that server is stopped). Idempotent:
+  `withdrawn` is empty when there was nothing to remove.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ..protocol import PromoteAnswer
 from ..security.tls import TlsFiles
-from ..store.base import Op, Put
-from .cluster import META_KEY, ServerNode
+from ..state import SERVER_PREFIX, Plan
+from ..store.base import Delete, Op, Put
+from .cluster import META_KEY, SERVER_TAG, ServerNode
 from .deps import StateDep
 
 log = logging.getLogger("pcloud.server.cluster")
@@ -46,6 +52,10 @@ class Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Withdrawn(BaseModel):
+    withdrawn: list[str]
+
+
 @router.get("/cluster/ca", response_model=NetworkCa)
 async def get_ca(state: StateDep, node: ServerNode) -> NetworkCa:
     files = TlsFiles.in_dir(state.settings.state_dir)
@@ -55,7 +65,10 @@ async def get_ca(state: StateDep, node: ServerNode) -> NetworkCa:
 
 @router.post("/nodes/self/demote", response_model=PromoteAnswer)
 async def demote_self(body: Empty, state: StateDep, node: ServerNode) -> PromoteAnswer:
-    node = await state.update_node(node.id, role="client")
+    # Only the tag first-server registration gave: a tagged node is owned by its tags, and a
+    # client owned by tag:server would still match every rule written for the servers.
+    tags = [t for t in state.node(node.id).tags if t != SERVER_TAG]
+    node = await state.update_node(node.id, role="client", tags=tags)
     log.info("node %d %s demoted itself to client", node.id, node.hostname)
     return PromoteAnswer(node_id=node.id, address=node.address, role="client")
 
@@ -80,3 +93,31 @@ async def withdraw_k3s(state: StateDep, node: ServerNode) -> None:
         log.info("node %d %s withdrew K3s URL %s", node.id, node.hostname, own)
 
     await state.change(ops, apply)
+
+
+@router.delete("/cluster/servers/self", response_model=Withdrawn)
+async def withdraw_server(state: StateDep, node: ServerNode) -> Withdrawn:
+    """The caller's coordination server leaves the list netmaps give (`server:<hostname>`)."""
+    host = node.hostname
+    key = SERVER_PREFIX + host
+
+    def build() -> Plan[list[str]]:
+        record = state.servers.get(host)
+        if record is None:
+            return Plan([], lambda _v: [])  # already withdrawn
+
+        def apply(version: int) -> list[str]:
+            state.servers.pop(host, None)
+            state.servers_changed(version)
+            urls = [str(u) for u in record.get("urls", [])]
+            log.info(
+                "node %d %s withdrew its coordination server %s",
+                node.id,
+                host,
+                ", ".join(urls) or "(no URLs)",
+            )
+            return urls
+
+        return Plan([Delete("meta", key)], apply)
+
+    return Withdrawn(withdrawn=await state.transact(build))

@@ -1,9 +1,11 @@
 """The seed's full lifecycle on virtual hosts, only through the real programs: rpi111 bootstraps,
 rpi112 and rpi113 join as servers, `pcloud ha enable` (+ `pcloud ha join` on the two others)
-moves the state to our etcd, then rpi111 is removed and demoted. Before the removal, during it
+moves the state to our etcd, then rpi111 is removed (its URL leaves every netmap's server list)
+and demoted (role client, without tag:server). Before the removal, during it
 and after it a new device registers through rpi112 and a long poll on rpi113 sees it; tunnels
 pinging all along keep passing; and nothing in the store is lost (the migration's digest equals
-the SQLite store's, and every record that existed before is still there after)."""
+the SQLite store's, and every record that existed before is still there after, but for the
+removed server's own `server:rpi111`)."""
 
 from __future__ import annotations
 
@@ -160,10 +162,24 @@ def test_ha_lifecycle_enable_remove_and_demote_the_first_server(lab: Lab, figure
     figure("seen on rpi113 (after)", watcher_sees("dev3"))
     me = mesh.status(rpi111)["self"]
     assert (me["role"], me["address"]) == ("client", "10.0.0.1")
+    assert "tag:server" not in me["tags"], me  # a client no longer owned by the servers' tag
+    # The removed server withdrew its record: the netmap rpi113 follows lists only the others.
+    def rpi113_servers() -> list[str]:
+        netmap = json.loads(rpi113.path("/var/lib/pcloud/netmap.json").read_text())
+        return list(netmap["servers"])
+
+    def rpi111_unlisted() -> bool:
+        return not any(rpi111.ip in url for url in rpi113_servers())
+
+    wait_for(rpi111_unlisted, timeout=15, what="rpi113's netmap servers to drop rpi111")
+    assert {f"https://{h.ip}:8443" for h in (rpi112, rpi113)} <= set(rpi113_servers())
     assert {n["metadata"]["name"] for n in kubectl_nodes(rpi112)} == {"rpi112", "rpi113"}
     after = store_view(rpi112, "etcd", "rpi112", f"https://{mesh.address(rpi112)}:2479")
+    # Every record kept, but for the removed server's own (withdrawn on purpose).
+    assert "server:rpi111" in before["ids"]["meta"]
+    assert "server:rpi111" not in after["ids"]["meta"]
     for kind, ids in before["ids"].items():
-        assert set(ids) <= set(after["ids"][kind]), kind
+        assert set(ids) - {"server:rpi111"} <= set(after["ids"][kind]), kind
     for node_id, identity in before["nodes"].items():
         assert after["nodes"][node_id] == identity
     ok, total, failed = mesh.ping_all([rpi111, rpi112, rpi113, laptop, dev3])

@@ -147,3 +147,23 @@ def test_token_never_in_server_log(coord: CoordServer) -> None:
         c.get("/api/v1/cluster/k3s")
     assert coord.log_path is not None
     assert TOKEN not in coord.log_path.read_text()
+
+
+def test_demote_drops_only_tag_server(coord: CoordServer) -> None:
+    server = first_server(coord)
+    admin = coord.setup_admin()
+    with coord.client(admin) as c:
+        r = c.patch(f"/api/v1/nodes/{server['node_id']}", json={"tags": ["tag:server", "tag:lab"]})
+        assert r.status_code == 200, r.text
+    with coord.client(server["node_token"]) as c:
+        r = c.post("/api/v1/nodes/self/demote", json={})
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "node_id": server["node_id"],
+            "address": server["address"],
+            "role": "client",
+        }
+        me = c.get("/api/v1/netmap").json()["self"]
+        assert (me["role"], me["tags"]) == ("client", ["tag:lab"])
+        # Now a client: the server-role routes refuse it.
+        assert c.post("/api/v1/nodes/self/demote", json={}).status_code == 403

@@ -261,3 +261,33 @@ def test_admin_cli_on_an_etcd_backed_server(ha: Ha) -> None:
     wait_until(
         lambda: "carol" not in ha.a.admin("--json", "users", "list").stdout, 5, "A drops carol"
     )
+
+
+def test_removed_server_withdraws_its_url_from_every_netmap(ha: Ha) -> None:
+    # B's machine as a server-role node named as B's server is (remove-server on B).
+    srv_b = register(ha.a, ha.admin, "srv-b")
+    n1 = register(ha.a, ha.admin, "n1")
+    wait_until(lambda: "srv-b" in node_names(ha.b, ha.admin), 5, "B to know srv-b")
+
+    def servers_on_a() -> list[str]:
+        with ha.a.client(n1["node_token"]) as c:
+            return list(c.get("/api/v1/netmap").json()["servers"])
+
+    assert set(servers_on_a()) == {ha.a.url, ha.b.url}
+    with ha.b.client(srv_b["node_token"]) as c:
+        r = c.delete("/api/v1/cluster/servers/self")
+        assert r.status_code == 403 and "server-role" in r.json()["error"]["message"]
+    with ha.a.client(ha.admin) as c:
+        assert c.patch(f"/api/v1/nodes/{srv_b['node_id']}", json={"role": "server"}).is_success
+    # Asked of B (as a job asks any server) once B has the new role; A hears of it through
+    # the watch.
+    with ha.b.client(srv_b["node_token"]) as c:
+        wait_until(
+            lambda: c.delete("/api/v1/cluster/servers/self").json().get("withdrawn") == [ha.b.url],
+            5,
+            "B to withdraw its URL",
+        )
+        # Idempotent: nothing left to withdraw.
+        r = c.delete("/api/v1/cluster/servers/self")
+        assert r.status_code == 200 and r.json() == {"withdrawn": []}
+    wait_until(lambda: servers_on_a() == [ha.a.url], 5, "A's netmaps to drop B's URL")

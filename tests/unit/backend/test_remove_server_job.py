@@ -92,9 +92,13 @@ def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     async def stop_server(*, forget: bool = False) -> None:
         log.append(f"stop server forget={forget}")
 
+    answers: dict[str, Any] = {}
+
     async def call_any(backend: Any, method: str, path: str, **kw: Any) -> Any:
         log.append(f"{method} {path}")
-        return None
+        if "avoid" in kw:
+            log.append(f"avoid {kw['avoid']}")
+        return answers.pop(f"{method} {path}", None)
 
     monkeypatch.setattr(rs.member, "members", members_of)
     monkeypatch.setattr(rs.member, "health", health_of)
@@ -104,7 +108,13 @@ def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(remove_server, "call_any", call_any)
     services._save(server_argv=["pcloud-server", "--listen", "192.168.0.111:8443"])
     return SimpleNamespace(
-        rs=rs, driver=driver, log=log, health=health, runner=JobRunner(tmp_path), services=services
+        rs=rs,
+        driver=driver,
+        log=log,
+        health=health,
+        runner=JobRunner(tmp_path),
+        services=services,
+        answers=answers,
     )
 
 
@@ -142,6 +152,7 @@ async def test_resumes_after_a_failed_step_without_repeating_finished_ones(job: 
     assert job.driver.calls == ["drain rpi111", "delete rpi111", "uninstall"]
     assert job.log.count("remove 1") == 1 and job.log.count("stop server forget=True") == 1
     assert job.log.count("POST /cluster/k3s/withdraw") == 1
+    assert job.log.count("DELETE /cluster/servers/self") == 1
     states = {s["name"]: s["state"] for s in again["steps"]}
     assert states["demoted"] == "skipped" and states["left our etcd"] == "done"
     assert job.rs.member.load()["argv"] is None  # a restarted backend starts no member
@@ -158,3 +169,29 @@ async def test_a_rerun_after_success_finds_nothing_left_to_do(job: Any) -> None:
     assert states["drained"] == states["K3s node deleted"] == "skipped"
     assert states["left our etcd"] == states["coordination server stopped"] == "skipped"
     assert job.driver.calls.count("drain rpi111") == 1
+
+
+async def test_the_stopped_server_withdraws_its_record_and_a_rerun_repairs_a_leftover(
+    job: Any,
+) -> None:
+    job.driver.fail_uninstall = 0
+    url = "https://192.168.0.111:8443"
+    job.answers["DELETE /cluster/servers/self"] = {"withdrawn": [url]}
+    spec = job.rs.spec()
+    done = await job.runner.run(job.runner.create(spec)["id"], spec)
+    assert done["state"] == "done"
+    # Stopped first, then withdrawn through another server than its own.
+    stop = job.log.index("stop server forget=True")
+    assert job.log[stop + 1 :][:2] == ["DELETE /cluster/servers/self", f"avoid {[url]}"]
+    step = next(s for s in done["steps"] if s["name"] == "coordination server stopped")
+    assert "withdrawn from the netmaps' server list" in step["detail"]
+    # A new job with the server already stopped still withdraws a record left behind...
+    job.services._save(server_argv=None)
+    job.answers["DELETE /cluster/servers/self"] = {"withdrawn": [url]}
+    second = await job.runner.run(job.runner.create(spec)["id"], spec)
+    step = next(s for s in second["steps"] if s["name"] == "coordination server stopped")
+    assert step["state"] == "done" and url in step["detail"]
+    # ...and skips once there is none.
+    third = await job.runner.run(job.runner.create(spec)["id"], spec)
+    step = next(s for s in third["steps"] if s["name"] == "coordination server stopped")
+    assert step["state"] == "skipped"
