@@ -1,5 +1,10 @@
 """Admin pages: devices (rename, change role, remove), users (create, delete), pre-auth keys.
 
+Above them, an offer to enable high availability, shown when it applies: the network has at least
+three server-role nodes, this device is one of them, and the coordination server this backend
+talks to still keeps the state in SQLite (its `GET /health` says `store`). The offer opens a
+confirmation, then follows the backend's `ha-enable` job (`HaEnableDialog`).
+
 Every call goes through the backend's coordination passthrough (`AdminAPI`) with the signed-in
 user's token. Lists are small and replaced wholesale after each change, so plain table widgets
 suffice here. A new pre-auth key is shown once, with Copy and a QR code.
@@ -27,12 +32,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pcloud.backend.localapi.schemas import Job
+from pcloud.gui.dialogs.ha_enable import KIND as HA_ENABLE
+from pcloud.gui.dialogs.ha_enable import HaEnableDialog
 from pcloud.gui.errors import classify
 from pcloud.gui.format import expiry_label
 from pcloud.gui.session import Session
 from pcloud.gui.widgets.copy_field import SecretCard
 
 EXPIRIES = [3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400]
+HA_MIN_SERVERS = 3  # an etcd cluster that survives the loss of one member
 
 
 def _table(headers: list[str]) -> QTableWidget:
@@ -74,6 +83,9 @@ class AdminPage(QWidget):
         top.addWidget(self.message, 1)
         top.addWidget(refresh)
         layout.addLayout(top)
+        layout.addWidget(self._ha_offer())
+        self.ha_dialog: HaEnableDialog | None = None
+        session.job_changed.connect(self._on_job)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._devices_tab(), "Devices")
         self.tabs.addTab(self._users_tab(), "Users")
@@ -103,6 +115,18 @@ class AdminPage(QWidget):
             row.addWidget(w)
         layout.addLayout(row)
         return page
+
+    def _ha_offer(self) -> QWidget:
+        self.ha_box = QGroupBox("High availability")
+        row = QHBoxLayout(self.ha_box)
+        self.ha_text = QLabel()
+        self.ha_text.setWordWrap(True)
+        self.ha_button = QPushButton("Enable high availability…")
+        self.ha_button.clicked.connect(self._open_ha_enable)
+        row.addWidget(self.ha_text, 1)
+        row.addWidget(self.ha_button)
+        self.ha_box.hide()
+        return self.ha_box
 
     def _users_tab(self) -> QWidget:
         page = QWidget()
@@ -197,6 +221,39 @@ class AdminPage(QWidget):
                            "yes" if k.get("reusable") else "no",
                            str(k.get("expires_at", ""))[:16].replace("T", " "),
                            "yes" if k.get("used") else "no"] for k in keys])
+        await self._check_ha()
+
+    async def _check_ha(self) -> None:
+        """Show the HA offer when it applies (the lists above loaded, so we are an admin)."""
+        servers = sorted(str(n.get("hostname")) for n in self.nodes if n.get("role") == "server")
+        status = self.session.status
+        me = status.self if status is not None else None
+        store = None
+        if len(servers) >= HA_MIN_SERVERS and me is not None and me.role == "server":
+            try:
+                health = await self.session.admin.coord("GET", "/health")
+            except Exception:  # noqa: BLE001 - no offer when the server cannot say its store
+                health = None
+            store = health.get("store") if isinstance(health, dict) else None
+        if store != "sqlite":
+            self.ha_box.hide()
+            return
+        self.ha_text.setText(
+            f"{len(servers)} servers ({', '.join(servers)}), but the network's state is in "
+            "one SQLite file on this server: if it goes down, devices cannot join or change. "
+            "Move it to an etcd cluster the servers run together."
+        )
+        self.ha_box.show()
+
+    def _open_ha_enable(self) -> None:
+        if self.ha_dialog is None:
+            self.ha_dialog = HaEnableDialog(self.session, self)
+        self.ha_dialog.show()
+        self.ha_dialog.raise_()
+
+    def _on_job(self, job: Job) -> None:
+        if job.kind == HA_ENABLE and job.state == "done" and not self.ha_box.isHidden():
+            self.refresh()  # the store is etcd now: the offer goes away
 
     def _device_selected(self) -> None:
         row = self.devices.currentRow()
