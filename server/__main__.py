@@ -23,6 +23,7 @@ from .accounts import Accounts
 from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
+from .state import State
 from .store.base import StoreError
 
 log = logging.getLogger("pcloud.server")
@@ -166,6 +167,25 @@ def tune_runtime() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that, when stopping, answers the held long polls instead of letting the
+    graceful-shutdown timeout cut them off with a 500.
+
+    uvicorn first stops listening and marks every connection to close after its current
+    response; the polls are released right after that (a callback that runs during its first
+    await), so clients get a normal "nothing changed" answer and reconnect to another server.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: State) -> None:
+        super().__init__(config)
+        self.pcloud_state = state
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.pcloud_state.draining = True
+        asyncio.get_running_loop().call_soon(self.pcloud_state.bus.wake_all)
+        await super().shutdown(sockets=sockets)
+
+
 def bind_tcp(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the listening
@@ -224,7 +244,7 @@ async def serve(settings: Settings) -> None:
     )
     admin_sock = bind_admin_socket(settings.state_dir / "admin.sock")
     admin_config = uvicorn.Config(admin_app, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, state)
     admin_server = uvicorn.Server(admin_config)
     # Everything loaded so far lives until exit: keep it out of every later collection.
     gc.collect()

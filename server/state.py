@@ -86,6 +86,8 @@ class State(Presence):
         self.store_kind: str = getattr(store, "kind", "sqlite")
         self.clock = VersionClock()
         self.lock = asyncio.Lock()
+        # Set when the server stops: long polls answer at once instead of waiting.
+        self.draining = False
         self.sync: StoreSync | None = None
         self.bus = Broadcaster(0)
         self.nodes: dict[int, NodeRec] = {}

@@ -84,7 +84,9 @@ async def poll(
     state: State, node_id: int, since: int | None, timeout: float, receive: Receive
 ) -> bytes | None:
     """The JSON answer to one long poll; None if the node was removed while it waited."""
-    wait = min(timeout, state.settings.poll_timeout_cap_s)
+    # A stopping server answers at once: its held polls were just released (see
+    # __main__.DrainingServer) and a poll that slips in must not be cut off with a 500.
+    wait = 0 if state.draining else min(timeout, state.settings.poll_timeout_cap_s)
     state.poll_started(node_id)
     try:
         if since is None or not state.vouches(node_id, since):

@@ -102,6 +102,11 @@ class Broadcaster:
             del log.items[:]
             log.wake(True)
 
+    def wake_all(self) -> None:
+        """Answer every waiting long poll as if it had timed out (the server is stopping)."""
+        for log in self._logs.values():
+            log.wake(False)
+
     def tracked(self) -> list[int]:
         return list(self._logs)
 

@@ -600,3 +600,18 @@ def test_expired_key_and_token_ephemeral_removal_and_no_secrets_logged(tmp_path:
             assert secret not in log
     finally:
         coord.stop()
+
+
+async def test_stopping_server_answers_held_long_polls(coord: CoordServer) -> None:
+    """A server that stops answers its waiting long polls normally instead of cutting them."""
+    admin = coord.setup_admin()
+    a = register(coord, admin, "a")
+    async with coord.async_client(a["node_token"]) as c:
+        v = (await c.get("/api/v1/netmap", params={"timeout": 0})).json()["version"]
+        held = asyncio.create_task(c.get("/api/v1/netmap", params={"since": v, "timeout": 30}))
+        await asyncio.sleep(0.3)  # let the poll reach the server; the assertions are below
+        assert not held.done()
+        await asyncio.to_thread(coord.stop)
+        answer = await held
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == v and answer.json()["peers_changed"] == []
