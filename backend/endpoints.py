@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pcloud.backend.wg.driver import PeerStats
-from pcloud.server.protocol import Peer
+from pcloud.server.protocol import Peer, check_endpoint
 
 TRY_FOR_S = 5.0
 
@@ -104,9 +104,14 @@ def local_endpoints(
         if iface == exclude_iface:
             continue
         ip = ipaddress.ip_address(addr)
-        if ip.version != 4 or ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+        if ip.version != 4:
             continue
-        out.append(f"{ip}:{port}")
+        try:
+            # The server's rules (no loopback, link-local, reserved...): one refused endpoint
+            # would get the whole report refused.
+            out.append(check_endpoint(f"{ip}:{port}"))
+        except ValueError:
+            continue
     return sorted(set(out))
 
 

@@ -41,7 +41,7 @@ from pcloud.backend.jobs import ha_enable
 from pcloud.backend.jobs.install_server import resume_services
 from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.localapi.schemas import LoginRequest, Status
-from pcloud.backend.netmap import apply_netmap, desired_config
+from pcloud.backend.netmap import NetmapError, apply_netmap, desired_config, vet_netmap
 from pcloud.backend.persist import NodeInfo, Store, atomic_write
 from pcloud.backend.server_supervisor import Services
 from pcloud.backend.state import Facts, State, StateTracker
@@ -75,6 +75,7 @@ class LocalBackend:
         self._driver_error: str | None = None
         self._fatal: str | None = None  # e.g. a headless login that cannot succeed
         self.warning: str | None = None  # shown in status.error without leaving Running
+        self._skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
         self._control: ControlClient | None = None
@@ -284,8 +285,13 @@ class LocalBackend:
         return build_status(
             self.state, self.netmap, stats,
             server_url=self.node.server_url if self.node else None,
-            error=self._driver_error or self._fatal or self.warning,
+            error=self._driver_error or self._fatal or self.warning or self._skipped_text(),
         )
+
+    def _skipped_text(self) -> str | None:
+        if not self._skipped:
+            return None
+        return f"ignored {len(self._skipped)} unsafe netmap peer(s): " + "; ".join(self._skipped)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -364,10 +370,25 @@ class LocalBackend:
 
     async def _apply(self) -> None:
         assert self.netmap is not None and self.node is not None
-        config = desired_config(
-            self.netmap, private_key=self._key.b64(), network=self.node.network,
-            listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
-        )
+        try:
+            # The netmap is other nodes' data relayed by the server: a peer with an unsafe
+            # field is left out (and named), the others are still configured.
+            vetted, skipped = vet_netmap(self.netmap, self.node.network)
+            config = desired_config(
+                vetted, private_key=self._key.b64(), network=self.node.network,
+                listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
+            )
+        except (NetmapError, ValueError) as e:
+            self.driver_up = False
+            self._driver_error = f"netmap: {e}"
+            log.error("the netmap cannot be applied: %s", e)
+            self._recompute()
+            return
+        self.netmap = vetted
+        if skipped != self._skipped:
+            for line in skipped:
+                log.warning("netmap: ignoring %s", line)
+            self._skipped = skipped
         try:
             await self.driver.apply(config)
         except DriverError as e:

@@ -18,15 +18,40 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Role = Literal["client", "server"]
 
-HOSTNAME_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
-TAG_RE = re.compile(r"^tag:[a-z0-9][a-z0-9-]{0,62}$")
+# Matched with `fullmatch`: `$` would let a trailing newline through ("srv1\n").
+HOSTNAME_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+USERNAME_RE = re.compile(r"[a-z][a-z0-9._-]{0,62}")
+TAG_RE = re.compile(r"tag:[a-z0-9][a-z0-9-]{0,62}")
+PORT_RE = re.compile(r"[1-9][0-9]{0,4}")  # ASCII digits only, no leading zero
 MAX_ENDPOINTS = 16
+
+# Curve25519 points of small order (u-coordinates, little-endian, bit 255 cleared), the list
+# libsodium refuses in crypto_scalarmult (`has_small_order`): 0, 1, the two points of order 8,
+# and p-1, p, p+1. A "public key" that is one of these gives every peer a predictable shared
+# secret, so it is never a real device's key.
+_P = 2**255 - 19
+LOW_ORDER_POINTS = frozenset(
+    u.to_bytes(32, "little")
+    for u in (
+        0,
+        1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+        _P - 1,
+        _P,
+        _P + 1,
+    )
+)
 
 
 def check_public_key(value: str) -> str:
-    """A WireGuard public key: standard base64 of exactly 32 bytes."""
-    if len(value) != 44 or not value.endswith("="):
+    """A WireGuard public key: standard base64 of 32 bytes that encode a usable Curve25519 point.
+
+    Returned in its one canonical spelling (DESIGN section 2: other spellings of the same bytes
+    are the same key), so every later comparison and index sees one string per key. The last
+    base64 character carries two padding bits `b64decode` ignores, hence four spellings.
+    """
+    if len(value) != 44 or not value.isascii() or not value.endswith("="):
         raise ValueError("public_key must be 44 characters of base64 (a 32-byte WireGuard key)")
     try:
         raw = base64.b64decode(value, validate=True)
@@ -34,12 +59,18 @@ def check_public_key(value: str) -> str:
         raise ValueError("public_key is not valid base64") from None
     if len(raw) != 32:
         raise ValueError(f"public_key decodes to {len(raw)} bytes, a WireGuard key has 32")
-    return value
+    if raw[31] & 0x80 or int.from_bytes(raw, "little") >= _P:
+        # X25519 ignores bit 255 and reduces mod p: such bytes alias another key, and no
+        # WireGuard implementation ever produces them.
+        raise ValueError("public_key is not a canonical Curve25519 point (top bit set or >= p)")
+    if raw in LOW_ORDER_POINTS:
+        raise ValueError("public_key is a low-order Curve25519 point (e.g. all zeros), not a key")
+    return base64.b64encode(raw).decode("ascii")
 
 
 def check_hostname(value: str) -> str:
     """A DNS label: lower-case letters, digits and dashes, 1-63 characters."""
-    if not HOSTNAME_RE.match(value):
+    if not HOSTNAME_RE.fullmatch(value):
         raise ValueError(
             "hostname must be 1-63 lower-case letters, digits or dashes, not starting or "
             "ending with a dash"
@@ -48,7 +79,7 @@ def check_hostname(value: str) -> str:
 
 
 def check_username(value: str) -> str:
-    if not USERNAME_RE.match(value):
+    if not USERNAME_RE.fullmatch(value):
         raise ValueError(
             "username must start with a lower-case letter and hold at most 63 letters, "
             "digits, '.', '_' or '-'"
@@ -56,23 +87,77 @@ def check_username(value: str) -> str:
     return value
 
 
+_V4_THIS_NET = ipaddress.IPv4Network("0.0.0.0/8")  # "this network", never a destination
+
+
+def _endpoint_ip_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `ip` is no address a peer should send WireGuard packets to, or None."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_loopback:
+        return "a loopback address (peers would send to themselves)"
+    if ip.is_link_local:
+        return "a link-local address (it needs a zone, which endpoints may not carry)"
+    if ip.version == 4 and (ip in _V4_THIS_NET or ip.is_reserved):
+        return "a reserved or broadcast address"
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 address (send it as IPv4)"
+    return None
+
+
 def check_endpoint(value: str) -> str:
-    """`ip:port` with an IPv4 address or `[v6]:port`."""
+    """A WireGuard endpoint in its one canonical text: `IPv4:port` or `[IPv6]:port`.
+
+    Endpoints travel verbatim into every peer's WireGuard configuration, so anything but the
+    canonical form (what `ipaddress` prints, ASCII digits, no zone, no leading zeros) is refused
+    rather than repaired: a zone id could carry a newline into wireguard-go's UAPI.
+    """
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"endpoint {value!r} must be printable ASCII ip:port")
     host, sep, port = value.rpartition(":")
     if not sep:
         raise ValueError(f"endpoint {value!r} must be ip:port")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"endpoint {value!r} does not start with an IP address") from None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint {value!r} has no valid port (1-65535)")
+    if not PORT_RE.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"endpoint {value!r} has no valid port (1-65535, no leading zeros)")
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        if "%" in inner:
+            raise ValueError(f"endpoint {value!r} has an IPv6 zone id; endpoints may not")
+        try:
+            ip = ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"endpoint {value!r} must be [IPv6]:port inside brackets") from None
+        canonical = f"[{ip}]:{port}"
+    else:
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"endpoint {value!r} must be IPv4:port or [IPv6]:port (numeric, no names)"
+            ) from None
+        canonical = f"{ip}:{port}"
+    problem = _endpoint_ip_problem(ip)
+    if problem is not None:
+        raise ValueError(f"endpoint {value!r} is {problem}")
+    if canonical != value:
+        raise ValueError(f"endpoint {value!r} is not in canonical form: send {canonical!r}")
     return value
 
 
+def check_endpoint_list(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"endpoint {value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
 def check_tag(value: str) -> str:
-    if not TAG_RE.match(value):
+    if not TAG_RE.fullmatch(value):
         raise ValueError(f"tag {value!r} must look like tag:name (lower-case, digits, dashes)")
     return value
 
@@ -82,6 +167,10 @@ Hostname = Annotated[str, AfterValidator(check_hostname)]
 Username = Annotated[str, AfterValidator(check_username)]
 Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 Tag = Annotated[str, AfterValidator(check_tag)]
+# Canonical endpoints are compared as text, so "listed twice" is exact.
+Endpoints = Annotated[
+    list[Endpoint], Field(max_length=MAX_ENDPOINTS), AfterValidator(check_endpoint_list)
+]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
 
 
@@ -192,7 +281,7 @@ class Netmap(BaseModel):
 class RegisterRequest(Request):
     public_key: PublicKey
     hostname: Hostname
-    endpoints: Annotated[list[Endpoint], Field(max_length=MAX_ENDPOINTS)] = []
+    endpoints: Endpoints = []
     role: Role | None = None
 
 
@@ -205,7 +294,7 @@ class RegisterAnswer(BaseModel):
 
 
 class EndpointsUpdate(Request):
-    endpoints: Annotated[list[Endpoint], Field(max_length=MAX_ENDPOINTS)]
+    endpoints: Endpoints
 
 
 class RotateKeyRequest(Request):

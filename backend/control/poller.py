@@ -79,7 +79,7 @@ class Poller:
         self.timeout = timeout
 
     async def run(self) -> None:
-        attempt = 0
+        attempt = failures = 0
         while True:
             server = self.servers.current
             try:
@@ -98,7 +98,19 @@ class Poller:
                 self._on_reachable(None)
                 if answer.servers:
                     self.servers.update(answer.servers)
-                await self._on_netmap(answer)
+                try:
+                    await self._on_netmap(answer)
+                    failures = 0
+                except Exception:
+                    # A netmap the core cannot handle must not end polling (no later netmap
+                    # would ever arrive). Ask for a full map, which also repairs whatever this
+                    # answer left half-applied, after a pause so one bad map cannot make us spin.
+                    failures += 1
+                    log.exception(
+                        "handling netmap v%s failed; asking for a full map", answer.version
+                    )
+                    self.since = None
+                    await asyncio.sleep(backoff_delay(failures))  # backoff, not synchronisation
                 continue
             attempt += 1
             delay = backoff_delay(attempt)

@@ -90,28 +90,49 @@ def normalize_key(b64: str) -> str:
         raise DriverError(f"invalid WireGuard key: {exc}") from None
 
 
+# Everything an `ip:port` / `[v6]:port` can hold. Endpoints come from the netmap (other nodes'
+# reports), so a zone id (`%eth0`), a space or a newline must never reach WireGuard.
+_ENDPOINT_CHARS = frozenset("0123456789abcdefABCDEF.:[]")
+
+
 def normalize_endpoint(endpoint: str) -> str:
     """'ip:port' / '[v6]:port' in the one form WireGuard prints; DriverError when it is not a
-    numeric address and port (WireGuard does not resolve names)."""
-    host, sep, port_s = endpoint.strip().rpartition(":")
-    if not sep:
+    numeric address and port (WireGuard does not resolve names), carries a zone id or any
+    other character, or names no unicast destination."""
+    if not endpoint or not set(endpoint) <= _ENDPOINT_CHARS:
+        raise DriverError(f"endpoint {endpoint[:80]!r} is not a plain numeric ip:port")
+    host, sep, port_s = endpoint.rpartition(":")
+    if not sep or not port_s.isdigit():
         raise DriverError(f"endpoint {endpoint!r} has no port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
-        addr = ipaddress.ip_address(host)
-        port = int(port_s)
+        if host.startswith("[") and host.endswith("]"):
+            addr = ipaddress.IPv6Address(host[1:-1])
+        else:
+            addr = ipaddress.IPv4Address(host)
     except ValueError:
         raise DriverError(f"endpoint {endpoint!r} is not a numeric ip:port") from None
+    port = int(port_s)
     if not 0 < port < 65536:
         raise DriverError(f"endpoint {endpoint!r} has an invalid port")
     if addr.version == 6:
         # WireGuard prints a v4-mapped v6 endpoint as plain v4; do the same so it compares equal.
         mapped = addr.ipv4_mapped
         if mapped is not None:
-            return f"{mapped}:{port}"
-        return f"[{addr}]:{port}"
-    return f"{addr}:{port}"
+            addr = mapped
+    if addr.is_unspecified or addr.is_multicast or (addr.version == 4 and addr.is_reserved):
+        raise DriverError(f"endpoint {endpoint!r} is not a unicast address")
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+def _same_endpoint(current: str, wanted: str) -> bool:
+    """Whether WireGuard's endpoint `current` is `wanted` (already normalised). `current` is
+    what WireGuard learnt, possibly from a roaming peer (wireguard-go prints a link-local
+    source with its zone): one we cannot parse is simply not the wanted one."""
+    try:
+        return normalize_endpoint(current) == wanted
+    except DriverError:
+        return False
 
 
 def normalize_allowed_ips(cidrs: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -143,7 +164,7 @@ def _peer_update(cur: PeerState, want: PeerConfig) -> PeerOp | None:
         # A peer with no endpoint wanted keeps the one WireGuard learned from it by roaming:
         # there is no "unset endpoint" and overwriting it would break a working tunnel.
         ep = normalize_endpoint(want.endpoint)
-        if cur.endpoint is None or normalize_endpoint(cur.endpoint) != ep:
+        if cur.endpoint is None or not _same_endpoint(cur.endpoint, ep):
             endpoint = ep
     keepalive: int | None = None
     if _keepalive(want.persistent_keepalive) != cur.persistent_keepalive:

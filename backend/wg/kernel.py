@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import platform
+import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -158,7 +159,7 @@ class KernelDriver:
         wg = await self._wg()
         try:
             return device_state([m async for m in await wg.info(self.name)])
-        except NetlinkError as exc:
+        except (NetlinkError, OSError) as exc:
             raise DriverError(f"cannot read {self.name}: {exc}") from None
         finally:
             wg.close()
@@ -176,7 +177,10 @@ class KernelDriver:
                 )
             for op in change.peers:
                 await wg.set(self.name, peer=_peer_request(op))
-        except (NetlinkError, ValueError) as exc:
+        except (NetlinkError, ValueError, OSError, TypeError, struct.error) as exc:
+            # pyroute2 encodes attributes itself: a value it cannot pack (e.g. inet_pton
+            # refusing an address) raises OSError/struct.error, which must not escape as
+            # anything but "this apply failed".
             raise DriverError(f"cannot configure {self.name}: {exc}") from None
         finally:
             wg.close()

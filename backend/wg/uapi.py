@@ -143,28 +143,42 @@ def parse_get(text: str) -> DeviceState:
     )
 
 
+def _line(key: str, value: object) -> str:
+    """One `key=value` line. A value holding a newline or `=` (or anything but printable ASCII)
+    would smuggle further keys into the transaction, e.g. `remove=true` for another peer: the
+    whole `set` is refused instead."""
+    text = str(value)
+    if not text.isascii() or not text.isprintable() or "=" in text:
+        raise DriverError(f"refusing UAPI {key} value {text[:80]!r}: not a plain value")
+    return f"{key}={text}"
+
+
 def encode_set(change: ConfigDiff, *, replace_peers: bool = False) -> bytes:
     """One `set=1` transaction for `change`. Existing peers are addressed with `update_only`
-    so that a peer removed meanwhile is not re-created half-configured."""
+    so that a peer removed meanwhile is not re-created half-configured. Every value is checked
+    by `_line`, so no value can end its line early."""
     lines = ["set=1"]
     if change.private_key is not None:
-        lines.append(f"private_key={change.private_key.hex()}")
+        lines.append(_line("private_key", change.private_key.hex()))
     if change.listen_port is not None:
-        lines.append(f"listen_port={change.listen_port}")
+        lines.append(_line("listen_port", change.listen_port))
     if replace_peers:
         lines.append("replace_peers=true")
     for op in change.peers:
-        lines.append(f"public_key={b64_to_hex(op.public_key)}")
+        try:
+            lines.append(_line("public_key", b64_to_hex(op.public_key)))
+        except InvalidKeyError:
+            raise DriverError(f"refusing UAPI public_key {op.public_key[:60]!r}") from None
         if op.action == "remove":
             lines.append("remove=true")
             continue
         if op.action == "update":
             lines.append("update_only=true")
         if op.endpoint is not None:
-            lines.append(f"endpoint={op.endpoint}")
+            lines.append(_line("endpoint", op.endpoint))
         if op.persistent_keepalive is not None:
-            lines.append(f"persistent_keepalive_interval={op.persistent_keepalive}")
+            lines.append(_line("persistent_keepalive_interval", op.persistent_keepalive))
         if op.allowed_ips is not None:
             lines.append("replace_allowed_ips=true")
-            lines.extend(f"allowed_ip={cidr}" for cidr in op.allowed_ips)
+            lines.extend(_line("allowed_ip", cidr) for cidr in op.allowed_ips)
     return ("\n".join(lines) + "\n\n").encode("ascii")

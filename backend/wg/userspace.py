@@ -253,9 +253,14 @@ class UserspaceDriver:
         reap(pid)
 
     async def _apply_locked(self, config: InterfaceConfig) -> None:
-        change = diff(await self._uapi.get(), config)
-        await self._uapi.set(change)
-        await link.configure(self.name, config.address, mtu=config.mtu, routes=config.routes)
+        try:
+            change = diff(await self._uapi.get(), config)
+            await self._uapi.set(change)
+            await link.configure(self.name, config.address, mtu=config.mtu, routes=config.routes)
+        except (ValueError, OSError) as exc:
+            # Anything but DriverError would end the supervisor's restart loop, which only
+            # expects DriverError: every failure of an apply is one.
+            raise DriverError(f"cannot configure {self.name}: {exc}") from None
 
     async def _supervise(self) -> None:
         """Wait for wireguard-go to die; bring it back with the last desired config."""

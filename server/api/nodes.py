@@ -19,6 +19,7 @@ from ..protocol import (
     RegisterRequest,
     RotateKeyAnswer,
     RotateKeyRequest,
+    check_endpoint,
 )
 from ..security import tokens
 from ..state import State
@@ -44,6 +45,10 @@ def observed_endpoint(request: Request, endpoints: list[str]) -> str | None:
         return None
     port = endpoints[0].rpartition(":")[2]
     seen = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    try:
+        check_endpoint(seen)  # the same rules as reported endpoints: no zone, no link-local...
+    except ValueError:
+        return None
     return None if seen in endpoints else seen
 
 

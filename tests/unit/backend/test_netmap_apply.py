@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pcloud.backend.endpoints import EndpointSelector, local_endpoints
-from pcloud.backend.netmap import KEEPALIVE_S, apply_netmap, desired_config, interface_address
+from pcloud.backend.netmap import (
+    KEEPALIVE_S,
+    NetmapError,
+    apply_netmap,
+    desired_config,
+    interface_address,
+    vet_netmap,
+)
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Netmap, Peer
 
@@ -76,6 +83,56 @@ def test_desired_config() -> None:
     assert p3.endpoint is None and p3.persistent_keepalive == KEEPALIVE_S
     first = desired_config(nm, private_key="P", network="10.0.0.0/24")
     assert first.peers[0].endpoint == "192.168.0.2:51820"
+
+
+def other_spelling(k: str) -> str:
+    """The same 32 bytes in another base64 spelling (the last character's padding bits)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return k[:42] + alphabet[alphabet.index(k[42]) ^ 1] + "="
+
+
+def test_vet_netmap_keeps_good_peers_and_names_each_bad_one() -> None:
+    good = peer(2, ["192.0.2.2:51820"])
+    nm = full(
+        1,
+        ME,
+        good,
+        peer(3, ["[fe80::1%eth0]:51820\npublic_key=00\nremove=true"], hostname="evil"),
+        peer(4, public_key=other_spelling(key(2))),  # same key bytes as peer 2
+        peer(5, public_key=other_spelling(key(1))),  # this device's key
+        peer(6, address="10.0.0.2"),  # peer 2's address
+        peer(7, address="192.168.0.1"),  # outside the network: would capture LAN traffic
+        peer(8, address="10.0.0.255"),  # the broadcast address
+        peer(9, address="10.0.0.9\n"),
+        peer(10, hostname="srv1\n"),
+        peer(11, public_key="A" * 43 + "="),
+        peer(12, ["1.2.3.4:5"] * 17),
+        peer(13, public_key=other_spelling(key(13))),  # odd spelling, else fine: canonicalised
+    )
+    vetted, skipped = vet_netmap(nm, "10.0.0.0/24")
+    assert [p.node_id for p in vetted.peers] == [2, 13]
+    assert vetted.peers[1].public_key == key(13)
+    reasons = dict(line.split(": ", 1) for line in skipped)
+    assert list(reasons) == [f"peer {n} ('{h}')" for n, h in [
+        (3, "evil"), (4, "h4"), (5, "h5"), (6, "h6"), (7, "h7"), (8, "h8"), (9, "h9"),
+        (10, "srv1\\n"), (11, "h11"), (12, "h12")]]
+    assert "not a plain numeric ip:port" in reasons["peer 3 ('evil')"]
+    assert reasons["peer 4 ('h4')"] == "has the same public key as peer 2 ('h2')"
+    assert reasons["peer 5 ('h5')"] == "has the same public key as this device"
+    assert reasons["peer 6 ('h6')"] == "claims address 10.0.0.2, which peer 2 ('h2') has"
+    assert "not a host address" in reasons["peer 7 ('h7')"]
+    assert "low-order" in reasons["peer 11 ('h11')"]
+    # The config derived from the vetted map never holds a refused peer.
+    cfg = desired_config(vetted, private_key="P", network="10.0.0.0/24")
+    assert [p.public_key for p in cfg.peers] == [key(2), key(13)]
+
+
+def test_vet_netmap_refuses_an_unusable_self_entry() -> None:
+    with pytest.raises(NetmapError, match="outside the network"):
+        vet_netmap(full(1, peer(2)), "10.9.0.0/24")
+    bad_self = Netmap(version=1, full=True, self=peer(1, public_key="x"), peers=[])
+    with pytest.raises(NetmapError, match="this device"):
+        vet_netmap(bad_self, "10.0.0.0/24")
 
 
 def test_interface_address() -> None:

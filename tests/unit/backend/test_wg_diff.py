@@ -140,3 +140,35 @@ def test_clamped_key_reported_by_wireguard_counts_as_same() -> None:
     raw[0] |= 7  # desired key unclamped; the device reports KEY (clamped)
     unclamped = PrivateKey(bytes(raw))
     assert diff(state(key=KEY), cfg(key=unclamped)).private_key is None
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "[fe80::1%eth0]:51820",
+        "[fe80::1%eth0]:51820\npublic_key=00\nremove=true",
+        "192.0.2.1:51820\n",
+        " 192.0.2.1:51820",
+        "192.0.2.1:5=1",
+        "[192.0.2.1]:5",
+        "[[::1]]:5",
+        "::1:5",
+        "192.0.2.1:\uff11\uff12",
+        "0.0.0.0:1",
+        "255.255.255.255:1",
+        "224.0.0.1:1",
+        "[ff02::1]:1",
+        "[::ffff:0.0.0.0]:1",
+    ],
+)
+def test_hostile_endpoint_rejected(hostile: str) -> None:
+    with pytest.raises(DriverError):
+        normalize_endpoint(hostile)
+
+
+def test_roamed_endpoint_with_a_zone_is_replaced_not_an_error() -> None:
+    # wireguard-go prints a link-local source it learnt by roaming with its zone: the wanted
+    # endpoint is then simply different.
+    cur = state(PeerState(P1, "[fe80::1%eth0]:5", ("10.0.0.2/32",)))
+    d = diff(cur, cfg(PeerConfig(P1, ("10.0.0.2/32",), "192.0.2.1:5")))
+    assert d.peers == (PeerOp("update", P1, endpoint="192.0.2.1:5"),)

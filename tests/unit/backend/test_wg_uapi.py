@@ -134,3 +134,21 @@ def test_encode_parse_round_trip_through_fixture_keys() -> None:
     for line in text.splitlines():
         if line.startswith(("public_key=", "allowed_ip=")):
             assert line in recorded
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        PeerOp(
+            action="add", public_key=B_PUB, endpoint="[fe80::1%a]:5\npublic_key=00\nremove=true"
+        ),
+        PeerOp(action="add", public_key=B_PUB, endpoint="1.2.3.4:5\n"),
+        PeerOp(action="update", public_key=B_PUB, allowed_ips=("10.0.0.2/32\nremove=true",)),
+        PeerOp(action="update", public_key=B_PUB, endpoint="a=b"),
+        PeerOp(action="update", public_key=B_PUB, endpoint="1.2.3.4:\uff15"),
+        PeerOp(action="remove", public_key="not a key\n"),
+    ],
+)
+def test_encode_set_refuses_values_that_would_inject_lines(op: PeerOp) -> None:
+    with pytest.raises(DriverError, match="refusing UAPI"):
+        encode_set(ConfigDiff(peers=(op,)))
