@@ -282,14 +282,18 @@ class LocalBackend:
         if self.driver_up:
             with contextlib.suppress(DriverError):
                 stats = await self.driver.stats()
+        shown = self.netmap
+        if shown is not None and self.node is not None and self._skipped:
+            with contextlib.suppress(NetmapError):
+                shown = vet_netmap(shown, self.node.network)[0]  # the skipped are named in error
         return build_status(
-            self.state, self.netmap, stats,
+            self.state, shown, stats,
             server_url=self.node.server_url if self.node else None,
             error=self._driver_error or self._fatal or self.warning or self._skipped_text(),
         )
 
     def _skipped_text(self) -> str | None:
-        if not self._skipped:
+        if not self._skipped or self.netmap is None:
             return None
         return f"ignored {len(self._skipped)} unsafe netmap peer(s): " + "; ".join(self._skipped)
 
@@ -384,7 +388,8 @@ class LocalBackend:
             log.error("the netmap cannot be applied: %s", e)
             self._recompute()
             return
-        self.netmap = vetted
+        # self.netmap stays what the server sent: later deltas (e.g. a bad peer's removal)
+        # apply to it, and every apply vets the result again.
         if skipped != self._skipped:
             for line in skipped:
                 log.warning("netmap: ignoring %s", line)
