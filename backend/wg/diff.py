@@ -99,11 +99,12 @@ def normalize_endpoint(endpoint: str) -> str:
     """'ip:port' / '[v6]:port' in the one form WireGuard prints; DriverError when it is not a
     numeric address and port (WireGuard does not resolve names), carries a zone id or any
     other character, or names no unicast destination."""
+    shown = endpoint[:80]  # netmap data: never echo an unbounded string into logs and status
     if not endpoint or not set(endpoint) <= _ENDPOINT_CHARS:
-        raise DriverError(f"endpoint {endpoint[:80]!r} is not a plain numeric ip:port")
+        raise DriverError(f"endpoint {shown!r} is not a plain numeric ip:port")
     host, sep, port_s = endpoint.rpartition(":")
-    if not sep or not port_s.isdigit():
-        raise DriverError(f"endpoint {endpoint!r} has no port")
+    if not sep or not port_s.isdigit() or len(port_s) > 5:
+        raise DriverError(f"endpoint {shown!r} has no valid port")
     addr: ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
         if host.startswith("[") and host.endswith("]"):
@@ -111,17 +112,17 @@ def normalize_endpoint(endpoint: str) -> str:
         else:
             addr = ipaddress.IPv4Address(host)
     except ValueError:
-        raise DriverError(f"endpoint {endpoint!r} is not a numeric ip:port") from None
+        raise DriverError(f"endpoint {shown!r} is not a numeric ip:port") from None
     port = int(port_s)
     if not 0 < port < 65536:
-        raise DriverError(f"endpoint {endpoint!r} has an invalid port")
+        raise DriverError(f"endpoint {shown!r} has an invalid port")
     if addr.version == 6:
         # WireGuard prints a v4-mapped v6 endpoint as plain v4; do the same so it compares equal.
         mapped = addr.ipv4_mapped
         if mapped is not None:
             addr = mapped
     if addr.is_unspecified or addr.is_multicast or (addr.version == 4 and addr.is_reserved):
-        raise DriverError(f"endpoint {endpoint!r} is not a unicast address")
+        raise DriverError(f"endpoint {shown!r} is not a unicast address")
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 

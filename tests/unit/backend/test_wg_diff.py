@@ -159,6 +159,7 @@ def test_clamped_key_reported_by_wireguard_counts_as_same() -> None:
         "224.0.0.1:1",
         "[ff02::1]:1",
         "[::ffff:0.0.0.0]:1",
+        "192.0.2.1:" + "5" * 5000,  # int() would raise ValueError, not DriverError
     ],
 )
 def test_hostile_endpoint_rejected(hostile: str) -> None:
