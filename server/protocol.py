@@ -59,12 +59,11 @@ def check_public_key(value: str) -> str:
         raise ValueError("public_key is not valid base64") from None
     if len(raw) != 32:
         raise ValueError(f"public_key decodes to {len(raw)} bytes, a WireGuard key has 32")
-    if raw[31] & 0x80 or int.from_bytes(raw, "little") >= _P:
-        # X25519 ignores bit 255 and reduces mod p: such bytes alias another key, and no
-        # WireGuard implementation ever produces them.
-        raise ValueError("public_key is not a canonical Curve25519 point (top bit set or >= p)")
-    if raw in LOW_ORDER_POINTS:
-        raise ValueError("public_key is a low-order Curve25519 point (e.g. all zeros), not a key")
+    # X25519 ignores bit 255, so with it set these are the same points (libsodium masks it too).
+    if raw[:31] + bytes([raw[31] & 0x7F]) in LOW_ORDER_POINTS:
+        raise ValueError(
+            "public_key is a low-order Curve25519 point (e.g. all zeros), not a device's key"
+        )
     return base64.b64encode(raw).decode("ascii")
 
 
