@@ -12,7 +12,7 @@ import httpx
 import nacl.public
 import pytest
 
-from tests.support.coord import CoordServer
+from tests.support.coord import CoordServer, key_pair
 
 
 def pubkey() -> str:
@@ -21,6 +21,10 @@ def pubkey() -> str:
 
 def register(coord: CoordServer, secret: str, hostname: str, **extra: object) -> dict:
     body = {"public_key": pubkey(), "hostname": hostname, "endpoints": ["192.0.2.1:51820"]}
+    if extra.get("role") == "server" or secret.startswith("pcak_"):
+        # A server-role node (or possibly one, by its key) proves its private key.
+        private, body["public_key"] = key_pair()
+        body["proof"] = coord.proof(private)
     body.update(extra)
     with coord.client(secret) as c:
         r = c.post("/api/v1/nodes/register", json=body)
