@@ -91,6 +91,20 @@ def server_parser() -> argparse.ArgumentParser:
         "network)",
     )
     p.add_argument(
+        "--login-failures-per-user",
+        type=int,
+        default=20,
+        metavar="N",
+        help="failed logins per minute for one username from any address (default 20)",
+    )
+    p.add_argument(
+        "--login-failures-per-source",
+        type=int,
+        default=30,
+        metavar="N",
+        help="failed logins per minute from one address for any usernames (default 30)",
+    )
+    p.add_argument(
         "--trusted-proxy",
         action="append",
         default=[],
@@ -170,6 +184,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         max_devices_per_user=args.max_devices_per_user,
         server_reserve=args.server_reserve,
         trusted_proxies=tuple(args.trusted_proxy),
+        login_failures_per_user=args.login_failures_per_user,
+        login_failures_per_source=args.login_failures_per_source,
         expose_metrics=_tristate(args.expose_metrics),
         expose_docs=_tristate(args.expose_docs),
         log_level=args.log_level,
