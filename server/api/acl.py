@@ -21,7 +21,7 @@ from ..protocol import (
     PolicyWriteAnswer,
 )
 from .deps import AdminUser, StateDep
-from .policy_work import check_counts, check_depth, run_policy_job
+from .policy_work import check_counts, run_policy_job
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 
@@ -90,7 +90,6 @@ class _Invalid(Exception):
 @router.put("/acl", response_model=PolicyWriteAnswer, openapi_extra=POLICY_BODY)
 async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
     text = await policy_text(request)
-    check_depth(text)
     version = state.version
     job = prepare(state, text, check=False)
     policy, trial, tests, changes = await run_policy_job(job, state.settings.policy_timeout_s)
@@ -115,7 +114,6 @@ async def delete_acl(state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
 @router.post("/acl/check", response_model=PolicyCheckAnswer, openapi_extra=POLICY_BODY)
 async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCheckAnswer:
     text = await policy_text(request)
-    check_depth(text)
     job = prepare(state, text, check=True)
     try:
         policy, _trial, outcomes, diff = await run_policy_job(job, state.settings.policy_timeout_s)
