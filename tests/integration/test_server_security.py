@@ -361,3 +361,43 @@ def test_hostname_patch_with_newline_refused(coord: CoordServer, name: str) -> N
     with coord.client(admin) as c:
         r = c.patch(f"/api/v1/nodes/{node['node_id']}", json={"hostname": name})
     assert r.status_code == 422
+
+
+def test_expired_user_tokens_are_purged(tmp_path: Path) -> None:
+    import sqlite3
+
+    coord = CoordServer(tmp_path / "purge", extra_args=["--token-ttl", "1"]).start()
+    try:
+        admin = coord.setup_admin()
+
+        def tokens() -> int:
+            with sqlite3.connect(coord.state_dir / "pcloud.db") as db:
+                row = db.execute("SELECT count(*) FROM records WHERE kind = 'token'").fetchone()
+                return int(row[0])
+
+        assert tokens() == 1
+        with coord.client(admin) as c:
+            wait_until(lambda: c.get("/api/v1/users").status_code == 401, 5, "token expiry")
+        coord.restart()  # the purge runs at start, then hourly
+        wait_until(lambda: tokens() == 0, 10, "the expired token to be purged")
+    finally:
+        coord.stop()
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    coord = CoordServer(tmp_path / "proxy", extra_args=["--trusted-proxy", "127.0.0.3"]).start()
+    try:
+        admin = coord.setup_admin()
+        coord.create_user(admin, "alice")
+        # Behind the proxy, each forwarded client has its own (username, address) budget ...
+        for i in range(7):
+            hop = {"X-Forwarded-For": f"198.51.100.{i}"}
+            assert _login(coord, "alice", "wrong", "127.0.0.3", **hop).status_code == 401
+        # ... while from anywhere else the header changes nothing.
+        codes = [
+            _login(coord, "alice", "wrong", "127.0.0.4", **{"X-Forwarded-For": f"203.0.113.{i}"})
+            for i in range(6)
+        ]
+        assert [r.status_code for r in codes] == [401] * 5 + [429]
+    finally:
+        coord.stop()
