@@ -47,9 +47,14 @@ from pcloud.backend.server_supervisor import Services
 from pcloud.backend.state import Facts, State, StateTracker
 from pcloud.backend.status import build_status
 from pcloud.backend.wg.driver import Driver, DriverError
-from pcloud.server.protocol import Netmap, RegisterAnswer, RegisterRequest
+from pcloud.server.protocol import Netmap, ProofPurpose, RegisterAnswer, RegisterRequest
 
 log = logging.getLogger(__name__)
+
+
+def _renew_at(ttl_s: int | None) -> float | None:
+    """When to renew a node token that lives `ttl_s` (half-way); None if it never expires."""
+    return time.time() + ttl_s / 2 if ttl_s else None
 
 
 class LocalBackend:
@@ -184,6 +189,9 @@ class LocalBackend:
                         public_key=self._key.public_key(),
                         hostname=self.settings.hostname,
                         endpoints=[],  # reported as soon as the interface has its port
+                        # Every login proves our key: the server needs it for a server-role
+                        # node, and a proven token is what server secrets are handed to.
+                        proof=await control.proof(link.base_url, self._key, "register"),
                     ),
                 )
             except ControlError as e:
@@ -212,6 +220,7 @@ class LocalBackend:
         self.node = NodeInfo(
             node_id=answer.node_id, node_token=answer.node_token, server_url=server_url,
             address=answer.address, network=answer.network, hostname=self.settings.hostname,
+            renew_at=_renew_at(answer.node_token_ttl_s),
         )
         self.store.save_node(self.node)
         self.netmap = apply_netmap(None, answer.netmap)
@@ -261,9 +270,7 @@ class LocalBackend:
                 raise NotLoggedIn()
             new = keys.PrivateKey.generate()
             try:
-                await self._control.rotate_key(
-                    self._current_server(), self.node.node_token, new.public_key()
-                )
+                await self._control.rotate_key(self._current_server(), self.node.node_token, new)
             except (ControlError, ControlUnreachable) as e:
                 raise LoginFailed(f"key rotation failed: {e}", code="rotate_failed") from None
             atomic_write(self.store.key_path, (new.b64() + "\n").encode())
@@ -274,6 +281,30 @@ class LocalBackend:
             if self.driver_up:
                 await self._apply()
             log.info("rotated key: public key now %s", new.public_key())
+
+    async def key_proof(self, server: str, purpose: ProofPurpose) -> str:
+        """A proof of our WireGuard key for `server` (jobs: promote to server)."""
+        if self._control is None:
+            raise NotLoggedIn()
+        return await self._control.proof(server, self._key, purpose)
+
+    async def renew_token(self) -> bool:
+        """Extend our node token with a key proof (before it expires, or once it has); False
+        when the server would not (the node is gone) or cannot be reached now."""
+        if self.node is None or self._control is None:
+            return False
+        try:
+            answer = await self._control.renew(
+                self._current_server(), self.node.node_token, self._key
+            )
+        except (ControlError, ControlUnreachable) as e:
+            log.warning("renewing the node token failed (retrying in a minute): %s", e)
+            self.node.renew_at = time.time() + 60
+            return False
+        self.node.renew_at = _renew_at(answer.ttl_s)
+        self.store.save_node(self.node)
+        log.info("node token renewed until %s", answer.expires_at.isoformat())
+        return True
 
     # -- status ----------------------------------------------------------------------------
 
@@ -418,10 +449,15 @@ class LocalBackend:
             await self._apply()
 
     async def _on_fatal(self, err: ControlError) -> None:
-        # Our node token is no longer accepted: the node was deleted or expired. Drop the dead
-        # credentials and the tunnels; a new login is needed.
+        # Our node token is no longer accepted: the node was deleted or expired. An expired
+        # token is renewed with our key proof and the poll goes on; otherwise drop the dead
+        # credentials and the tunnels: a new login is needed.
         async def forget() -> None:
             async with self._lock:
+                if err.code == "node_token_expired" and await self.renew_token():
+                    await self._stop_tasks()
+                    await self._go_up()
+                    return
                 await self._go_down()
                 self.store.forget_node()
                 self.node, self.netmap = None, None
@@ -440,6 +476,8 @@ class LocalBackend:
         """Report our endpoints when they change; rotate peer endpoint candidates that do not
         answer. Fast (1 s) only while some peer is still without a handshake."""
         while True:
+            if self.node is not None and (self.node.renew_at or 0) <= time.time():
+                await self.renew_token()
             try:
                 await self._check_endpoints()
                 await self._check_candidates()

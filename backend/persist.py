@@ -57,6 +57,9 @@ class NodeInfo:
     address: str
     network: str  # the network CIDR, e.g. "10.0.0.0/24"
     hostname: str
+    # Unix time after which the backend renews its node token with a key proof (half its
+    # lifetime); None: unknown (an older registration), renewed at the next chance.
+    renew_at: float | None = None
 
     def __repr__(self) -> str:  # keep the token out of any accidental log line
         return f"NodeInfo(node_id={self.node_id}, address={self.address}, server={self.server_url})"

@@ -29,6 +29,22 @@ from typing import Any
 CONN_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError)
 
 
+def proof(private_key: str, server_key: dict[str, Any]) -> str:
+    """A proof of `private_key` for registering (as backend.control.proof makes it)."""
+    import base64
+
+    import nacl.public
+
+    from pcloud.server.protocol import proof_message
+
+    box = nacl.public.Box(
+        nacl.public.PrivateKey(base64.b64decode(private_key)),
+        nacl.public.PublicKey(base64.b64decode(server_key["public_key"])),
+    )
+    sealed = box.encrypt(proof_message("register", int(server_key["time"])))
+    return base64.b64encode(bytes(sealed)).decode()
+
+
 class HttpError(Exception):
     pass
 
@@ -140,6 +156,9 @@ class NodeSpec:
     endpoints: list[str]
     secret: str  # auth key or user token to register with
     role: str | None  # "server" for server-role nodes registered by the admin
+    # The WireGuard private key (base64) of a server-role node: its registration carries a
+    # proof of it (server.security.nodeproof); clients register without one.
+    private_key: str | None = None
 
 
 @dataclass
@@ -240,6 +259,9 @@ class Worker:
                 try:
                     await node.conn.open()
                     t1 = time.monotonic()
+                    if spec.private_key:
+                        key = await node.conn.request("GET", "/api/v1/key", "x")
+                        body["proof"] = proof(spec.private_key, json.loads(key.body))
                     r = await node.conn.request(
                         "POST", "/api/v1/nodes/register", spec.secret, json.dumps(body).encode()
                     )

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nacl.public
 
 from tests.support.coord import CoordServer, etcd_args
 
@@ -376,7 +377,11 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
             endpoints = [f"198.18.{i // 250}.{i % 250 + 1}:41641"]
             if i < cfg.servers:
                 owner.append("admin")
-                specs.append(NodeSpec(i, f"srv{i}", fake_key(), endpoints, admin, "server"))
+                private = nacl.public.PrivateKey.generate()
+                public = base64.b64encode(bytes(private.public_key)).decode()
+                spec = NodeSpec(i, f"srv{i}", public, endpoints, admin, "server")
+                spec.private_key = base64.b64encode(bytes(private)).decode()
+                specs.append(spec)
             else:
                 user = usernames[(i - cfg.servers) % cfg.users]
                 owner.append(user)

@@ -68,6 +68,61 @@ def server_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="lifetime of a user's login token (default 7 days)",
     )
+    p.add_argument(
+        "--node-token-ttl",
+        type=int,
+        default=30 * 24 * 3600,
+        metavar="SECONDS",
+        help="lifetime of a node token; devices renew it with a key proof (default 30 days)",
+    )
+    p.add_argument(
+        "--max-devices-per-user",
+        type=int,
+        default=100,
+        metavar="N",
+        help="devices one non-admin user may own (default 100; admins are exempt)",
+    )
+    p.add_argument(
+        "--server-reserve",
+        type=int,
+        default=5,
+        metavar="N",
+        help="addresses only server-role nodes may take (default 5, at most a quarter of the "
+        "network)",
+    )
+    p.add_argument(
+        "--login-failures-per-user",
+        type=int,
+        default=20,
+        metavar="N",
+        help="failed logins per minute for one username from any address (default 20)",
+    )
+    p.add_argument(
+        "--login-failures-per-source",
+        type=int,
+        default=30,
+        metavar="N",
+        help="failed logins per minute from one address for any usernames (default 30)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="IP/CIDR",
+        help="a reverse proxy whose X-Forwarded-For is believed (repeatable; default none)",
+    )
+    p.add_argument(
+        "--expose-metrics",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="serve /metrics (auto: only when listening on loopback alone)",
+    )
+    p.add_argument(
+        "--expose-docs",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="serve /docs and /openapi.json (auto: only when listening on loopback alone)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--store",
@@ -93,6 +148,15 @@ def _path(value: Path | str | None) -> Path | None:
     return Path(value).resolve() if value else None
 
 
+def _tristate(value: str) -> bool | None:
+    return None if value == "auto" else value == "yes"
+
+
+def under_systemd() -> bool:
+    """Whether stdout goes to the journal (systemd sets these for a service's processes)."""
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
+
+
 def load_settings(args: argparse.Namespace) -> Settings:
     state_dir: Path = args.state_dir
     saved_path = state_dir / SERVER_JSON
@@ -116,6 +180,14 @@ def load_settings(args: argparse.Namespace) -> Settings:
         offline_grace_s=args.offline_grace,
         ephemeral_timeout_s=args.ephemeral_timeout,
         token_ttl_s=args.token_ttl,
+        node_token_ttl_s=args.node_token_ttl,
+        max_devices_per_user=args.max_devices_per_user,
+        server_reserve=args.server_reserve,
+        trusted_proxies=tuple(args.trusted_proxy),
+        login_failures_per_user=args.login_failures_per_user,
+        login_failures_per_source=args.login_failures_per_source,
+        expose_metrics=_tristate(args.expose_metrics),
+        expose_docs=_tristate(args.expose_docs),
         log_level=args.log_level,
         store=args.store or saved.get("store") or "sqlite",
         etcd_endpoints=tuple(args.etcd_endpoint or saved.get("etcd_endpoints", [])),
@@ -224,7 +296,10 @@ async def serve(settings: Settings) -> None:
     # the log: the setup code is a secret until the first admin exists.
     print(f"PCloud coordination server {settings.network}", flush=True)
     print(f"join link: {urls[0]}/#fp=sha256:{fp}", flush=True)
-    if code:
+    if code and under_systemd():
+        # Under systemd stdout is the journal, which more people read than the state dir.
+        print(f"setup code: in {settings.state_dir / 'setup-code'} (0600)", flush=True)
+    elif code:
         print(f"setup code: {code}  (also in {settings.state_dir / 'setup-code'})", flush=True)
 
     app = create_app(settings, state=state)
@@ -241,6 +316,9 @@ async def serve(settings: Settings) -> None:
         # clients re-poll (another server, or this one after its restart) on their own.
         timeout_graceful_shutdown=1,
         lifespan="on",
+        # X-Forwarded-For is read only from --trusted-proxy peers (api.deps.client_ip); uvicorn
+        # would otherwise believe it from 127.0.0.1 and let a client pick its own address.
+        proxy_headers=False,
     )
     admin_sock = bind_admin_socket(settings.state_dir / "admin.sock")
     admin_config = uvicorn.Config(admin_app, log_level="warning", lifespan="off")

@@ -1,8 +1,11 @@
-"""Users, their session tokens, pre-auth keys and the one-time setup code.
+"""Users, their session tokens, pre-auth keys, node tokens and the one-time setup code.
 
 Passwords are argon2id hashes; tokens and auth keys are random and kept as SHA-256 digests, so the
 store never holds a usable secret. The setup code lives in `STATE_DIR/setup-code` (0600) only
-until the first admin exists.
+until the first admin exists. Logins are limited per username, per source address and per pair,
+and password hashing is bounded (security.ratelimit). User tokens expire, can be revoked (logout)
+and are purged once expired; node tokens expire after `node_token_ttl_s` and are renewed with a
+proof of the node's key (security.nodeproof).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from .errors import ApiError, conflict, forbidden, not_found, unauthorized
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now, to_record
 from .security import passwords, tokens
-from .security.ratelimit import LoginLimiter
+from .security.nodeproof import NodeProofs
+from .security.ratelimit import Busy, HashGate, LoginLimiter
 from .state import Plan, State, expired
 from .store.base import Delete, Op, Put
 
@@ -37,8 +41,35 @@ class Caller:
 class Accounts:
     def __init__(self, state: State) -> None:
         self.state = state
-        self.limiter = LoginLimiter(state.settings.login_attempts_per_minute)
-        self.setup_path = state.settings.state_dir / "setup-code"
+        settings = state.settings
+        self.limiter = LoginLimiter(
+            settings.login_attempts_per_minute,
+            per_user=settings.login_failures_per_user,
+            per_source=settings.login_failures_per_source,
+        )
+        self.hashes = HashGate(settings.max_concurrent_hashes, settings.max_queued_hashes)
+        self.setup_path = settings.state_dir / "setup-code"
+        self._proofs: NodeProofs | None = None
+
+    @property
+    def proofs(self) -> NodeProofs:
+        """The server's proof key, made on first use (the admin command never needs one)."""
+        if self._proofs is None:
+            self._proofs = NodeProofs(self.state.settings.state_dir)
+        return self._proofs
+
+    async def _hash(self, func: object, *args: str) -> object:
+        """Run one argon2id call in a thread, within the bound on concurrent hashes."""
+        try:
+            async with self.hashes.slot():
+                return await asyncio.to_thread(func, *args)  # type: ignore[arg-type]
+        except Busy:
+            raise ApiError(
+                503,
+                "busy",
+                "too many logins are being checked right now; retry in a few seconds",
+                retry_after=2,
+            ) from None
 
     # ---- setup ------------------------------------------------------------------------------
 
@@ -91,7 +122,8 @@ class Accounts:
 
     async def _new_user(self, username: str, password: str, *, admin: bool) -> UserRec:
         # argon2id takes tens of milliseconds by design: keep it off the event loop.
-        digest = await asyncio.to_thread(passwords.hash_password, password)
+        digest = await self._hash(passwords.hash_password, password)
+        assert isinstance(digest, str)
         return UserRec(username, admin, digest, now())
 
     def _add_user(self, user: UserRec) -> None:
@@ -103,13 +135,16 @@ class Accounts:
         return token, now() + dt.timedelta(seconds=self.state.settings.token_ttl_s)
 
     async def login(self, username: str, password: str, client: str) -> tuple[str, dt.datetime]:
-        wait = self.limiter.blocked(username, client)
+        wait, what = self.limiter.blocked(username, client)
         if wait > 0:
             raise ApiError(
-                429, "rate_limited", f"too many failed logins; try again in {int(wait) + 1} s"
+                429,
+                "rate_limited",
+                f"too many failed logins for {what}; try again in {int(wait) + 1} s",
+                retry_after=wait,
             )
         user = self.state.users.get(username)
-        ok = await asyncio.to_thread(
+        ok = await self._hash(
             passwords.verify_password,
             user.password_hash if user else passwords.DUMMY_HASH,
             password,
@@ -138,6 +173,32 @@ class Accounts:
         if user is None:
             raise unauthorized("the token's user was deleted")
         return Caller(user.username, user.admin)
+
+    async def logout(self, token: str) -> None:
+        """Revoke the presented user token (DELETE /sessions/self)."""
+        self.caller(token)  # 401 when it is unknown or expired already
+        digest = tokens.digest(token)
+        await self.state.change(
+            lambda: [Delete("token", digest)] if digest in self.state.tokens else [],
+            lambda: self.state.tokens.pop(digest, None),
+        )
+
+    async def purge_expired(self) -> int:
+        """Delete expired user tokens from the store (they only ever answer 401)."""
+        doomed: list[str] = []
+
+        def ops() -> list[Op]:
+            doomed[:] = [d for d, t in self.state.tokens.items() if expired(t.expires_at)]
+            return [Delete("token", d) for d in doomed]
+
+        def apply() -> None:
+            for d in doomed:
+                self.state.tokens.pop(d, None)
+
+        await self.state.change(ops, apply)
+        if doomed:
+            log.info("purged %d expired user tokens", len(doomed))
+        return len(doomed)
 
     async def create_user(self, username: str, password: str, admin: bool) -> UserRec:
         if username in self.state.users:
@@ -269,11 +330,26 @@ class Accounts:
 
     # ---- nodes ------------------------------------------------------------------------------
 
-    def node_for_token(self, token: str) -> NodeRec:
+    def node_for_token(self, token: str, *, allow_expired: bool = False) -> NodeRec:
         node_id = self.state.node_by_token.get(tokens.digest(token))
         if node_id is None:
             raise unauthorized("node token is unknown (the node was removed or logged out)")
-        return self.state.nodes[node_id]
+        node = self.state.nodes[node_id]
+        if (
+            not allow_expired
+            and node.token_expires_at is not None
+            and expired(node.token_expires_at)
+        ):
+            raise ApiError(
+                401,
+                "node_token_expired",
+                "node token expired: renew it with a proof of the node's key "
+                "(POST /api/v1/nodes/self/token)",
+            )
+        return node
+
+    def node_token_expiry(self) -> dt.datetime:
+        return now() + dt.timedelta(seconds=self.state.settings.node_token_ttl_s)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,18 @@ from .store.sqlite import SqliteStore
 from .sync import StoreSync, publish_self
 
 DB_NAME = "pcloud.db"
+PURGE_EVERY_S = 3600.0
+log = logging.getLogger("pcloud.server")
+
+
+async def purge_tokens(accounts: Accounts, every_s: float = PURGE_EVERY_S) -> None:
+    """Delete expired user tokens now and then (each login adds one; expired ones only 401)."""
+    while True:
+        try:
+            await accounts.purge_expired()
+        except Exception:  # noqa: BLE001 - a store hiccup: try again next round
+            log.warning("purging expired tokens failed; retrying later", exc_info=True)
+        await asyncio.sleep(every_s)  # a period, not synchronisation
 
 
 class StoreMismatch(ValueError):
@@ -76,9 +89,11 @@ def create_app(
     ensure_ca(files)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sync: StoreSync | None = None
+        purge: asyncio.Task[None] | None = None
         if not local_admin:
+            purge = asyncio.create_task(purge_tokens(app.state.accounts))
             if isinstance(state.store, EtcdStore):
                 # No startup sweep of ephemeral nodes here: they may be polling another
                 # server right now, and presence is per server; one that goes offline on
@@ -90,6 +105,8 @@ def create_app(
                 state.sweep_offline_ephemeral()
                 await publish_self(state)
         yield
+        if purge is not None:
+            purge.cancel()
         if sync is not None:
             await sync.stop()
         await asyncio.sleep(0)
@@ -98,8 +115,11 @@ def create_app(
         title="PCloud coordination server",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        # Closed by default on a server reachable from the network (Settings.docs_open): the
+        # schema is a map of every route, and the docs page loads scripts from a CDN.
+        docs_url="/docs" if settings.docs_open else None,
+        redoc_url="/redoc" if settings.docs_open else None,
+        openapi_url="/openapi.json" if settings.docs_open else None,
     )
     app.state.pcloud = state
     app.state.accounts = Accounts(state)
@@ -110,6 +130,8 @@ def create_app(
     install_handlers(app)
     for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta):
         app.include_router(module.router)
+    if settings.metrics_open:
+        app.include_router(meta.metrics_router)
     # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
     # are still limited and counted.
     app.add_middleware(netmap.NetmapFastPath)

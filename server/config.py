@@ -53,6 +53,27 @@ class Settings:
     offline_grace_s: float = 10.0
     ephemeral_timeout_s: float = 120.0
     login_attempts_per_minute: int = 5
+    # Failed logins per minute for one username from anywhere, and from one source address
+    # for any usernames (spraying); each bites with a growing backoff (security.ratelimit).
+    login_failures_per_user: int = 20
+    login_failures_per_source: int = 30
+    # Password hashes (argon2id, 64 MiB each) running at once, and waiting for a slot; more
+    # logins than both answer 503 with Retry-After instead of piling up.
+    max_concurrent_hashes: int = 2
+    max_queued_hashes: int = 8
+    # Client addresses whose X-Forwarded-For is believed (a reverse proxy); none by default.
+    trusted_proxies: tuple[str, ...] = ()
+    # A node token lives this long and is renewed with a key proof (POST /nodes/self/token).
+    node_token_ttl_s: int = 30 * 24 * 3600
+    # Devices one non-admin user may own (admins are exempt), and addresses kept for server-role
+    # nodes when clients have taken the rest of the network.
+    max_devices_per_user: int = 100
+    server_reserve: int = 5
+    # Policy checks (PUT/POST check/DELETE /acl) run in a worker thread with this time budget.
+    policy_timeout_s: float = 10.0
+    # /metrics and /docs + /openapi.json: None = open only when every listen address is loopback.
+    expose_metrics: bool | None = None
+    expose_docs: bool | None = None
     max_body_bytes: int = 256 * 1024
     log_level: str = "info"
     # Where the coordination state lives: "sqlite" (STATE_DIR/pcloud.db, one server) or "etcd"
@@ -65,6 +86,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         parse_network(self.network)
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"--trusted-proxy {proxy!r} is not an IP address or CIDR"
+                ) from None
+        if self.max_devices_per_user < 1 or self.server_reserve < 0:
+            raise ValueError("--max-devices-per-user must be >= 1 and --server-reserve >= 0")
         if self.store not in ("sqlite", "etcd"):
             raise ValueError(f"--store {self.store!r} must be sqlite or etcd")
         if self.store == "etcd" and not self.etcd_endpoints:
@@ -72,6 +102,17 @@ class Settings:
         for url in self.etcd_endpoints:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"--etcd-endpoint {url!r} must be an http:// or https:// URL")
+
+    def loopback_only(self) -> bool:
+        return all(ipaddress.ip_address(lst.host).is_loopback for lst in self.listen)
+
+    @property
+    def metrics_open(self) -> bool:
+        return self.loopback_only() if self.expose_metrics is None else self.expose_metrics
+
+    @property
+    def docs_open(self) -> bool:
+        return self.loopback_only() if self.expose_docs is None else self.expose_docs
 
     @property
     def net(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -1,7 +1,8 @@
 """Overlay address allocation over the network CIDR.
 
-The first host address is kept for the first server-role node (10.0.0.1 in the default network);
-everything else gets the lowest free address. Freed addresses are reused (lowest first) only after
+The first host address is kept for the first server-role node (10.0.0.1 in the default network),
+and a reserve of the last free addresses for later server-role nodes (clients cannot fill the
+network for servers); everything else gets the lowest free address. Freed addresses are reused (lowest first) only after
 a node is deleted. Allocation is O(log n) with a heap of freed slots and a high-water mark, so
 registering the 10,000th node costs the same as the first.
 """
@@ -39,10 +40,27 @@ class Ipam:
     def _addr(self, offset: int) -> str:
         return str(ipaddress.ip_address(self._base + offset))
 
-    def allocate(self, *, server: bool) -> str:
+    def free(self) -> int:
+        """Addresses not handed out (the first-server slot included)."""
+        return self._last - self._first + 1 - len(self._used)
+
+    def allocate(self, *, server: bool, reserve: int = 0) -> str:
+        """The lowest free address. A client never takes the last `reserve` free addresses nor
+        the first-server slot: they stay for server-role nodes, so a network that clients
+        filled can still grow its control plane."""
         if server and self._first not in self._used:
             self._used.add(self._first)
             return self._addr(self._first)
+        if not server:
+            # At most a quarter of the network is kept, so a tiny test network still takes clients.
+            kept = min(reserve, (self._last - self._first + 1) // 4)
+            kept += self._first not in self._used
+            if self.free() <= kept:
+                raise Exhausted(
+                    f"network {self.network} has no free address left for clients "
+                    f"({self.free()} kept for server-role nodes): remove unused devices or "
+                    "start the network with a larger --network"
+                )
         while self._free:
             off = heapq.heappop(self._free)
             if off not in self._used:
@@ -54,7 +72,7 @@ class Ipam:
             self._used.add(off)
             return self._addr(off)
         if self._first not in self._used:
-            # Only the server slot is left: a client may have it rather than fail.
+            # Only the first-server slot is left: a later server may have it rather than fail.
             self._used.add(self._first)
             return self._addr(self._first)
         raise Exhausted(f"network {self.network} has no free address left")

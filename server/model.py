@@ -90,6 +90,13 @@ class NodeRec:
     # The source address the server saw on the node's last request (first endpoint candidate).
     observed: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # When the node token stops working unless renewed with a key proof (None: a token from
+    # before node tokens expired, or the admin socket's first server; see accounts.node_for_token).
+    token_expires_at: dt.datetime | None = None
+    # Whether the current token was issued against a proof of the node's private key: server
+    # secrets are handed only to a proven server-role token (a client token an admin promotes
+    # by PATCH must be renewed with a proof first).
+    proven: bool = False
 
     def all_endpoints(self) -> list[str]:
         out: list[str] = []

@@ -24,6 +24,25 @@ USERNAME_RE = re.compile(r"[a-z][a-z0-9._-]{0,62}")
 TAG_RE = re.compile(r"tag:[a-z0-9][a-z0-9-]{0,62}")
 PORT_RE = re.compile(r"[1-9][0-9]{0,4}")  # ASCII digits only, no leading zero
 MAX_ENDPOINTS = 16
+# The owner recorded for server-role nodes (they are owned by `tag:server`, not by a person).
+# Reserved: no account may carry this name, so no user credential can ever act as that owner.
+INFRA_OWNER = "pcloud"
+SERVER_TAG = "tag:server"  # every server-role node carries it (and is owned by it)
+RESERVED_USERNAMES = frozenset({INFRA_OWNER})
+
+# Proof of possession of a node's WireGuard private key (see `proof_message`).
+PROOF_CONTEXT = "pcloud-node-proof-v1"
+ProofPurpose = Literal["register", "rotate", "promote", "renew"]
+
+
+def proof_message(purpose: str, timestamp: int) -> bytes:
+    """The plaintext a node seals in a NaCl box from its WireGuard private key to the server's
+    proof key (`GET /api/v1/key`): the purpose binds a proof to one kind of request and the
+    timestamp (the server's clock, as `GET /key` reported it) bounds its life. Only the holder of
+    the node's private key (or the server) can make a box the server opens with that node's
+    public key, so a valid box proves possession of the key."""
+    return f"{PROOF_CONTEXT}\n{purpose}\n{int(timestamp)}".encode()
+
 
 # Curve25519 points of small order (u-coordinates, little-endian, bit 255 cleared), the list
 # libsodium refuses in crypto_scalarmult (`has_small_order`): 0, 1, the two points of order 8,
@@ -83,6 +102,8 @@ def check_username(value: str) -> str:
             "username must start with a lower-case letter and hold at most 63 letters, "
             "digits, '.', '_' or '-'"
         )
+    if value in RESERVED_USERNAMES:
+        raise ValueError(f"username {value!r} is reserved (it owns the network's servers)")
     return value
 
 
@@ -171,6 +192,8 @@ Endpoints = Annotated[
     list[Endpoint], Field(max_length=MAX_ENDPOINTS), AfterValidator(check_endpoint_list)
 ]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
+# base64 of a NaCl box (24-byte nonce, 16-byte tag, a short message): well under 200 characters.
+Proof = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class Request(BaseModel):
@@ -193,6 +216,14 @@ class Health(BaseModel):
     version: str
     needs_setup: bool
     store: Literal["sqlite", "etcd"] = "sqlite"
+
+
+class ServerKey(BaseModel):
+    """`GET /api/v1/key`: the server's X25519 proof key and its clock (unix seconds), which a
+    node puts in its proof so a device with a wrong clock still proves in time."""
+
+    public_key: str
+    time: int
 
 
 class SetupRequest(Request):
@@ -282,6 +313,9 @@ class RegisterRequest(Request):
     hostname: Hostname
     endpoints: Endpoints = []
     role: Role | None = None
+    # Proof of the private key of `public_key` (purpose "register"); required for a server-role
+    # node, checked whenever given.
+    proof: Proof | None = None
 
 
 class RegisterAnswer(BaseModel):
@@ -290,6 +324,21 @@ class RegisterAnswer(BaseModel):
     address: str
     network: str
     netmap: Netmap
+    # When the node token stops working unless renewed (POST /nodes/self/token), and the
+    # lifetime a renewal gives (None from servers whose node tokens never expire).
+    node_token_expires_at: datetime | None = None
+    node_token_ttl_s: int | None = None
+
+
+class RenewRequest(Request):
+    """Renew the presented node token (even an expired one) with a proof (purpose "renew")."""
+
+    proof: Proof
+
+
+class RenewAnswer(BaseModel):
+    expires_at: datetime
+    ttl_s: int
 
 
 class EndpointsUpdate(Request):
@@ -298,6 +347,8 @@ class EndpointsUpdate(Request):
 
 class RotateKeyRequest(Request):
     public_key: PublicKey
+    # Proof of the NEW key (purpose "rotate"); required for a server-role node.
+    proof: Proof | None = None
 
 
 class RotateKeyAnswer(BaseModel):
@@ -378,6 +429,8 @@ class PromoteRequest(Request):
     """A node asks to become a server with a server-role pre-auth key."""
 
     auth_key: Annotated[str, Field(min_length=1, max_length=256)]
+    # Proof of the node's current key (purpose "promote"): a server-role token needs one.
+    proof: Proof | None = None
 
     def __repr__(self) -> str:
         return "PromoteRequest(auth_key=<redacted>)"

@@ -28,6 +28,8 @@ from .netmap.broadcast import Broadcaster, VersionClock
 from .policy.document import Policy, parse_policy
 from .policy.engine import NodeFacts, PeerIndex
 from .presence import Presence
+from .protocol import INFRA_OWNER, SERVER_TAG
+from .security.nodeproof import proof_required
 from .store.base import (
     Claim,
     ClaimTaken,
@@ -58,6 +60,12 @@ def facts(node: NodeRec) -> NodeFacts:
     return NodeFacts(
         id=node.id, user=node.user, role=node.role, tags=tuple(node.tags), address=node.address
     )
+
+
+def server_owned(tags: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """Owner and tags of a server-role node: owned by `tag:server` (first, plus any other tags),
+    never by a person, so no user credential reaches the network's infrastructure."""
+    return INFRA_OWNER, (SERVER_TAG, *[t for t in tags if t != SERVER_TAG])
 
 
 def store_unavailable(exc: Exception) -> ApiError:
@@ -114,6 +122,10 @@ class State(Presence):
             self.nodes[node.id] = node
         self.node_by_key = {n.public_key: n.id for n in self.nodes.values()}
         self.node_by_token = {n.token_digest: n.id for n in self.nodes.values()}
+        # Untagged devices per user (the device quota without a pass over every node).
+        self._devices: dict[str, int] = {}
+        for n in self.nodes.values():
+            self._count_device(n, 1)
         # How many nodes bear each hostname (unique_hostname without a pass over every node).
         self._hostnames: dict[str, int] = {}
         for n in self.nodes.values():
@@ -302,6 +314,18 @@ class State(Presence):
             i += 1
         return f"{wanted[:59]}-{i}"
 
+    def _count_device(self, node: NodeRec, delta: int) -> None:
+        if node.tags:
+            return  # a tagged node is owned by its tags, not by its creator
+        left = self._devices.get(node.user, 0) + delta
+        if left > 0:
+            self._devices[node.user] = left
+        else:
+            self._devices.pop(node.user, None)
+
+    def devices_of(self, user: str) -> int:
+        return self._devices.get(user, 0)
+
     def _hostname_add(self, name: str) -> None:
         self._hostnames[name] = self._hostnames.get(name, 0) + 1
 
@@ -316,6 +340,7 @@ class State(Presence):
         """Put a committed node record into memory and every index (local change or watch)."""
         if old is not None:
             self._hostname_drop(old.hostname)
+            self._count_device(old, -1)
             if self.node_by_key.get(old.public_key) == node.id:
                 del self.node_by_key[old.public_key]
             if self.node_by_token.get(old.token_digest) == node.id:
@@ -323,6 +348,7 @@ class State(Presence):
             if old.address != node.address and old.address not in self.addrs:
                 self.ipam.release(old.address)
         self._hostname_add(node.hostname)
+        self._count_device(node, 1)
         self.nodes[node.id] = node
         self.node_by_key[node.public_key] = node.id
         self.node_by_token[node.token_digest] = node.id
@@ -334,6 +360,7 @@ class State(Presence):
     def drop_node(self, node: NodeRec, version: int, before: set[int]) -> None:
         del self.nodes[node.id]
         self._hostname_drop(node.hostname)
+        self._count_device(node, -1)
         self.peer_json.pop(node.id, None)
         if self.node_by_key.get(node.public_key) == node.id:
             del self.node_by_key[node.public_key]
@@ -369,20 +396,47 @@ class State(Presence):
         token_digest: str,
         observed: str | None,
         also: Callable[[], Sequence[Op]] | None = None,
+        proven: bool = False,
+        may_serve: bool = False,
+        token_expires_at: dt.datetime | None = None,
+        quota_exempt: bool = False,
     ) -> NodeRec:
         """Register a device. `also` (re)checks whatever the registration spends (an auth key)
-        against the working set of each attempt and returns the ops that spend it."""
+        against the working set of each attempt and returns the ops that spend it.
+
+        `proven`: the caller proved the private key of `public_key` (security.nodeproof);
+        `may_serve`: the credential may hold a server-role node (an admin, a server-role key).
+        A server-role node is always registered as `server_owned`, with a proof; logging an
+        existing server-role node in again needs both, so a user credential never turns into a
+        server token. `quota_exempt`: the owner is an admin (no device quota)."""
         endpoints = tuple(endpoints)
+        if role == "server":
+            if not proven:
+                raise proof_required("registering a server-role node")
+            user, tags = server_owned(tags)
 
         def build() -> Plan[NodeRec]:
             extra = list(also()) if also is not None else []
             existing_id = self.node_by_key.get(public_key)
             if existing_id is not None:
                 return self._plan_relogin(
-                    self.nodes[existing_id], user, tags, token_digest, endpoints, observed, extra
+                    self.nodes[existing_id],
+                    user,
+                    tags,
+                    token_digest,
+                    endpoints,
+                    observed,
+                    extra,
+                    proven=proven,
+                    may_serve=may_serve,
+                    token_expires_at=token_expires_at,
                 )
+            if role != "server" and not tags and not quota_exempt:
+                self.check_quota(user)
             try:
-                address = self.ipam.allocate(server=role == "server")
+                address = self.ipam.allocate(
+                    server=role == "server", reserve=self.settings.server_reserve
+                )
             except Exhausted as exc:
                 raise conflict("network_exhausted", str(exc)) from None
             node = NodeRec(
@@ -399,6 +453,8 @@ class State(Presence):
                 ephemeral=ephemeral,
                 last_seen=now(),
                 observed=observed,
+                token_expires_at=token_expires_at,
+                proven=proven,
             )
             ops: list[Op] = [
                 self.put_node(node),
@@ -427,6 +483,17 @@ class State(Presence):
 
         return await self.transact(build)
 
+    def check_quota(self, user: str) -> None:
+        limit = self.settings.max_devices_per_user
+        if self.devices_of(user) >= limit:
+            raise ApiError(
+                403,
+                "device_quota",
+                f"user {user!r} already has {limit} devices, the per-user limit "
+                "(pcloud-server --max-devices-per-user): remove one of them (DELETE /nodes/ID "
+                "or `pcloud logout` on it) or ask an admin to raise the limit",
+            )
+
     def _plan_relogin(
         self,
         node: NodeRec,
@@ -436,12 +503,32 @@ class State(Presence):
         endpoints: tuple[str, ...],
         observed: str | None,
         extra: list[Op],
+        *,
+        proven: bool,
+        may_serve: bool,
+        token_expires_at: dt.datetime | None,
     ) -> Plan[NodeRec]:
-        if node.user != user or tuple(node.tags) != tuple(tags):
+        if node.role == "server":
+            # A server's token unlocks the network's secrets: only a credential that may hold a
+            # server, together with the proof of the node's key, logs it in again.
+            if not may_serve:
+                raise conflict(
+                    "public_key_taken",
+                    "public_key belongs to a server-role node: only an admin or a server-role "
+                    "auth key (with a proof of the node's key) may log it in again",
+                )
+            if not proven:
+                raise proof_required("logging in a server-role node again")
+        elif node.user != user or tuple(node.tags) != tuple(tags):
             raise conflict("public_key_taken", "public_key is already registered to another owner")
         # Same device logging in again: same node, same address, fresh node token.
         updated = dataclasses.replace(
-            node, token_digest=token_digest, endpoints=endpoints, observed=observed
+            node,
+            token_digest=token_digest,
+            endpoints=endpoints,
+            observed=observed,
+            token_expires_at=token_expires_at,
+            proven=proven,
         )
 
         def apply(version: int) -> NodeRec:
@@ -463,7 +550,13 @@ class State(Presence):
         observed: str | None = None,
         public_key: str | None = None,
         by_self: bool = False,
+        proven: bool | None = None,
+        token_expires_at: dt.datetime | None = None,
     ) -> NodeRec:
+        """Change a node. A change to role server moves it to `server_owned` (its owner's
+        credentials no longer reach it); a change back to client drops `tag:server`.
+        `proven`/`token_expires_at` record a key proof and the token's renewed expiry."""
+
         def build() -> Plan[NodeRec]:
             node = self.node(node_id)
             if public_key is not None and public_key != node.public_key:
@@ -473,10 +566,18 @@ class State(Presence):
             updated = dataclasses.replace(node)
             if hostname is not None:
                 updated.hostname = self.unique_hostname(hostname, node_id)
-            if role is not None:
-                updated.role = role
             if tags is not None:
                 updated.tags = tuple(tags)
+            if role is not None:
+                updated.role = role
+            if updated.role == "server" and (role is not None or tags is not None):
+                updated.user, updated.tags = server_owned(updated.tags)
+            elif role == "client" and node.role == "server":
+                updated.tags = tuple(t for t in updated.tags if t != SERVER_TAG)
+            if proven is not None:
+                updated.proven = proven
+            if token_expires_at is not None:
+                updated.token_expires_at = token_expires_at
             if endpoints is not None:
                 updated.endpoints = tuple(endpoints)
                 updated.observed = observed
@@ -485,9 +586,13 @@ class State(Presence):
             if to_record(updated) == to_record(node):
                 return Plan([], lambda _v: node)
 
+            seen_by_peers = _peer_facts(updated) != _peer_facts(node)
+
             def apply(version: int) -> NodeRec:
                 before = self.peers_of(node_id)
                 self.upsert_node(updated, node)
+                if not seen_by_peers and by_self:
+                    return updated  # a token renewal: nothing any netmap shows changed
                 after = self.peers_of(node_id)
                 self.fanout(
                     version, node_id, before, after, content_changed=True, self_changed=not by_self
@@ -523,22 +628,47 @@ class State(Presence):
 
     # ---- policy ---------------------------------------------------------------------------
 
-    async def set_policy(self, policy: Policy | None) -> int:
+    async def set_policy(
+        self,
+        policy: Policy | None,
+        prepared: tuple[int, PeerIndex, dict[int, Any]] | None = None,
+    ) -> int:
+        """Commit a policy. `prepared` = (the version it was computed at, the new index, each
+        node's view change), worked out off the loop (api.policy_work); used when nothing
+        changed since, else the diff is made here."""
+
         def build() -> Plan[int]:
             op: Op = (
                 Put("policy", "current", {"text": policy.text})
                 if policy is not None
                 else Delete("policy", "current")
             )
-            return Plan([op], lambda version: self.policy_applied(policy, version))
+            ready = prepared if prepared is not None and prepared[0] == self.version else None
+            return Plan([op], lambda version: self.policy_applied(policy, version, ready))
 
         return await self.transact(build)
 
-    def policy_applied(self, policy: Policy | None, version: int) -> int:
+    def policy_applied(
+        self,
+        policy: Policy | None,
+        version: int,
+        prepared: tuple[int, PeerIndex, dict[int, Any]] | None = None,
+    ) -> int:
         """Swap in a committed policy; log the view change of every node whose view changed."""
+        old_index = self.index
+        if prepared is not None:
+            _, new_index, diff = prepared
+            new_index.set_admins(self.admins())
+            self.index = new_index
+            self.policy = policy
+            self.policy_text = policy.text if policy is not None else None
+            for node_id, (gains, loses) in diff.items():
+                if node_id in self.nodes:
+                    self.bus.record(version, node_id, changed=gains, removed=loses)
+            log.info("policy %s; %d nodes' views changed", "set" if policy else "reset", len(diff))
+            return len(diff)
         new_index = self.index.copy()
         new_index.set_policy(policy)
-        old_index = self.index
         self.index = new_index
         self.policy = policy
         self.policy_text = policy.text if policy is not None else None
@@ -557,6 +687,20 @@ class State(Presence):
     def close(self) -> None:
         self.presence_close()
         self.store.close()
+
+
+def _peer_facts(node: NodeRec) -> tuple[Any, ...]:
+    """What a netmap shows of a node (netmap.build.peer): a change elsewhere wakes nobody."""
+    return (
+        node.hostname,
+        node.user,
+        node.role,
+        node.tags,
+        node.public_key,
+        node.address,
+        node.endpoints,
+        node.observed,
+    )
 
 
 def expired(at: dt.datetime) -> bool:

@@ -15,14 +15,20 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from pcloud.backend.control.proof import make_proof
+from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import (
     EndpointsUpdate,
     LoginRequest,
     Netmap,
+    ProofPurpose,
     RegisterAnswer,
     RegisterRequest,
+    RenewAnswer,
+    RenewRequest,
     RotateKeyAnswer,
     RotateKeyRequest,
+    ServerKey,
     TokenAnswer,
 )
 
@@ -102,6 +108,21 @@ class ControlClient:
         assert answer is not None
         return answer
 
+    async def proof(self, server: str, key: PrivateKey, purpose: ProofPurpose) -> str:
+        """A fresh proof of `key` for `purpose`, sealed to `server`'s own proof key."""
+        answer = await self._call("GET", server, "/key", model=ServerKey)
+        assert answer is not None
+        return make_proof(key, answer, purpose)
+
+    async def renew(self, server: str, token: str, key: PrivateKey) -> RenewAnswer:
+        """Extend our node token's life (even once expired) with a proof of our key."""
+        body = RenewRequest(proof=await self.proof(server, key, "renew"))
+        answer = await self._call(
+            "POST", server, "/nodes/self/token", token=token, body=body, model=RenewAnswer
+        )
+        assert answer is not None
+        return answer
+
     async def register(self, server: str, bearer: str, request: RegisterRequest) -> RegisterAnswer:
         answer = await self._call(
             "POST", server, "/nodes/register", token=bearer, body=request, model=RegisterAnswer
@@ -115,8 +136,13 @@ class ControlClient:
         if since is not None:
             params["since"] = since
         answer = await self._call(
-            "GET", server, "/netmap", token=token, params=params,
-            wait_s=poll_s + self._timeout, model=Netmap,
+            "GET",
+            server,
+            "/netmap",
+            token=token,
+            params=params,
+            wait_s=poll_s + self._timeout,
+            model=Netmap,
         )
         assert answer is not None
         return answer
@@ -125,10 +151,17 @@ class ControlClient:
         body = EndpointsUpdate(endpoints=list(endpoints))
         await self._call("PUT", server, "/nodes/self/endpoints", token=token, body=body)
 
-    async def rotate_key(self, server: str, token: str, public_key: str) -> RotateKeyAnswer:
-        body = RotateKeyRequest(public_key=public_key)
+    async def rotate_key(self, server: str, token: str, new_key: PrivateKey) -> RotateKeyAnswer:
+        """Move our node to `new_key`, proving we hold it."""
+        body = RotateKeyRequest(
+            public_key=new_key.public_key(), proof=await self.proof(server, new_key, "rotate")
+        )
         answer = await self._call(
-            "POST", server, "/nodes/self/rotate-key", token=token, body=body,
+            "POST",
+            server,
+            "/nodes/self/rotate-key",
+            token=token,
+            body=body,
             model=RotateKeyAnswer,
         )
         assert answer is not None

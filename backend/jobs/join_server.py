@@ -66,7 +66,12 @@ class JoinServer:
         if approval.get("auth_key"):
             await coordcall.checked(
                 ca, server, "POST", "/nodes/self/promote",
-                token=backend.node.node_token, body={"auth_key": approval["auth_key"]},
+                token=backend.node.node_token,
+                body={
+                    "auth_key": approval["auth_key"],
+                    # A server-role token is only ever given against a proof of our key.
+                    "proof": await backend.key_proof(server, "promote"),
+                },
             )  # fmt: skip
             how = "with a server-role pre-auth key"
         elif approval.get("token"):

@@ -16,7 +16,7 @@ from ..protocol import (
     User,
     UserCreate,
 )
-from .deps import AccountsDep, AdminUser, CurrentUser, client_ip
+from .deps import AccountsDep, AdminUser, BearerDep, CurrentUser, client_ip
 
 router = APIRouter(prefix="/api/v1")
 
@@ -40,6 +40,12 @@ async def setup(body: SetupRequest, accounts: AccountsDep) -> SetupAnswer:
 async def login(body: LoginRequest, request: Request, accounts: AccountsDep) -> TokenAnswer:
     token, expires = await accounts.login(body.username, body.password, client_ip(request))
     return TokenAnswer(token=token, expires_at=expires)
+
+
+@router.delete("/sessions/self", status_code=204, tags=["accounts"])
+async def logout(accounts: AccountsDep, token: BearerDep) -> None:
+    """Revoke the presented user token (log out); its other sessions stay."""
+    await accounts.logout(token)
 
 
 @router.post("/users", response_model=User, status_code=201, tags=["accounts"])

@@ -1,12 +1,18 @@
-"""Routes for the policy document: read, write (validated and tested), reset and dry run."""
+"""Routes for the policy document: read, write (validated and tested), reset and dry run.
+
+The policy work runs off the event loop within limits (policy_work).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 
 from ..errors import ApiError
-from ..policy.document import PolicyError, parse_policy
-from ..policy.engine import run_tests, view_changes
+from ..policy.document import Policy, PolicyError, parse_policy
+from ..policy.engine import PeerIndex, TestOutcome, run_tests, view_changes
 from ..protocol import (
     PeerChange,
     PolicyAnswer,
@@ -15,6 +21,7 @@ from ..protocol import (
     PolicyWriteAnswer,
 )
 from .deps import AdminUser, StateDep
+from .policy_work import check_counts, run_policy_job
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 
@@ -45,51 +52,84 @@ async def get_acl(state: StateDep, _: AdminUser) -> PolicyAnswer:
     return PolicyAnswer(policy=state.policy_text)
 
 
+def prepare(
+    state: StateDep, text: str | None, *, check: bool
+) -> Callable[[], tuple[Policy | None, PeerIndex, list[TestOutcome], dict[int, Any]]]:
+    """The worker's job over snapshots taken here on the loop (the loop keeps changing the
+    working set meanwhile): parse, compile, run the tests and diff every node's view."""
+    users = frozenset(state.users)
+    base = state.index.copy()
+    node_ids = list(state.nodes)
+
+    def work() -> tuple[Policy | None, PeerIndex, list[TestOutcome], dict[int, Any]]:
+        policy = None
+        if text is not None:
+            check_counts(text)
+            try:
+                policy = parse_policy(text, users=users)
+            except PolicyError as exc:
+                if check:
+                    raise _Invalid(exc.errors) from None
+                raise ApiError(400, "invalid_policy", "; ".join(exc.errors)) from None
+        trial = base.copy()
+        trial.set_policy(policy)
+        tests = run_tests(policy, trial) if policy is not None else []
+        if not check and any(not t.passed for t in tests):
+            return policy, trial, tests, {}
+        return policy, trial, tests, view_changes(base, trial, node_ids)
+
+    return work
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
 @router.put("/acl", response_model=PolicyWriteAnswer, openapi_extra=POLICY_BODY)
 async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
     text = await policy_text(request)
-    try:
-        policy = parse_policy(text, users=state.users.keys())
-    except PolicyError as exc:
-        raise ApiError(400, "invalid_policy", "; ".join(exc.errors)) from None
-    trial = state.index.copy()
-    trial.set_policy(policy)
-    failed = [t for t in run_tests(policy, trial) if not t.passed]
+    version = state.version
+    job = prepare(state, text, check=False)
+    policy, trial, tests, changes = await run_policy_job(job, state.settings.policy_timeout_s)
+    failed = [t for t in tests if not t.passed]
     if failed:
         detail = "; ".join(f"test for {t.src}: {', '.join(t.errors)}" for t in failed)
         raise ApiError(400, "policy_test_failed", f"policy tests failed: {detail}")
-    await state.set_policy(policy)
+    assert policy is not None
+    await state.set_policy(policy, prepared=(version, trial, changes))
     return PolicyWriteAnswer(ok=True, warnings=list(policy.warnings))
 
 
 @router.delete("/acl", response_model=PolicyWriteAnswer)
 async def delete_acl(state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
-    await state.set_policy(None)
+    version = state.version
+    job = prepare(state, None, check=False)
+    _policy, trial, _tests, changes = await run_policy_job(job, state.settings.policy_timeout_s)
+    await state.set_policy(None, prepared=(version, trial, changes))
     return PolicyWriteAnswer(ok=True)
 
 
 @router.post("/acl/check", response_model=PolicyCheckAnswer, openapi_extra=POLICY_BODY)
 async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCheckAnswer:
     text = await policy_text(request)
+    job = prepare(state, text, check=True)
     try:
-        policy = parse_policy(text, users=state.users.keys())
-    except PolicyError as exc:
+        policy, _trial, outcomes, diff = await run_policy_job(job, state.settings.policy_timeout_s)
+    except _Invalid as exc:
         return PolicyCheckAnswer(ok=False, errors=exc.errors, warnings=[], tests=[], changes=[])
-    trial = state.index.copy()
-    trial.set_policy(policy)
-    tests = [
-        PolicyTestResult(src=t.src, passed=t.passed, errors=t.errors)
-        for t in run_tests(policy, trial)
-    ]
+    assert policy is not None
+    tests = [PolicyTestResult(src=t.src, passed=t.passed, errors=t.errors) for t in outcomes]
     names = {n.id: n.hostname for n in state.nodes.values()}
-    diff = view_changes(state.index, trial, list(state.nodes))
     changes = [
         PeerChange(
             node=names[nid],
-            gains=sorted(names[p] for p in gains),
-            loses=sorted(names[p] for p in loses),
+            gains=sorted(names[p] for p in gains if p in names),
+            loses=sorted(names[p] for p in loses if p in names),
         )
-        for nid, (gains, loses) in sorted(diff.items(), key=lambda kv: names[kv[0]])
+        for nid, (gains, loses) in sorted(diff.items(), key=lambda kv: names.get(kv[0], ""))
+        if nid in names
     ]
     ok = all(t.passed for t in tests)
     errors = [] if ok else [f"test for {t.src} failed" for t in tests if not t.passed]

@@ -4,8 +4,12 @@ and the K3s join token that only server-role nodes may read (DESIGN section 5).
 - `POST /cluster/first-server` (admin socket only, i.e. root on this server): registers the
   installing machine before any user exists. The node is owned by its tag `tag:server`, not by
   a person: the network's infrastructure outlives the admin who set it up.
-- `POST /nodes/self/promote` `{auth_key}`: a node that is already a client becomes a server
-  with a server-role pre-auth key (an admin may instead PATCH its role).
+- `POST /nodes/self/promote` `{auth_key, proof}`: a node that is already a client becomes a
+  server with a server-role pre-auth key and a proof of its key (an admin may instead PATCH its
+  role). Either way it is then owned by `tag:server`, like the first server.
+
+Every route here needs a server-role node token that was issued or renewed against a proof of
+the node's WireGuard key (`NodeRec.proven`, security.nodeproof).
 - `PUT /cluster/k3s` `{token, server_urls}` by a server-role node: publishes the K3s join token
   and adds that server's K3s URL; `GET /cluster/k3s` answers both to server-role nodes only.
 
@@ -20,10 +24,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from ..accounts import Accounts
 from ..errors import ApiError, conflict, forbidden, not_found, unauthorized
 from ..model import NodeRec
-from ..netmap import build
 from ..protocol import (
+    INFRA_OWNER,
+    SERVER_TAG,
     K3sPublish,
     K3sToken,
     PromoteAnswer,
@@ -32,17 +38,16 @@ from ..protocol import (
     RegisterRequest,
 )
 from ..security import tokens
+from ..security.nodeproof import proof_required
 from ..store.base import Op, Put
 from .deps import AccountsDep, BearerDep, CurrentNode, StateDep
-from .nodes import observed_endpoint
+from .nodes import observed_endpoint, register_answer
 
 log = logging.getLogger("pcloud.server.cluster")
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
 
-SERVER_TAG = "tag:server"
-# Owner recorded for the first server; a tagged node is owned by its tags, so this name grants
-# nothing (netmaps show tagged nodes as "tagged-devices").
-INFRA_OWNER = "pcloud"
+# INFRA_OWNER (protocol): owner recorded for server-role nodes; a tagged node is owned by its
+# tags, and no account may take the name, so it grants nothing.
 META_KEY = "k3s"
 
 
@@ -55,6 +60,11 @@ async def server_node(accounts: AccountsDep, secret: BearerDep) -> NodeRec:
         raise forbidden(
             f"node {node.hostname} has role {node.role}: only server-role nodes may use the "
             "K3s join token (an admin approves it with join-server first)"
+        )
+    if not node.proven:
+        raise proof_required(
+            f"node {node.hostname}'s token was not issued against a key proof; a server secret "
+            "(renew the token: POST /api/v1/nodes/self/token) and this request"
         )
     return node
 
@@ -110,13 +120,16 @@ async def promote(
     key = accounts.check_auth_key(body.auth_key)
     if key.role != "server":
         raise forbidden(f"this auth key is for role {key.role}; promotion needs a server key")
-    if node.role != "server":
+    if body.proof is None:
+        raise proof_required("promoting a node to server")
+    accounts.proofs.verify(node.public_key, body.proof, "promote")
+    if node.role != "server" or not node.proven:
         # Spend the key before the role changes: a crash in between wastes a key, never
         # lets one promote twice.
         await state.change(
             lambda: accounts.spend_ops(body.auth_key), lambda: accounts.spent(body.auth_key)
         )
-        node = await state.update_node(node.id, role="server")
+        node = await state.update_node(node.id, role="server", proven=True)
     return PromoteAnswer(node_id=node.id, address=node.address, role="server")
 
 
@@ -128,6 +141,9 @@ async def first_server(body: RegisterRequest, request: Request, state: StateDep)
             403, "forbidden", "first-server registration is only on the server's admin socket"
         )
     node_token = tokens.new_token(tokens.NODE_TOKEN)
+    accounts: Accounts = request.app.state.accounts
+    if body.proof is not None:
+        accounts.proofs.verify(body.public_key, body.proof, "register")
     node = await state.register(
         public_key=body.public_key,
         hostname=body.hostname,
@@ -138,11 +154,10 @@ async def first_server(body: RegisterRequest, request: Request, state: StateDep)
         ephemeral=False,
         token_digest=tokens.digest(node_token),
         observed=observed_endpoint(request, body.endpoints),
+        # Root on this server (the only one who reaches the admin socket) can read the CA key
+        # in the state dir anyway: its word stands for the key proof.
+        proven=True,
+        may_serve=True,
+        token_expires_at=accounts.node_token_expiry(),
     )
-    return RegisterAnswer(
-        node_id=node.id,
-        node_token=node_token,
-        address=node.address,
-        network=str(state.settings.net),
-        netmap=build.full(state, node.id),
-    )
+    return register_answer(state, node, node_token)

@@ -25,11 +25,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from ..protocol import PromoteAnswer
+from ..protocol import SERVER_TAG, PromoteAnswer
 from ..security.tls import TlsFiles
 from ..state import SERVER_PREFIX, Plan
 from ..store.base import Delete, Op, Put
-from .cluster import META_KEY, SERVER_TAG, ServerNode
+from .cluster import META_KEY, ServerNode
 from .deps import StateDep
 
 log = logging.getLogger("pcloud.server.cluster")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -73,4 +74,26 @@ CurrentNode = Annotated[NodeRec, Depends(current_node)]
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The caller's address: the TCP peer, or the last X-Forwarded-For hop when the peer is a
+    configured reverse proxy (`--trusted-proxy`; none by default, and uvicorn's own header
+    rewriting is off), so no client picks its own address for the login limiter."""
+    peer = request.client.host if request.client else "unknown"
+    proxies = request.app.state.pcloud.settings.trusted_proxies
+    if proxies and _trusted(peer, proxies):
+        hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+        for hop in reversed(hops):
+            try:
+                ip = ipaddress.ip_address(hop)
+            except ValueError:
+                break
+            if not _trusted(str(ip), proxies):
+                return str(ip)
+    return peer
+
+
+def _trusted(addr: str, proxies: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(p, strict=False) for p in proxies)

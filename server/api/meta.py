@@ -1,4 +1,9 @@
-"""Unauthenticated routes: the network CA (for pinning) and Prometheus metrics."""
+"""Unauthenticated routes: the network CA (for pinning) and Prometheus metrics.
+
+`/metrics` is on its own router: the app includes it only when `Settings.metrics_open` (by
+default only on a server that listens on loopback alone), since its counters tell anyone who can
+reach the port how many devices exist and how many logins failed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .deps import StateDep
 
 router = APIRouter(tags=["meta"])
+metrics_router = APIRouter(tags=["meta"])
 
 
 @router.get("/api/v1/ca", response_class=PlainTextResponse)
@@ -18,7 +24,7 @@ async def ca_certificate(request: Request) -> PlainTextResponse:
     return PlainTextResponse(pem.decode(), media_type="application/x-pem-file")
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@metrics_router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, state: StateDep) -> Response:
     m = request.app.state.metrics
     m.refresh(state)

@@ -1,9 +1,17 @@
-"""Routes for devices: registration, a node's own updates, and admin management."""
+"""Routes for devices: registration, a node's own updates, and admin management.
+
+Key proofs (security.nodeproof): `GET /key` gives the server's proof key and clock; `register`
+checks a `proof` of `public_key` whenever one is sent and needs it for a server-role node (new or
+logging in again); `rotate-key` needs a proof of the NEW key on a server-role node;
+`POST /nodes/self/token` renews the presented node token, even an expired one, against a proof of
+the node's current key.
+"""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import time
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request
@@ -17,11 +25,15 @@ from ..protocol import (
     NodeUpdate,
     RegisterAnswer,
     RegisterRequest,
+    RenewAnswer,
+    RenewRequest,
     RotateKeyAnswer,
     RotateKeyRequest,
+    ServerKey,
     check_endpoint,
 )
 from ..security import tokens
+from ..security.nodeproof import proof_required
 from ..state import State
 from ..store.base import Op
 from .deps import AccountsDep, AdminUser, BearerDep, CurrentNode, StateDep, client_ip
@@ -52,6 +64,12 @@ def observed_endpoint(request: Request, endpoints: list[str]) -> str | None:
     return None if seen in endpoints else seen
 
 
+@router.get("/key", response_model=ServerKey, tags=["meta"])
+async def server_key(accounts: AccountsDep) -> ServerKey:
+    """The key a node seals its proofs to, and this server's clock for their timestamp."""
+    return ServerKey(public_key=accounts.proofs.public_key, time=int(time.time()))
+
+
 @router.post("/nodes/register", response_model=RegisterAnswer)
 async def register(
     body: RegisterRequest,
@@ -67,6 +85,9 @@ async def register(
         if body.role is not None and body.role != key_rec.role:
             raise forbidden(f"role {body.role!r} is not allowed by this {key_rec.role} auth key")
         owner, role, tags, ephemeral = key_rec.user, key_rec.role, key_rec.tags, key_rec.ephemeral
+        may_serve = key_rec.role == "server"
+        owner_rec = state.users.get(owner)
+        exempt = owner_rec is not None and owner_rec.admin
         # Checked again at every attempt and spent in the registration's own commit.
         also = functools.partial(accounts.spend_ops, secret)
     elif tokens.kind_of(secret) == tokens.USER_TOKEN:
@@ -75,8 +96,13 @@ async def register(
         if role == "server" and not caller.admin:
             raise forbidden("only an admin may register a server-role node")
         owner, tags, ephemeral = caller.username, (), False
+        may_serve = exempt = caller.admin
     else:
         raise unauthorized("register with a user token or an auth key")
+    proven = False
+    if body.proof is not None:
+        accounts.proofs.verify(body.public_key, body.proof, "register")
+        proven = True
     node_token = tokens.new_token(tokens.NODE_TOKEN)
     node = await state.register(
         public_key=body.public_key,
@@ -89,16 +115,38 @@ async def register(
         token_digest=tokens.digest(node_token),
         observed=observed_endpoint(request, body.endpoints),
         also=also,
+        proven=proven,
+        may_serve=may_serve,
+        token_expires_at=accounts.node_token_expiry(),
+        quota_exempt=exempt,
     )
     if key_rec is not None:
         accounts.spent(secret)
+    return register_answer(state, node, node_token)
+
+
+def register_answer(state: State, node: NodeRec, node_token: str) -> RegisterAnswer:
     return RegisterAnswer(
         node_id=node.id,
         node_token=node_token,
         address=node.address,
         network=str(state.settings.net),
         netmap=build.full(state, node.id),
+        node_token_expires_at=node.token_expires_at,
+        node_token_ttl_s=state.settings.node_token_ttl_s if node.token_expires_at else None,
     )
+
+
+@router.post("/nodes/self/token", response_model=RenewAnswer)
+async def renew_token(
+    body: RenewRequest, state: StateDep, accounts: AccountsDep, secret: BearerDep
+) -> RenewAnswer:
+    """Extend the presented node token (valid or expired, not revoked) with a key proof."""
+    node = accounts.node_for_token(secret, allow_expired=True)
+    accounts.proofs.verify(node.public_key, body.proof, "renew")
+    expires = accounts.node_token_expiry()
+    await state.update_node(node.id, token_expires_at=expires, proven=True, by_self=True)
+    return RenewAnswer(expires_at=expires, ttl_s=state.settings.node_token_ttl_s)
 
 
 @router.put("/nodes/self/endpoints", status_code=204)
@@ -114,8 +162,18 @@ async def update_endpoints(
 
 
 @router.post("/nodes/self/rotate-key", response_model=RotateKeyAnswer)
-async def rotate_key(body: RotateKeyRequest, state: StateDep, node: CurrentNode) -> RotateKeyAnswer:
-    updated = await state.update_node(node.id, public_key=body.public_key, by_self=True)
+async def rotate_key(
+    body: RotateKeyRequest, state: StateDep, accounts: AccountsDep, node: CurrentNode
+) -> RotateKeyAnswer:
+    proven = False
+    if body.proof is not None:
+        accounts.proofs.verify(body.public_key, body.proof, "rotate")
+        proven = True
+    elif node.role == "server":
+        raise proof_required("rotating a server-role node's key")
+    updated = await state.update_node(
+        node.id, public_key=body.public_key, by_self=True, proven=proven
+    )
     return RotateKeyAnswer(node_id=updated.id, address=updated.address)
 
 

@@ -12,7 +12,7 @@ import httpx
 import nacl.public
 import pytest
 
-from tests.support.coord import CoordServer
+from tests.support.coord import CoordServer, key_pair
 
 
 def pubkey() -> str:
@@ -21,6 +21,10 @@ def pubkey() -> str:
 
 def register(coord: CoordServer, secret: str, hostname: str, **extra: object) -> dict:
     body = {"public_key": pubkey(), "hostname": hostname, "endpoints": ["192.0.2.1:51820"]}
+    if extra.get("role") == "server" or secret.startswith("pcak_"):
+        # A server-role node (or possibly one, by its key) proves its private key.
+        private, body["public_key"] = key_pair()
+        body["proof"] = coord.proof(private)
     body.update(extra)
     with coord.client(secret) as c:
         r = c.post("/api/v1/nodes/register", json=body)
@@ -154,19 +158,26 @@ def test_rotate_key_keeps_address(coord: CoordServer) -> None:
         assert c.get("/api/v1/netmap").json()["self"]["public_key"] == new_key
 
 
-def test_exhaustion_is_409(tmp_path: Path) -> None:
+def test_exhaustion_is_409_and_servers_keep_their_reserve(tmp_path: Path) -> None:
     coord = CoordServer(tmp_path / "small", extra_args=["--network", "10.9.0.0/29"]).start()
     try:
         admin = coord.setup_admin()
-        made = [register(coord, admin, f"n{i}")["address"] for i in range(6)]
-        assert sorted(made, key=lambda a: int(a.rsplit(".", 1)[1])) == [
-            f"10.9.0.{i}" for i in range(1, 7)
-        ]
+        # 6 usable addresses: the first-server slot and a reserve of one stay for servers.
+        made = [register(coord, admin, f"n{i}")["address"] for i in range(4)]
+        assert made == [f"10.9.0.{i}" for i in range(2, 6)]
         body = {"public_key": pubkey(), "hostname": "one-too-many", "endpoints": []}
         with coord.client(admin) as c:
             r = c.post("/api/v1/nodes/register", json=body)
         assert r.status_code == 409
-        assert err(r)["code"] == "network_exhausted"
+        assert err(r)["code"] == "network_exhausted" and "kept for server" in err(r)["message"]
+        servers = [register(coord, admin, f"s{i}", role="server")["address"] for i in range(2)]
+        assert servers == ["10.9.0.1", "10.9.0.6"]
+        body = {"public_key": pubkey(), "hostname": "late-server", "role": "server"}
+        private, body["public_key"] = key_pair()
+        body["proof"] = coord.proof(private)
+        with coord.client(admin) as c:
+            r = c.post("/api/v1/nodes/register", json=body)
+        assert r.status_code == 409 and err(r)["code"] == "network_exhausted"
     finally:
         coord.stop()
 

@@ -8,7 +8,7 @@ import base64
 import httpx
 import nacl.public
 
-from tests.support.coord import CoordServer
+from tests.support.coord import CoordServer, key_pair
 
 TOKEN = "K10" + "ab" * 32 + "::server:" + "s3cret" * 5
 URL1 = "https://10.0.0.1:6443"
@@ -34,11 +34,19 @@ def first_server(coord: CoordServer, key: str | None = None) -> dict:
 
 
 def register(coord: CoordServer, secret: str, hostname: str) -> dict:
-    body = {"public_key": pubkey(), "hostname": hostname, "endpoints": []}
+    """Register as the backend does: with a proof of the node's key (kept as `_private`)."""
+    private, public = key_pair()
+    body = {"public_key": public, "hostname": hostname, "endpoints": []}
+    body["proof"] = coord.proof(private)
     with coord.client(secret) as c:
         r = c.post("/api/v1/nodes/register", json=body)
     assert r.status_code == 200, r.text
-    return dict(r.json())
+    return dict(r.json(), _private=private)
+
+
+def promote(c: httpx.Client, coord: CoordServer, node: dict, key: str) -> httpx.Response:
+    proof = coord.proof(node["_private"], "promote")
+    return c.post("/api/v1/nodes/self/promote", json={"auth_key": key, "proof": proof})
 
 
 def test_first_server_only_on_admin_socket_gets_first_address_and_is_stable(
@@ -105,19 +113,16 @@ def test_promote_with_server_key_and_admin_patch(coord: CoordServer) -> None:
     b = register(coord, coord.auth_key(admin), "rpi113")
     with coord.client(a["node_token"]) as c:
         client_key = coord.auth_key(admin)
-        r = c.post("/api/v1/nodes/self/promote", json={"auth_key": client_key})
+        r = promote(c, coord, a, client_key)
         assert r.status_code == 403 and "server key" in r.json()["error"]["message"]
         key = coord.auth_key(admin, role="server")
-        r = c.post("/api/v1/nodes/self/promote", json={"auth_key": key})
+        r = promote(c, coord, a, key)
         assert r.status_code == 200, r.text
         assert r.json() == {"node_id": a["node_id"], "address": a["address"], "role": "server"}
         # Idempotent for the same node, but the single-use key is spent for anyone else.
-        assert c.post("/api/v1/nodes/self/promote", json={"auth_key": key}).status_code in (
-            200,
-            401,
-        )
+        assert promote(c, coord, a, key).status_code in (200, 401)
     with coord.client(b["node_token"]) as c:
-        r = c.post("/api/v1/nodes/self/promote", json={"auth_key": key})
+        r = promote(c, coord, b, key)
         assert r.status_code == 401 and "already used" in r.json()["error"]["message"]
     # "An admin approves": PATCH the role.
     with coord.client(admin) as c:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.coord import CoordServer, etcd_args, share_ca, wait_until
+from tests.support.coord import CoordServer, etcd_args, key_pair, share_ca, wait_until
 from tests.support.etcd import Cluster, cluster, needs_etcd
 
 pytestmark = needs_etcd
@@ -55,12 +55,15 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def register(coord: CoordServer, token: str, hostname: str) -> dict[str, Any]:
+def register(
+    coord: CoordServer, token: str, hostname: str, *, prove: bool = False
+) -> dict[str, Any]:
+    body = {"public_key": new_key(), "hostname": hostname, "endpoints": ["192.0.2.1:51820"]}
+    if prove:  # as the backend does: a token that may later hold server secrets
+        private, body["public_key"] = key_pair()
+        body["proof"] = coord.proof(private)
     with coord.client(token) as c:
-        r = c.post(
-            "/api/v1/nodes/register",
-            json={"public_key": new_key(), "hostname": hostname, "endpoints": ["192.0.2.1:51820"]},
-        )
+        r = c.post("/api/v1/nodes/register", json=body)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -265,7 +268,7 @@ def test_admin_cli_on_an_etcd_backed_server(ha: Ha) -> None:
 
 def test_removed_server_withdraws_its_url_from_every_netmap(ha: Ha) -> None:
     # B's machine as a server-role node named as B's server is (remove-server on B).
-    srv_b = register(ha.a, ha.admin, "srv-b")
+    srv_b = register(ha.a, ha.admin, "srv-b", prove=True)
     n1 = register(ha.a, ha.admin, "n1")
     wait_until(lambda: "srv-b" in node_names(ha.b, ha.admin), 5, "B to know srv-b")
 

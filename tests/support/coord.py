@@ -45,6 +45,19 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
     raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+def key_pair() -> tuple[str, str]:
+    """A fresh WireGuard-style key pair: (private, public), both base64."""
+    import base64
+
+    import nacl.public
+
+    private = nacl.public.PrivateKey.generate()
+    return (
+        base64.b64encode(bytes(private)).decode(),
+        base64.b64encode(bytes(private.public_key)).decode(),
+    )
+
+
 def etcd_args(endpoints: list[str], ca: Path, cert: Path, key: Path, hostname: str) -> list[str]:
     """pcloud-server flags for a server on a shared etcd store; `hostname` names it in the
     store's server list, so servers on one test machine need different ones."""
@@ -186,6 +199,17 @@ class CoordServer:
             r = c.post("/api/v1/login", json={"username": username, "password": password})
             r.raise_for_status()
             return str(r.json()["token"])
+
+    def proof(self, private_key: str, purpose: str = "register") -> str:
+        """A proof of `private_key` (base64) for `purpose`, sealed to this server's proof key,
+        exactly as the backend makes it (backend.control.proof)."""
+        from pcloud.backend.control.proof import make_proof
+        from pcloud.backend.keys import PrivateKey
+        from pcloud.server.protocol import ServerKey
+
+        with self.client() as c:
+            key = ServerKey.model_validate(c.get("/api/v1/key").json())
+        return make_proof(PrivateKey.from_b64(private_key), key, purpose)  # type: ignore[arg-type]
 
     def auth_key(self, admin_token: str, **body: Any) -> str:
         with self.client(admin_token) as c:
