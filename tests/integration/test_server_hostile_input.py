@@ -10,7 +10,7 @@ import httpx
 import nacl.public
 
 from pcloud.server.protocol import LOW_ORDER_POINTS
-from tests.support.coord import CoordServer
+from tests.support.coord import CoordServer, key_pair
 
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -62,8 +62,10 @@ HOSTILE_ENDPOINTS = [
 def test_endpoint_injection_is_refused_naming_the_field(coord: CoordServer) -> None:
     admin = coord.setup_admin()
     alice = coord.create_user(admin, "alice")
+    private, public = key_pair()
+    proof = coord.proof(private)  # a server-role node proves its key (security review 1)
     with coord.client(admin) as c:
-        srv = register(c, base64.b64encode(new_key()).decode(), "srv1", role="server").json()
+        srv = register(c, public, "srv1", role="server", proof=proof).json()
     with coord.client(alice) as c:
         a1 = register(
             c, base64.b64encode(new_key()).decode(), "a1", endpoints=["192.0.2.1:51820"]
