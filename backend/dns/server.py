@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 TTL = 5  # short: a rename or a policy change must show through caches (resolved) quickly
 NEGATIVE_TTL = 1  # SOA minimum: how long an "unknown name" may be cached
 FORWARD_TIMEOUT_S = 2.0
+MAX_CACHED = 4096  # answers kept per table (a lookup is ~100x cheaper than parse + build)
 MAX_FORWARDS = 256  # queries in flight upstream; beyond that SERVFAIL rather than unbounded sockets
 TCP_IDLE_S = 10.0
 QUERY = 0
@@ -53,12 +54,51 @@ class _Answer(asyncio.DatagramProtocol):
 class Resolver:
     """Answers one DNS message (bytes in, bytes out), from the table or from upstream."""
 
-    def __init__(self, table: NameTable, upstreams: Sequence[tuple[str, int]] = ()) -> None:
-        self.table = table
+    def __init__(
+        self, table: NameTable, upstreams: Sequence[tuple[str, int]] = (), *, cache: bool = True
+    ) -> None:
+        self._table = table
+        # Our answer to a question depends only on its bytes after the 2-byte id and on the
+        # table: repeated questions (a host asks for the same few names) skip dnslib entirely.
+        self._cache: dict[bytes, bytes] = {}
+        self._max_cached = MAX_CACHED if cache else 0
         self.upstreams = list(upstreams)
         self._forwards = asyncio.Semaphore(MAX_FORWARDS)
         self.answered = 0  # from the table
         self.forwarded = 0
+
+    @property
+    def table(self) -> NameTable:
+        return self._table
+
+    @table.setter
+    def table(self, table: NameTable) -> None:
+        self._table, self._cache = table, {}  # a new netmap: every cached answer may be stale
+
+    def cached(self, data: bytes) -> bytes | None:
+        rest = self._cache.get(data[2:])
+        return None if rest is None else data[:2] + rest
+
+    def answer_local(self, data: bytes) -> bytes | None | DNSRecord:
+        """Our answer's bytes, or the parsed request when it is not ours (to forward), or None
+        when `data` is not a DNS question at all."""
+        hit = self.cached(data)
+        if hit is not None:
+            self.answered += 1
+            return hit
+        request = self.parse(data)
+        if request is None:
+            return None
+        reply = self.local(request)
+        if reply is None:
+            return request
+        answer = bytes(reply.pack())
+        if len(self._cache) >= self._max_cached:
+            self._cache.clear()
+        if self._max_cached:
+            self._cache[data[2:]] = answer[2:]
+        self.answered += 1
+        return answer
 
     # -- local answers ---------------------------------------------------------------------
 
@@ -176,16 +216,14 @@ class _Udp(asyncio.DatagramProtocol):
         if transport is None or not server.allowed(str(addr[0])):
             return
         resolver = server.resolver
-        request = resolver.parse(data)
-        if request is None:
+        result = resolver.answer_local(data)
+        if result is None:
             return
-        reply = resolver.local(request)
-        if reply is not None:
+        if isinstance(result, bytes):
             # The common case stays synchronous: no task, no await, one sendto.
-            resolver.answered += 1
-            transport.sendto(reply.pack(), addr)
+            transport.sendto(result, addr)
             return
-        task = asyncio.ensure_future(resolver.forward(request, data, tcp=False))
+        task = asyncio.ensure_future(resolver.forward(result, data, tcp=False))
         server.track(task)
 
         def reply_when_done(t: asyncio.Future[bytes]) -> None:
@@ -239,15 +277,13 @@ class DnsServer:
                     "!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S)
                 )
                 data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_S)
-                request = resolver.parse(data)
-                if request is None:
+                result = resolver.answer_local(data)
+                if result is None:
                     break
-                reply = resolver.local(request)
-                if reply is not None:
-                    resolver.answered += 1
-                    answer = bytes(reply.pack())
+                if isinstance(result, bytes):
+                    answer = result
                 else:
-                    answer = await resolver.forward(request, data, tcp=True)
+                    answer = await resolver.forward(result, data, tcp=True)
                 writer.write(struct.pack("!H", len(answer)) + answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):

@@ -112,6 +112,9 @@ async def test_answers_names_and_forwards_the_rest(upstream: int) -> None:
         assert [str(r.rdata) for r in web.rr] == ["10.0.0.2"]
         old = await asyncio.to_thread(ask, port, "rpi112.pcloud.internal")
         assert old.header.rcode == RCODE.NXDOMAIN
+        # rpi113's answer was cached before the swap (same question bytes): gone with it.
+        gone = await asyncio.to_thread(ask, port, "rpi113.pcloud.internal", "A", tcp=True)
+        assert gone.header.rcode == RCODE.NXDOMAIN
         # Garbage is dropped without killing the server.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"\x00\x01garbage", ("127.0.0.1", port))
