@@ -179,6 +179,8 @@ def test_names_resolve_forward_hide_rename_and_restore(
         proc.signal(signal.SIGKILL)
         proc.wait(10)
         assert h.path("/etc/resolv.conf").read_bytes().startswith(MARKER)
+    # Meanwhile outside names still resolve: glibc skips our closed port for the original server.
+    assert getent(rpi112, OUTSIDE[0]) == OUTSIDE[1]
     # ... uninstall's `pcloud-backend --restore-dns` puts the original back without starting,
     restore = rpi113.run([str(BIN / "pcloud-backend"), "--restore-dns"])
     assert "restored" in restore.stdout
