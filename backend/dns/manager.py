@@ -62,11 +62,14 @@ class DnsManager:
             return None
         self._netmap = netmap
         table = build_table(netmap)
-        if self.server is not None:
-            self.server.resolver.table = table
-            return None
         try:
-            await self._start(table, netmap.self.address)
+            if self.server is None:
+                await self._start(table, netmap.self.address)
+            else:
+                old = self.server.resolver.table.domain
+                self.server.resolver.table = table
+                if table.domain != old:  # the network's domain changed: new search domain
+                    await self._point_system(table.domain)
         except (OSError, resolved.ResolvedError) as e:
             await self.stop()
             log.error("device names are off: %s", e)
@@ -90,17 +93,21 @@ class DnsManager:
         server = DnsServer(Resolver(table, upstreams), host, self.port)
         await server.start()
         self.server = server
-        if use_resolved:
-            self.active_mode = "resolved"
-            await resolved.apply_link(self.interface, host, table.domain)
-        else:
-            self.active_mode = "file"
-            content = render(host, table.domain, upstream_conf, self.file.dir)
-            self.file.install(content)
+        self.active_mode = "resolved" if use_resolved else "file"
+        await self._point_system(table.domain)
         log.info(
             "device names: *.%s via %s (%s), forwarding to %s", table.domain, host,
             self.active_mode, ", ".join(h for h, _ in upstreams) or "nobody",
         )  # fmt: skip
+
+    async def _point_system(self, domain: str) -> None:
+        """The system's resolver configuration names ours for `domain`."""
+        assert self.server is not None
+        if self.active_mode == "resolved":
+            await resolved.apply_link(self.interface, self.server.host, domain)
+        else:
+            content = render(self.server.host, domain, self.file.original(), self.file.dir)
+            self.file.install(content)
 
     async def stop(self) -> None:
         """Undo the system change, then stop listening (in that order: no query finds a dead

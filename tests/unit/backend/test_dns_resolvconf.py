@@ -114,5 +114,8 @@ async def test_manager_serves_and_restores_on_stop(tmp_path: Path) -> None:
     text = m.path.read_text()
     assert "nameserver 127.0.0.1\nsearch pcloud.internal\n" in text
     assert dns.server.resolver.upstreams == []  # never forwards to itself
+    # The server moved to another domain: the search domain follows, the backup stays the same.
+    assert await dns.ensure(Netmap(version=2, full=True, self=me, domain="home.internal")) is None
+    assert "search home.internal\n" in m.path.read_text()
     await dns.stop()
     assert m.path.read_bytes() == b"nameserver 127.0.0.1\n" and dns.server is None
