@@ -100,9 +100,28 @@ async def run(settings: BackendSettings) -> None:
             remove_sockets(settings.socket)
 
 
-def main(argv: list[str] | None = None) -> int:
+def restore_dns(settings: BackendSettings) -> int:
+    """`pcloud-backend --restore-dns`: put back the resolver file a stopped or killed backend
+    left managed (package removal runs it); nothing to do is success too."""
+    from pcloud.backend.dns.resolvconf import ManagedResolvConf
+
+    managed = ManagedResolvConf(settings.resolv_conf, settings.state_dir)
     try:
-        settings = load_settings(argv)
+        restored = managed.restore()
+    except OSError as e:
+        log.error("could not restore %s: %s", settings.resolv_conf, e)
+        return 1
+    print(f"{settings.resolv_conf}: {'restored' if restored else 'nothing to restore'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    restore = "--restore-dns" in args
+    if restore:
+        args.remove("--restore-dns")
+    try:
+        settings = load_settings(args)
     except ConfigError as e:
         sys.stderr.write(f"pcloud-backend: {e}\n")
         return 2
@@ -113,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     # Their DEBUG output is every netlink message and socket event: noise even when debugging.
     for noisy in ("pyroute2", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    if restore:
+        return restore_dns(settings)
     try:
         asyncio.run(run(settings))
     except (SocketInUse, DriverError, ConfigError, PermissionError) as e:

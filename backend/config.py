@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
+import ipaddress
 import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pcloud.server.protocol import dns_label
 
 DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
 
@@ -26,9 +28,7 @@ class ConfigError(Exception):
 
 def default_hostname() -> str:
     """This machine's name as a DNS label (the coordination server insists on one)."""
-    name = socket.gethostname().split(".")[0].lower()
-    name = re.sub(r"[^a-z0-9-]+", "-", name).strip("-")[:63].strip("-")
-    return name or "pcloud-device"
+    return dns_label(socket.gethostname().split(".")[0], fallback="pcloud-device")
 
 
 @dataclass
@@ -59,6 +59,13 @@ class BackendSettings:
     # The K3s binary install-server/join-server use when their request names none (the GUI's
     # wizard never does): None means the pinned release, downloaded and SHA-256 verified.
     k3s_binary: Path | None = None
+    # Names for devices (backend/dns): "auto" uses systemd-resolved when it runs, else a managed
+    # /etc/resolv.conf; "resolved" or "file" force one; "off" leaves the system's DNS alone.
+    dns: str = "auto"
+    # Where the resolver listens in "file" mode (resolv.conf has no port: it must be port 53);
+    # in "resolved" mode it listens on the device's overlay address instead.
+    dns_listen: str = "127.0.10.53"
+    resolv_conf: Path = Path("/etc/resolv.conf")
 
     def __repr__(self) -> str:  # the auth key must never reach a log line
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -77,7 +84,11 @@ class BackendSettings:
         return None
 
 
-_PATHS = {"state_dir", "socket", "auth_key_file", "wg_socket_dir", "system_root", "k3s_binary"}
+_PATHS = {
+    "state_dir", "socket", "auth_key_file", "wg_socket_dir", "system_root", "k3s_binary",
+    "resolv_conf",
+}  # fmt: skip
+DNS_MODES = ("auto", "resolved", "file", "off")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -92,6 +103,16 @@ def _coerce(name: str, value: Any) -> Any:
                 "endpoint_check_s": (int, float)}.get(name, str)
     if value is not None and not isinstance(value, expected):  # type: ignore[arg-type]
         raise ConfigError(f"setting {name!r} has the wrong type ({type(value).__name__})")
+    if name == "hostname" and value is not None:
+        # The one normalisation (protocol.dns_label): the server takes only DNS labels.
+        return dns_label(value, fallback="pcloud-device")
+    if name == "dns" and value not in DNS_MODES:
+        raise ConfigError(f"setting 'dns' must be one of {', '.join(DNS_MODES)}, not {value!r}")
+    if name == "dns_listen" and value is not None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ConfigError(f"setting 'dns_listen' must be an IP address, not {value!r}") from None
     return value
 
 
@@ -126,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k3s-binary", type=Path,
                    help="K3s binary for install-server/join-server requests that name none "
                    "(default: the pinned release, downloaded and SHA-256 verified)")
+    p.add_argument("--dns", choices=list(DNS_MODES),
+                   help="names for devices: auto (systemd-resolved if it runs, else a managed "
+                   "resolv.conf), resolved, file, or off")
+    p.add_argument("--dns-listen", help="resolver address in file mode (default 127.0.10.53)")
+    p.add_argument("--resolv-conf", type=Path, help="resolver file to manage (default "
+                   "/etc/resolv.conf)")
+    p.add_argument("--restore-dns", action="store_true", default=None,
+                   help="only restore the resolver file a stopped or killed backend left "
+                   "managed, then exit (for package removal)")
     p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 

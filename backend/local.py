@@ -33,6 +33,7 @@ from pcloud.backend.control.pinning import (
     pinned_context,
 )
 from pcloud.backend.control.poller import Poller, ServerList
+from pcloud.backend.dns.manager import DnsManager
 from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
@@ -83,6 +84,14 @@ class LocalBackend:
         self._skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
+        # Names for devices; off with the fake driver (no interface, and tests without
+        # namespaces must never touch the machine's /etc/resolv.conf).
+        self.dns = DnsManager(
+            mode="off" if driver.kind == "fake" else settings.dns, state_dir=settings.state_dir,
+            interface=settings.interface, listen=settings.dns_listen,
+            resolv_conf=settings.resolv_conf,
+        )  # fmt: skip
+        self._dns_warning: str | None = None
         self._control: ControlClient | None = None
         self._servers: ServerList | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,6 +145,7 @@ class LocalBackend:
         """Load what we persisted and reconcile: no login and no tunnel teardown needed, even
         when the coordination server is down."""
         self.store.ensure_dir()
+        self.dns.recover()  # a killed backend's resolv.conf comes back first
         self._key = keys.load_or_create_private_key(self.store.key_path)
         self.node = self.store.load_node()
         self.netmap = self.store.load_netmap() if self.node else None
@@ -159,6 +169,8 @@ class LocalBackend:
         """Backend exit: stop our loops, leave the interface and its tunnels as they are."""
         async with self._lock:
             await self._stop_tasks()
+            # The tunnels stay, but nobody answers on our resolver address once we exit.
+            await self.dns.stop()
             if self._driver_started:
                 with contextlib.suppress(DriverError):
                     await self.driver.close(remove_interface=False)
@@ -320,7 +332,8 @@ class LocalBackend:
         return build_status(
             self.state, shown, stats,
             server_url=self.node.server_url if self.node else None,
-            error=self._driver_error or self._fatal or self.warning or self._skipped_text(),
+            error=self._driver_error or self._fatal or self.warning or self._skipped_text()
+            or self._dns_warning,
         )
 
     def _skipped_text(self) -> str | None:
@@ -394,6 +407,8 @@ class LocalBackend:
 
     async def _go_down(self) -> None:
         await self._stop_tasks()
+        await self.dns.stop()
+        self._dns_warning = None
         if self._driver_started:
             with contextlib.suppress(DriverError):
                 await self.driver.close(remove_interface=True)
@@ -434,6 +449,8 @@ class LocalBackend:
         else:
             self.driver_up = True
             self._driver_error = None
+            # After the interface has its address: in resolved mode we listen on it.
+            self._dns_warning = await self.dns.ensure(self.netmap)
         self._recompute()
 
     async def _on_netmap(self, answer: Netmap) -> None:

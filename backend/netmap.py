@@ -38,6 +38,7 @@ def apply_netmap(held: Netmap | None, answer: Netmap) -> Netmap:
         self=answer.self,
         peers=sorted(by_id.values(), key=lambda p: p.node_id),
         servers=answer.servers or held.servers,
+        domain=answer.domain or held.domain,
     )
 
 

@@ -64,11 +64,16 @@ class QuietRunner(SubprocessRunner):
     stdout_to_log = False
 
 
-def server_argv(state_dir: Path, listen: str, network: str, hostname: str) -> list[str]:
+def server_argv(
+    state_dir: Path, listen: str, network: str, hostname: str, domain: str = ""
+) -> list[str]:
+    # A further server of a network takes the network's DNS domain (from our netmap), so every
+    # server hands out the same names.
     return [
         sys.executable, "-m", "pcloud.server",
         "--state-dir", str(state_dir), "--listen", listen,
         "--network", network, "--hostname", hostname,
+        *(["--domain", domain] if domain else []),
     ]  # fmt: skip
 
 
@@ -119,9 +124,9 @@ class Services:
 
     # -- the coordination server ---------------------------------------------------------------
 
-    def record_server(self, listen: str, network: str, hostname: str) -> None:
+    def record_server(self, listen: str, network: str, hostname: str, domain: str = "") -> None:
         """Record the server's command line without starting it (HA adds store flags first)."""
-        self._save(server_argv=server_argv(self.server_dir, listen, network, hostname))
+        self._save(server_argv=server_argv(self.server_dir, listen, network, hostname, domain))
 
     async def start_server(self, listen: str, network: str, hostname: str) -> None:
         """Start (or adopt) the coordination server; no-op if it runs with these settings."""

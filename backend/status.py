@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from pcloud.backend.dns.names import peer_dns_name
 from pcloud.backend.localapi.schemas import PeerStatus, Status
 from pcloud.backend.state import State
 from pcloud.backend.wg.driver import PeerStats
-from pcloud.server.protocol import Netmap
+from pcloud.server.protocol import DEFAULT_DOMAIN, Netmap, Peer
 
 
 def build_status(
@@ -19,19 +21,27 @@ def build_status(
     error: str | None,
 ) -> Status:
     by_key = {s.public_key: s for s in stats}
+    domain = (netmap.domain if netmap else "") or DEFAULT_DOMAIN
+
+    def named(peer: Peer) -> dict[str, Any]:
+        # A server that predates names sends none: show the name our resolver answers anyway.
+        return {**peer.model_dump(), "dns_name": peer_dns_name(peer, domain)}
+
     peers = []
     for peer in netmap.peers if netmap else []:
         s = by_key.get(peer.public_key)
-        peers.append(PeerStatus(
-            **peer.model_dump(),
-            endpoint=s.endpoint if s else None,
-            last_handshake=s.last_handshake if s else None,
-            rx_bytes=s.rx_bytes if s else 0,
-            tx_bytes=s.tx_bytes if s else 0,
-        ))
+        peers.append(
+            PeerStatus(
+                **named(peer),
+                endpoint=s.endpoint if s else None,
+                last_handshake=s.last_handshake if s else None,
+                rx_bytes=s.rx_bytes if s else 0,
+                tx_bytes=s.tx_bytes if s else 0,
+            )
+        )
     return Status(
         state=state.value,
-        self=netmap.self if netmap else None,
+        self=Peer.model_validate(named(netmap.self)) if netmap else None,
         server_url=server_url,
         peers=peers,
         error=error,

@@ -22,6 +22,7 @@ import uvicorn
 from .accounts import Accounts
 from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
+from .protocol import DEFAULT_DOMAIN
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
 from .store.base import StoreError
@@ -45,6 +46,12 @@ def server_parser() -> argparse.ArgumentParser:
         help="address to serve HTTPS on (repeatable; default 0.0.0.0:8443)",
     )
     p.add_argument("--network", default=None, help="overlay network CIDR (default 10.0.0.0/24)")
+    p.add_argument(
+        "--domain",
+        default=None,
+        help="the network's DNS domain: devices resolve HOSTNAME.DOMAIN "
+        "(default pcloud.internal; kept in server.json)",
+    )
     p.add_argument("--hostname", default=None, help="name for the certificate (default: hostname)")
     p.add_argument(
         "--advertise-url",
@@ -175,6 +182,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         state_dir=state_dir,
         listen=listen,
         network=network,
+        domain=args.domain or saved.get("domain") or DEFAULT_DOMAIN,
         hostname=args.hostname or saved.get("hostname") or socket.gethostname(),
         advertise_urls=tuple(args.advertise_url or saved.get("advertise_urls", [])),
         offline_grace_s=args.offline_grace,
@@ -200,6 +208,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         json.dumps(
             {
                 "network": network,
+                "domain": settings.domain,
                 "listen": [f"{x.host}:{x.port}" for x in listen],
                 "hostname": settings.hostname,
                 "advertise_urls": list(settings.advertise_urls),

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     nr = nodes.add_parser("set-role")
     nr.add_argument("node_id", type=int)
     nr.add_argument("role", choices=["client", "server"])
+    nn = nodes.add_parser("rename", help="new hostname (and DNS name HOSTNAME.<domain>)")
+    nn.add_argument("node_id", type=int)
+    nn.add_argument("hostname")
 
     policy = sub.add_parser("policy").add_subparsers(dest="cmd", required=True)
     policy.add_parser("get")
@@ -159,6 +162,10 @@ async def run(args: argparse.Namespace) -> Any:
             case ("nodes", "set-role"):
                 return _check(
                     await c.patch(f"{api}/nodes/{args.node_id}", json={"role": args.role})
+                )
+            case ("nodes", "rename"):
+                return _check(
+                    await c.patch(f"{api}/nodes/{args.node_id}", json={"hostname": args.hostname})
                 )
             case ("policy", "get"):
                 return _check(await c.get(f"{api}/acl"))

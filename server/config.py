@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .protocol import DEFAULT_DOMAIN, check_domain
+
 
 @dataclass(frozen=True)
 class Listen:
@@ -45,6 +47,7 @@ class Settings:
     state_dir: Path
     listen: tuple[Listen, ...]
     network: str = "10.0.0.0/24"
+    domain: str = DEFAULT_DOMAIN  # the network's DNS domain: devices resolve HOST.<domain>
     hostname: str = field(default_factory=socket.gethostname)
     # URLs clients should use; defaults to the listen addresses (unspecified ones skipped).
     advertise_urls: tuple[str, ...] = ()
@@ -95,6 +98,10 @@ class Settings:
                 ) from None
         if self.max_devices_per_user < 1 or self.server_reserve < 0:
             raise ValueError("--max-devices-per-user must be >= 1 and --server-reserve >= 0")
+        try:
+            check_domain(self.domain)
+        except ValueError as exc:
+            raise ValueError(f"--domain: {exc}") from None
         if self.store not in ("sqlite", "etcd"):
             raise ValueError(f"--store {self.store!r} must be sqlite or etcd")
         if self.store == "etcd" and not self.etcd_endpoints:

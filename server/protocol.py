@@ -61,6 +61,12 @@ LOW_ORDER_POINTS = frozenset(
         _P + 1,
     )
 )
+# The network's DNS domain when the server is given none: under `.internal`, the top-level
+# domain reserved for private use (ICANN, 2024), so it never shadows a public name.
+DEFAULT_DOMAIN = "pcloud.internal"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_RE = re.compile(rf"(?=.{{1,200}}\Z){_LABEL}(?:\.{_LABEL})*")
+_NOT_LABEL_CHARS = re.compile(r"[^a-z0-9-]+")
 
 
 def check_public_key(value: str) -> str:
@@ -92,6 +98,26 @@ def check_hostname(value: str) -> str:
         raise ValueError(
             "hostname must be 1-63 lower-case letters, digits or dashes, not starting or "
             "ending with a dash"
+        )
+    return value
+
+
+def dns_label(name: str, fallback: str = "device") -> str:
+    """A device name as a DNS label, the one normalisation used by server, backend and CLI:
+    lower-case, every run of other characters than a-z, 0-9 and '-' becomes one '-', no dash at
+    either end, at most 63 characters; `fallback` when nothing is left. `My_Laptop.lan` ->
+    `my-laptop-lan`. A valid label is returned unchanged, so hostnames the server accepted keep
+    their (already unique) spelling as DNS names."""
+    label = _NOT_LABEL_CHARS.sub("-", name.lower()).strip("-")[:63].rstrip("-")
+    return label or fallback
+
+
+def check_domain(value: str) -> str:
+    """The network's DNS domain: dot-separated DNS labels (lower-case), at most 200 characters."""
+    if not DOMAIN_RE.fullmatch(value):
+        raise ValueError(
+            f"domain {value!r} must be dot-separated labels of lower-case letters, digits and "
+            "dashes (e.g. pcloud.internal), at most 200 characters"
         )
     return value
 
@@ -296,6 +322,9 @@ class Peer(BaseModel):
     endpoints: list[str]
     online: bool
     last_seen: datetime | None
+    # `HOSTNAME.<domain>`: the name every device that sees this peer resolves to `address`
+    # (DESIGN section 11); empty from servers that predate names.
+    dns_name: str = ""
 
 
 class Netmap(BaseModel):
@@ -306,6 +335,7 @@ class Netmap(BaseModel):
     peers_changed: list[Peer] = []
     peers_removed: list[int] = []
     servers: list[str] = []
+    domain: str = ""  # the network's DNS domain, e.g. pcloud.internal ("" from older servers)
 
 
 class RegisterRequest(Request):

@@ -60,9 +60,11 @@ def status_table(status: Status, now: datetime | None = None, *, with_self: bool
     rows = []
     if with_self and status.self:
         me = status.self
-        rows.append((me.address, me.hostname, me.user, me.role, "-"))
+        rows.append((me.address, me.dns_name or me.hostname, me.user, me.role, "-"))
     for peer in sorted(status.peers, key=lambda p: p.hostname):
-        rows.append((peer.address, peer.hostname, peer.user, peer.role, activity(peer, now)))
+        # The name other devices resolve (HOST.<domain>), so it can be copied into `ssh`.
+        name = peer.dns_name or peer.hostname
+        rows.append((peer.address, name, peer.user, peer.role, activity(peer, now)))
     table = Table(box=None, show_header=False, pad_edge=False)
     for i in range(4):
         # Identity columns never shrink into "10.0.0…" on a narrow terminal; the activity

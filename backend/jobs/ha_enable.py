@@ -277,7 +277,10 @@ class HaJobs:
             # Only recorded: start_server() below adds the store flags and starts it. Starting
             # it here would bring up a server on an empty SQLite file that answers (wrongly,
             # "unknown auth key") until the restart with the shared store replaces it.
-            services.record_server(listen, backend.node.network, backend.settings.hostname)
+            domain = backend.netmap.domain if backend.netmap else ""
+            services.record_server(
+                listen, backend.node.network, backend.settings.hostname, domain
+            )
         url = await self.start_server(list(ctx.data["endpoints"]))
         ctx.set_result(server_url=url)
         return f"{url} on the shared store"

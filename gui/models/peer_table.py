@@ -106,6 +106,8 @@ class PeerTableModel(QAbstractTableModel):
             return peer.node_id
         if role == Qt.ItemDataRole.DecorationRole and col == HOSTNAME:
             return dot_icon(peer.online)
+        if role == Qt.ItemDataRole.ToolTipRole and col == HOSTNAME and peer.dns_name:
+            return f"DNS name: {peer.dns_name}"  # what `ssh`/`ping` on this device resolve
         if role == Qt.ItemDataRole.ToolTipRole and col == HANDSHAKE and peer.last_handshake:
             return peer.last_handshake.isoformat(timespec="seconds")
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (RX, TX):

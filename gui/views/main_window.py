@@ -153,6 +153,7 @@ class MainWindow(QMainWindow):
         self.state_text.setText(state_label(status.state))
         me = status.self
         self.device.setText(f"This device: {me.hostname} - {me.address}" if me else "")
+        self.device.setToolTip(f"Other devices reach it as {me.dns_name}" if me and me.dns_name else "")
         self.copy_ip.setEnabled(me is not None)
         if status.state == "NeedsLogin":
             self.toggle.setText("Log in…")

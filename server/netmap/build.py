@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..protocol import Netmap, Peer
+from ..protocol import Netmap, Peer, dns_label
 
 if TYPE_CHECKING:
     from ..model import NodeRec
@@ -37,7 +37,15 @@ def peer(state: State, node: NodeRec) -> Peer:
         endpoints=node.all_endpoints(),
         online=node.id in state.online,
         last_seen=node.last_seen,
+        dns_name=dns_name(state, node),
     )
+
+
+def dns_name(state: State, node: NodeRec) -> str:
+    """`HOSTNAME.<domain>`. Hostnames are unique DNS labels already (the state suffixes `-2`,
+    `-3`... on a clash and the API refuses other spellings), so the name is as stable as the
+    stored hostname; `dns_label` only guards records written before that rule."""
+    return f"{dns_label(node.hostname)}.{state.settings.domain}"
 
 
 def peer_json(state: State, node: NodeRec) -> bytes:
@@ -57,6 +65,7 @@ def full(state: State, node_id: int) -> Netmap:
         self=peer(state, node),
         peers=peers,
         servers=state.server_urls(),
+        domain=state.settings.domain,
     )
 
 
@@ -87,6 +96,8 @@ def _answer(
             b",".join(b"%d" % pid for pid in removed),
             b'],"servers":',
             _servers(state),
+            b',"domain":',
+            json.dumps(state.settings.domain).encode(),
             b"}",
         )
     )

@@ -86,8 +86,8 @@ def test_two_backends_ping_through_wireguard_and_survive_a_restart(lab: Lab) -> 
     assert isinstance(peers, list) and [p["hostname"] for p in peers] == ["rpi112"]
     assert peers[0]["last_handshake"] and peers[0]["rx_bytes"] > 0
     table = laptop.pcloud("status").stdout
-    assert re.search(rf"{re.escape(pi_ip)}\s+rpi112\s+alice\s+client\s+active; direct "
-                     rf"{re.escape(pi.ip)}:\d+", table), table
+    assert re.search(rf"{re.escape(pi_ip)}\s+rpi112\.pcloud\.internal\s+alice\s+client\s+"
+                     rf"active; direct {re.escape(pi.ip)}:\d+", table), table
 
     # Server down, laptop's backend restarted: no login, same interface, tunnel still up.
     server.stop()

@@ -6,7 +6,8 @@ enters the host's network namespace and remounts /sys for it (wireguard-go and p
 /sys/class/net), `unshare` gives it a mount namespace whose mounts never propagate back to the
 machine, and SCRIPT bind-mounts per-host directories from the lab's work dir over the paths
 PCloud uses (`/run/pcloud`, `/var/run/wireguard`, `/var/lib/pcloud`, `/etc/pcloud`,
-`/etc/rancher`) before it sleeps. Every later command enters the same namespaces with
+`/etc/rancher`) and per-host copies of the machine's resolver files (`/etc/resolv.conf`,
+`/etc/hosts`, where they are regular files) before it sleeps. Every later command enters the same namespaces with
 `nsenter --target HOLDER --mount --net --uts`, so state survives process restarts and a test can
 read a host's files from outside through `host.path()`.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +38,15 @@ PRIVATE_DIRS: dict[str, str] = {
     "/var/lib/pcloud": "var-lib-pcloud",
     "/etc/pcloud": "etc-pcloud",
     "/etc/rancher": "etc-rancher",
+}
+# Files private to each host: a copy of the machine's, taken when the host starts, bind-mounted
+# over the original in the host's mount namespace only, so a backend that manages its host's
+# resolver configuration (backend/dns) changes the copy, never the machine's file. A symlinked
+# original (systemd-resolved's stub) is not mounted over: renaming onto the symlink would
+# replace it in the machine's /etc; see `Host.private_files`.
+PRIVATE_FILES: dict[str, str] = {
+    "/etc/resolv.conf": "etc-files/resolv.conf",
+    "/etc/hosts": "etc-files/hosts",
 }
 # Spellings that resolve to one of the above.
 ALIASES: dict[str, str] = {"/var/run/": "/run/"}
@@ -85,6 +96,7 @@ class Host:
         self.behind_nat = lan_ns is not None
         self.root = lab.workdir / "hosts" / name
         self.holder_pid = 0
+        self.private_files: list[str] = []  # the PRIVATE_FILES this host has its own copy of
         self._holder: subprocess.Popen[bytes] | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -104,6 +116,17 @@ class Host:
             # the machine ever sees of a host's private state.
             os.makedirs(target, exist_ok=True)
             lines.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(target)}")
+        self.private_files = []
+        for inside, sub in PRIVATE_FILES.items():
+            if os.path.islink(inside) or not os.path.isfile(inside):
+                continue
+            src = self.root / sub
+            if not src.exists():  # a restarted holder keeps the host's own copy
+                src.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(inside, src)
+                shutil.copymode(inside, src)
+            lines.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(inside)}")
+            self.private_files.append(inside)
         ready = self.root / "holder.ready"
         ready.unlink(missing_ok=True)
         lines.append(f"echo $$ > {shlex.quote(str(ready))}.tmp")
@@ -250,10 +273,13 @@ class Host:
         Raises ValueError for paths that are not private to the host (they are the machine's).
         """
         p = _canonical(os.fspath(inside))
+        if p in self.private_files:
+            return self.root / PRIVATE_FILES[p]
         for mount, sub in PRIVATE_DIRS.items():
             if p == mount or p.startswith(mount + "/"):
                 return self.root / sub / p[len(mount) :].lstrip("/")
-        raise ValueError(f"{inside} is not one of {self.name}'s private paths {list(PRIVATE_DIRS)}")
+        private = list(PRIVATE_DIRS) + self.private_files
+        raise ValueError(f"{inside} is not one of {self.name}'s private paths {private}")
 
     def set_lan_address(self, new_ip: str) -> None:
         """Move the host (or, behind NAT, its router) to another LAN address.

@@ -135,11 +135,16 @@ class Mesh:
     # ---- backends ---------------------------------------------------------------------------
 
     def start_backend(self, host: Host, *extra: str) -> Proc:
+        # Device names rewrite the host's /etc/resolv.conf: only where it is the host's own copy.
+        dns = [] if "/etc/resolv.conf" in host.private_files else ["--dns", "off"]
         proc = host.spawn(
             "pcloud-backend",
-            [str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name, *extra],
+            [
+                str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name,
+                *dns, *extra,
+            ],
             env=WG_ENV,
-        )
+        )  # fmt: skip
         self.backends[host.name] = proc
         wait_for(
             lambda: host.pcloud("status", "--json", check=False).returncode == 0,

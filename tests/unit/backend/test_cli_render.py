@@ -97,3 +97,14 @@ def test_state_lines() -> None:
     assert state_line(Status(state="Error", error="boom")) == "# Error: boom"
     assert state_line(Status(state="Running", error="server unreachable")) == (
         "# Warning: server unreachable")
+
+
+def test_table_shows_dns_names() -> None:
+    me = Peer(node_id=1, hostname="laptop", user="bob", role="client", tags=[], public_key=KEY,
+              address="10.0.0.9", endpoints=[], online=True, last_seen=None,
+              dns_name="laptop.pcloud.internal")
+    status = Status(state="Running", self=me, server_url="https://x/",
+                    peers=[peer("rpi112", "10.0.0.3", dns_name="rpi112.pcloud.internal")])
+    lines = [line.split() for line in render(status).splitlines()]
+    assert lines[0][:2] == ["10.0.0.9", "laptop.pcloud.internal"]
+    assert lines[1][:2] == ["10.0.0.3", "rpi112.pcloud.internal"]

@@ -59,6 +59,14 @@ def test_delta_changes_adds_and_removes() -> None:
     assert got.servers == held.servers  # a delta without servers keeps the known list
 
 
+def test_delta_keeps_the_domain() -> None:
+    held = full(1, peer(2)).model_copy(update={"domain": "home.internal"})
+    delta = Netmap(version=2, full=False, self=ME, peers_changed=[peer(3)], domain="home.internal")
+    assert apply_netmap(held, delta).domain == "home.internal"
+    older = Netmap(version=3, full=False, self=ME, peers_changed=[peer(4)])  # no domain field
+    assert apply_netmap(held, older).domain == "home.internal"
+
+
 def test_removing_unknown_peer_is_harmless_and_held_is_untouched() -> None:
     held = full(1, peer(2))
     got = apply_netmap(held, Netmap(version=2, full=False, self=ME, peers_removed=[77]))

@@ -95,3 +95,15 @@ def test_filter_and_numeric_sort() -> None:
     assert [proxy.index(r, HOSTNAME).data() for r in range(proxy.rowCount())] == ["nas"]
     proxy.set_filter_text("")
     assert proxy.rowCount() == 4
+
+
+def test_hostname_tooltip_shows_the_dns_name() -> None:
+    model, _ = make_model()
+    peers = status("running_peers").peers
+    named = [p.model_copy(update={"dns_name": f"{p.hostname}.pcloud.internal"}) for p in peers]
+    model.set_peers(named)
+    tips = {
+        model.index(r, HOSTNAME).data(): model.index(r, HOSTNAME).data(Qt.ItemDataRole.ToolTipRole)
+        for r in range(model.rowCount())
+    }
+    assert tips["nas"] == "DNS name: nas.pcloud.internal"
