@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import ApiError, conflict, forbidden, not_found, unauthorized
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now, to_record
+from .protocol import Role
 from .security import passwords, tokens
 from .security.ratelimit import LoginLimiter
 from .state import Plan, State, expired
@@ -193,7 +194,7 @@ class Accounts:
         reusable: bool,
         ephemeral: bool,
         expires_in_s: int,
-        role: str,
+        role: Role,
         tags: Sequence[str],
     ) -> tuple[str, AuthKeyRec]:
         owner = user or caller.username
