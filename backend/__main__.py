@@ -38,18 +38,18 @@ def make_driver(settings: BackendSettings) -> Driver:
 
         return FakeDriver(settings.interface)
     from pcloud.backend.wg.select import choose_driver
+    from pcloud.backend.wg.uapi_client import DEFAULT_SOCKET_DIR
 
     def on_event(event: DriverEvent) -> None:
         log.info("WireGuard driver: %s %s", event.kind, event.detail)
 
-    kwargs: dict[str, str] = {}
-    if settings.wg_socket_dir:
-        kwargs["socket_dir"] = str(settings.wg_socket_dir)
-    if settings.wireguard_go:
-        kwargs["binary"] = settings.wireguard_go
-    prefer = settings.driver if settings.driver in ("kernel", "userspace") else "auto"
-    return choose_driver(settings.interface, prefer=prefer, on_event=on_event,  # type: ignore[arg-type]
-                         **kwargs)
+    return choose_driver(
+        settings.interface,
+        prefer=settings.driver,  # not "fake" here: a Literal narrowed by the test above
+        socket_dir=str(settings.wg_socket_dir or DEFAULT_SOCKET_DIR),
+        binary=settings.wireguard_go or "wireguard-go",
+        on_event=on_event,
+    )
 
 
 SHUTDOWN_TIMEOUT_S = 10.0  # an operation holding the backend's lock (a login) may delay exit

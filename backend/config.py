@@ -15,11 +15,16 @@ import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pcloud.server.protocol import dns_label
 
 DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
+
+# fake: a driver without root or WireGuard, for tests
+Driver = Literal["auto", "kernel", "userspace", "fake"]
+# auto: systemd if it is PID 1 and the system root is "/", else the backend supervises
+ServiceManager = Literal["auto", "systemd", "child"]
 
 
 class ConfigError(Exception):
@@ -45,7 +50,7 @@ class BackendSettings:
     auth_key: str | None = None
     auth_key_file: Path | None = None
     hostname: str = dataclasses.field(default_factory=default_hostname)
-    driver: str = "auto"  # auto | kernel | userspace | fake (fake: tests without root)
+    driver: Driver = "auto"
     wireguard_go: str | None = None
     wg_socket_dir: Path | None = None
     listen_port: int | None = None  # None: let WireGuard pick a port
@@ -55,7 +60,7 @@ class BackendSettings:
     # Where install-server/join-server put system files (K3s binary, config and data, systemd
     # units): "/" on a real machine, a private directory per virtual host in the lab.
     system_root: Path = Path("/")
-    service_manager: str = "auto"  # auto (systemd if PID 1 and root "/") | systemd | child
+    service_manager: ServiceManager = "auto"
     # The K3s binary install-server/join-server use when their request names none (the GUI's
     # wizard never does): None means the pinned release, downloaded and SHA-256 verified.
     k3s_binary: Path | None = None
@@ -89,6 +94,18 @@ _PATHS = {
     "resolv_conf",
 }  # fmt: skip
 DNS_MODES = ("auto", "resolved", "file", "off")
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "headless": bool,
+    "readonly_socket": bool,
+    "poll_timeout": int,
+    "listen_port": int,
+    "endpoint_check_s": (int, float),
+}  # the other settings are strings
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "driver": get_args(Driver),
+    "service_manager": get_args(ServiceManager),
+    "dns": DNS_MODES,
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -99,15 +116,14 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, str | Path):
             raise ConfigError(f"setting {name!r} must be a path string")
         return Path(value)
-    expected = {"headless": bool, "readonly_socket": bool, "poll_timeout": int, "listen_port": int,
-                "endpoint_check_s": (int, float)}.get(name, str)
-    if value is not None and not isinstance(value, expected):  # type: ignore[arg-type]
+    expected = _TYPES.get(name, str)
+    if value is not None and not isinstance(value, expected):
         raise ConfigError(f"setting {name!r} has the wrong type ({type(value).__name__})")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ConfigError(f"setting {name!r} must be one of {', '.join(_CHOICES[name])}")
     if name == "hostname" and value is not None:
         # The one normalisation (protocol.dns_label): the server takes only DNS labels.
         return dns_label(value, fallback="pcloud-device")
-    if name == "dns" and value not in DNS_MODES:
-        raise ConfigError(f"setting 'dns' must be one of {', '.join(DNS_MODES)}, not {value!r}")
     if name == "dns_listen" and value is not None:
         try:
             ipaddress.ip_address(value)
@@ -134,14 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--auth-key", help="pre-auth key (prefer --auth-key-file)")
     key.add_argument("--auth-key-file", type=Path)
     p.add_argument("--hostname")
-    p.add_argument("--driver", choices=["auto", "kernel", "userspace", "fake"])
+    p.add_argument("--driver", choices=_CHOICES["driver"])
     p.add_argument("--wireguard-go", help="path of the wireguard-go binary")
     p.add_argument("--wg-socket-dir", type=Path, 
                    help="UAPI socket dir (default /var/run/wireguard)")
     p.add_argument("--listen-port", type=int)
     p.add_argument("--system-root", "--k3s-root", dest="system_root", type=Path,
                    help="root for K3s and systemd files written by install-server (default /)")
-    p.add_argument("--service-manager", choices=["auto", "systemd", "child"],
+    p.add_argument("--service-manager", choices=_CHOICES["service_manager"],
                    help="how server daemons are kept running (default auto: systemd if it "
                    "is PID 1, else supervised by the backend)")
     p.add_argument("--k3s-binary", type=Path,

@@ -8,7 +8,9 @@ observed through a pidfd rather than `waitpid` alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 
 
 async def wait_pid_exit(pid: int, within: float | None = None) -> bool:
@@ -43,3 +45,15 @@ def reap(pid: int) -> int | None:
     except ChildProcessError:
         return None
     return os.waitstatus_to_exitcode(status) if done else None
+
+
+async def terminate(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM `pid`, SIGKILL it if it outlives `grace` seconds, wait until it is gone and reap
+    it if it was our child. A process that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not await wait_pid_exit(pid, grace):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await wait_pid_exit(pid, 5.0)
+    reap(pid)

@@ -1,8 +1,7 @@
-"""Turns raw local-API values into the words the GUI shows (states, byte counts, ages)."""
+"""Turns raw local-API values into the words the GUI shows (states, hints, expiries); byte
+counts and ages come from pcloud.backend.localapi.format, shared with the CLI."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 # What each backend state means to a person; "Unavailable" is ours: no answer from the backend.
 STATE_LABELS = {
@@ -30,33 +29,6 @@ def state_label(state: str | None) -> str:
     if state is None:
         return "Backend unavailable"
     return STATE_LABELS.get(state, state)
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> "1.5 KiB"; binary units as `ip -s` and WireGuard tools print them."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def ago(when: datetime | None, now: datetime | None = None) -> str:
-    """A handshake time as "12 s ago", "3 min ago", "2 h ago", "4 d ago" or "never"."""
-    if when is None:
-        return "never"
-    now = now or datetime.now(UTC)
-    if when.tzinfo is None:  # the backend sends UTC; be lenient with naive values
-        when = when.replace(tzinfo=UTC)
-    seconds = max(0, int((now - when).total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} d ago"
 
 
 def expiry_label(seconds: int) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import ApiError, conflict, forbidden, not_found, unauthorized
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now, to_record
+from .protocol import Role
 from .security import passwords, tokens
 from .security.nodeproof import NodeProofs
 from .security.ratelimit import Busy, HashGate, LoginLimiter
@@ -254,7 +255,7 @@ class Accounts:
         reusable: bool,
         ephemeral: bool,
         expires_in_s: int,
-        role: str,
+        role: Role,
         tags: Sequence[str],
     ) -> tuple[str, AuthKeyRec]:
         owner = user or caller.username

@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+from .protocol import Role
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def now() -> dt.datetime:
@@ -32,13 +37,13 @@ def to_record(obj: Any) -> dict[str, Any]:
 
 def from_record(cls: type[T], data: dict[str, Any]) -> T:
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if f.name not in data:
             continue
         value = data[f.name]
         if value is not None and f.type in ("dt.datetime", "dt.datetime | None"):
             value = dt.datetime.fromisoformat(value)
-        elif isinstance(value, list) and f.type.startswith("tuple"):  # type: ignore[union-attr]
+        elif isinstance(value, list) and str(f.type).startswith("tuple"):
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
@@ -66,7 +71,7 @@ class AuthKeyRec:
     user: str
     reusable: bool
     ephemeral: bool
-    role: str
+    role: Role
     tags: tuple[str, ...]
     expires_at: dt.datetime
     created_at: dt.datetime
@@ -79,7 +84,7 @@ class NodeRec:
     public_key: str
     hostname: str
     user: str
-    role: str
+    role: str  # protocol.Role once State.register/update_node take a Role
     tags: tuple[str, ...]
     address: str
     endpoints: tuple[str, ...]

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from pcloud.backend.cli.common import EXIT_OK, CliError
 from pcloud.backend.cli.follow import failure, follow
-from pcloud.backend.cli.login import read_password
+from pcloud.backend.cli.login import auth_key_from, read_password
 from pcloud.backend.localapi.client import LocalClient
 
 
@@ -43,12 +43,7 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     status = await client.status()
     if status.self is None:
         raise CliError("join the network as a client first: `pcloud login JOIN-LINK`")
-    auth_key = args.auth_key
-    if args.auth_key_file:
-        try:
-            auth_key = args.auth_key_file.read_text().strip()
-        except OSError as e:
-            raise CliError(f"cannot read {args.auth_key_file}: {e.strerror}") from None
+    auth_key = auth_key_from(args)
     token = await admin_token(client, args.admin_user) if args.admin_user else None
     binary = str(args.k3s_binary.resolve()) if args.k3s_binary else None
     job_id = await client.join_server(auth_key=auth_key, token=token, k3s_binary=binary)

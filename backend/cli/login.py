@@ -28,13 +28,20 @@ def read_password() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
+def auth_key_from(args: argparse.Namespace) -> str | None:
+    """--auth-key, or what --auth-key-file holds (a file keeps the key out of `ps`)."""
+    key: str | None = args.auth_key
+    path: Path | None = args.auth_key_file
+    if path is None:
+        return key
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+
+
 async def run(args: argparse.Namespace, client: LocalClient) -> int:
-    auth_key = args.auth_key
-    if args.auth_key_file:
-        try:
-            auth_key = args.auth_key_file.read_text().strip()
-        except OSError as e:
-            raise CliError(f"cannot read {args.auth_key_file}: {e.strerror}") from None
+    auth_key = auth_key_from(args)
     if auth_key:
         status = await client.login(args.server_url, auth_key=auth_key)
     elif args.username:

@@ -11,29 +11,10 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.table import Table
 
+from pcloud.backend.localapi.format import ago, human_bytes
 from pcloud.backend.localapi.schemas import PeerStatus, Status
 
 ACTIVE_WITHIN_S = 180  # WireGuard rekeys every 2 min while traffic flows
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def ago(when: datetime, now: datetime) -> str:
-    seconds = max(0, int((now - when).total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    if seconds < 86400:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
 
 
 def activity(peer: PeerStatus, now: datetime) -> str:
@@ -47,7 +28,7 @@ def activity(peer: PeerStatus, now: datetime) -> str:
     elif not peer.online:
         text = "offline"
         if peer.last_seen:
-            text += f", last seen {ago(peer.last_seen, now)}"
+            text += f", last seen {ago(peer.last_seen, now, compact=True)}"
     else:
         text = "idle"
     if peer.tx_bytes or peer.rx_bytes:
@@ -85,7 +66,7 @@ def peers_table(status: Status, now: datetime | None = None) -> Table:
         table.add_column(name, no_wrap=True)
     table.add_column("ENDPOINT", overflow="fold")
     for peer in sorted(status.peers, key=lambda p: p.hostname):
-        handshake = ago(peer.last_handshake, now) if peer.last_handshake else "never"
+        handshake = ago(peer.last_handshake, now, compact=True)
         table.add_row(peer.hostname, peer.address, "yes" if peer.online else "no", handshake,
                       peer.endpoint or "-")
     return table

@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pcloud.backend.dns import resolved
+from pcloud.backend.dns.names import NameTable, build_table
+from pcloud.backend.dns.resolvconf import DEFAULT_NAMESERVER, ManagedResolvConf, parse, render
+from pcloud.backend.dns.server import DnsServer, Resolver
 from pcloud.server.protocol import DEFAULT_DOMAIN, Netmap
-
-from . import resolved
-from .names import NameTable, build_table
-from .resolvconf import DEFAULT_NAMESERVER, ManagedResolvConf, parse, render
-from .server import DnsServer, Resolver
 
 log = logging.getLogger(__name__)
 

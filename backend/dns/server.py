@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dnslib import AAAA, QTYPE, RCODE, RR, SOA, A, DNSError, DNSRecord
 from dnslib.dns import PTR
 
-from .names import NameTable
+from pcloud.backend.dns.names import NameTable
 
 log = logging.getLogger(__name__)
 

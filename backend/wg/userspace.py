@@ -18,12 +18,11 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
 
-from pcloud.backend.proc import reap, wait_pid_exit
+from pcloud.backend.proc import reap, terminate, wait_pid_exit
 from pcloud.backend.wg import link
 from pcloud.backend.wg.diff import diff
 from pcloud.backend.wg.driver import DriverError, DriverEvent, InterfaceConfig, PeerStats
@@ -242,15 +241,8 @@ class UserspaceDriver:
     async def _terminate(self) -> None:
         """SIGTERM wireguard-go (SIGKILL if it lingers) and wait until it is gone."""
         pid, self._pid = self._pid, None
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not await wait_pid_exit(pid, 5.0):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            await wait_pid_exit(pid, 5.0)
-        reap(pid)
+        if pid is not None:
+            await terminate(pid, grace=5.0)
 
     async def _apply_locked(self, config: InterfaceConfig) -> None:
         try:

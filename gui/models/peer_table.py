@@ -19,8 +19,8 @@ from PySide6.QtCore import (
     Qt,
 )
 
+from pcloud.backend.localapi.format import ago, human_bytes
 from pcloud.backend.localapi.schemas import PeerStatus
-from pcloud.gui.format import ago, human_bytes
 from pcloud.gui.icons import dot_icon
 
 COLUMNS = ["Hostname", "User", "Role", "Overlay IP", "Endpoint", "Last handshake", "Received",

@@ -89,7 +89,7 @@ async def list_auth_keys(accounts: AccountsDep, caller: CurrentUser) -> list[Aut
             user=k.user,
             reusable=k.reusable,
             ephemeral=k.ephemeral,
-            role=k.role,  # type: ignore[arg-type]
+            role=k.role,
             tags=list(k.tags),
             expires_at=k.expires_at,
             used=k.used,

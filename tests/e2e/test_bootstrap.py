@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from pcloud.backend.k3s.standin import MODULE, write_wrapper
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
 from tests.lab.netns import pids
+from tests.support.k3s_standin import MODULE, exec_line, write_wrapper
 
 pytestmark = pytest.mark.lab
 Figure = Callable[..., None]
@@ -38,8 +38,7 @@ def k3s_wrapper(host: Host, *, slow_start_s: int = 0) -> str:
     if slow_start_s:
         path.write_text(
             "#!/bin/sh\n"
-            f'[ "$1" = server ] && sleep {slow_start_s}\n'
-            f'exec {sys.executable} -m {MODULE} "$@"\n'
+            f'[ "$1" = server ] && sleep {slow_start_s}\n' + exec_line()
         )
         path.chmod(0o755)
     else:

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from server.store.base import Conflict, Put, Unavailable
-from server.store.etcd import EtcdStore, WatchBatch
-from server.store.etcd_cluster import ClusterAdmin
-from server.store.etcd_member import EtcdError, NotConfirmed, etcd_argv, force_new_cluster_argv
+from pcloud.server.store.base import Conflict, Put, Unavailable
+from pcloud.server.store.etcd import EtcdStore, WatchBatch
+from pcloud.server.store.etcd_cluster import ClusterAdmin
+from pcloud.server.store.etcd_member import (
+    EtcdError,
+    NotConfirmed,
+    etcd_argv,
+    force_new_cluster_argv,
+)
 from tests.support.etcd import ADDRESSES, Cluster, cluster, needs_etcd
 
 pytestmark = needs_etcd

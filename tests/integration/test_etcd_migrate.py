@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.store.base import Claim, Put
-from server.store.migrate import MigrationError, fingerprint, migrate, read_marker
-from server.store.sqlite import SqliteStore
+from pcloud.server.store.base import Claim, Put
+from pcloud.server.store.migrate import MigrationError, fingerprint, migrate, read_marker
+from pcloud.server.store.sqlite import SqliteStore
 from tests.support.etcd import Cluster, cluster, needs_etcd
 
 pytestmark = needs_etcd

@@ -13,10 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.security.tls import TlsFiles, ensure_leaf
-from server.store.base import Claim, ClaimTaken, Conflict, Delete, Put, StoreError, Unavailable
-from server.store.etcd import EtcdStore, WatchBatch
-from server.store.etcd_gateway import ssl_context
+from pcloud.server.security.tls import TlsFiles, ensure_leaf
+from pcloud.server.store.base import (
+    Claim,
+    ClaimTaken,
+    Conflict,
+    Delete,
+    Put,
+    StoreError,
+    Unavailable,
+)
+from pcloud.server.store.etcd import EtcdStore, WatchBatch
+from pcloud.server.store.etcd_gateway import ssl_context
 from tests.support.etcd import Cluster, cluster, needs_etcd
 
 pytestmark = needs_etcd

@@ -20,7 +20,6 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported anywhere
 
 import asyncio
-import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -28,7 +27,6 @@ import pytest
 import qasync
 from PySide6.QtWidgets import QApplication, QTableWidget, QWizard
 
-from pcloud.backend.k3s.standin import MODULE
 from pcloud.backend.localapi.client import LocalClient
 from pcloud.gui.app import PCloudApp
 from pcloud.gui.dialogs.login import LoginDialog
@@ -39,6 +37,7 @@ from pcloud.gui.tray import Tray
 from pcloud.gui.views.main_window import MainWindow
 from tests.lab import Host, Lab
 from tests.lab.mesh import Mesh
+from tests.support.k3s_standin import exec_line
 
 pytestmark = pytest.mark.lab
 T = TypeVar("T")
@@ -148,8 +147,7 @@ def flaky_k3s(host: Host) -> str:
         f"  : > {K3S_FAILED_ONCE}\n"
         '  echo "k3s stand-in: failing its first start on purpose" >&2\n'
         "  exit 1\n"
-        "fi\n"
-        f'exec {sys.executable} -m {MODULE} "$@"\n'
+        "fi\n" + exec_line()
     )
     path.chmod(0o755)
     return K3S

@@ -14,7 +14,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,8 +21,8 @@ import httpx
 import pytest
 
 from pcloud.backend.k3s.driver import K3sDriver, K3sError
-from pcloud.backend.k3s.standin import write_wrapper
-from pcloud.backend.k3s.standin.cluster import client_ssl
+from tests.support.k3s_standin import argv, env, write_wrapper
+from tests.support.k3s_standin.cluster import client_ssl
 
 FIRST_IP, SECOND_IP, THIRD_IP = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 
@@ -232,7 +231,8 @@ def test_standin_refuses_flags_and_keys_k3s_does_not_have(
     cfg = tmp_path / "config.yaml"
     cfg.write_text(config)
     proc = subprocess.run(
-        [sys.executable, "-m", "pcloud.backend.k3s.standin", "server", f"--config={cfg}", *args],
+        argv("server", f"--config={cfg}", *args),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -246,7 +246,8 @@ def test_agent_keys_are_strict_too(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text('server: "https://127.0.0.1:1"\ntoken: x\ncluster-init: true\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "pcloud.backend.k3s.standin", "agent", f"--config={cfg}"],
+        argv("agent", f"--config={cfg}"),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=60,

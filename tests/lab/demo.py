@@ -7,7 +7,7 @@ as clients with a pre-auth key and become servers with `pcloud join-server` (the
 10.0.0.1:6443 through the tunnel), a laptop logs in as a user; then it prints the mesh as
 `pcloud status` on each host sees it, the cluster as `k3s kubectl get nodes -o wide` on rpi111
 sees it, pings every pair through the WireGuard tunnels and ends with one summary line. K3s is
-the stand-in (`backend/k3s/standin`): real K3s cannot run here. `--keep` leaves the lab running (enter a host with `python -m tests.lab.shell
+the stand-in (`tests/support/k3s_standin`): real K3s cannot run here. `--keep` leaves the lab running (enter a host with `python -m tests.lab.shell
 HOST`); `python -m tests.lab.demo down` removes it.
 """
 
@@ -25,9 +25,9 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from pcloud.backend.k3s.standin import write_wrapper
 from tests.lab import Host, Lab
 from tests.lab.mesh import Mesh
+from tests.support.k3s_standin import write_wrapper
 
 ROOT = "/var/lib/pcloud/root"  # each host's system root for K3s (private to the host)
 SERVER_ARGS = ("--k3s-root", ROOT, "--service-manager", "child")

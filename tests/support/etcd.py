@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from server.security.tls import TlsFiles, ensure_ca
-from server.store.etcd import EtcdStore
-from server.store.etcd_member import (
+from pcloud.server.security.tls import TlsFiles, ensure_ca
+from pcloud.server.store.etcd import EtcdStore
+from pcloud.server.store.etcd_member import (
     EtcdMember,
     MemberSpec,
     MemberTls,

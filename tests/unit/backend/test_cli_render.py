@@ -9,8 +9,6 @@ from rich.console import Console
 
 from pcloud.backend.cli.render import (
     activity,
-    ago,
-    human_bytes,
     peers_table,
     state_line,
     status_table,
@@ -28,20 +26,6 @@ def peer(name: str, addr: str, **kw: object) -> PeerStatus:
                                    online=True, last_seen=None)
     data.update(kw)
     return PeerStatus.model_validate(data)
-
-
-def test_human_bytes() -> None:
-    assert human_bytes(0) == "0 B"
-    assert human_bytes(1023) == "1023 B"
-    assert human_bytes(1536) == "1.5 KiB"
-    assert human_bytes(5 * 1024**3) == "5.0 GiB"
-
-
-def test_ago() -> None:
-    assert ago(NOW - timedelta(seconds=5), NOW) == "5s ago"
-    assert ago(NOW - timedelta(minutes=5, seconds=3), NOW) == "5m ago"
-    assert ago(NOW - timedelta(hours=3), NOW) == "3h ago"
-    assert ago(NOW - timedelta(days=2), NOW) == "2d ago"
 
 
 def test_activity() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.netmap.broadcast import LOG_LIMIT, Broadcaster
+from pcloud.server.netmap.broadcast import LOG_LIMIT, Broadcaster
 
 
 def test_delta_folds_changes_and_removals_after_since() -> None:

@@ -13,12 +13,20 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from server.security.tls import TlsFiles, ensure_ca
-from server.store.base import Claim, ClaimTaken, Conflict, Delete, Put, StoreError, Unavailable
-from server.store.etcd import EtcdStore
-from server.store.etcd_cluster import disable_debian_unit, retry
-from server.store.etcd_gateway import prefix_end
-from server.store.etcd_member import (
+from pcloud.server.security.tls import TlsFiles, ensure_ca
+from pcloud.server.store.base import (
+    Claim,
+    ClaimTaken,
+    Conflict,
+    Delete,
+    Put,
+    StoreError,
+    Unavailable,
+)
+from pcloud.server.store.etcd import EtcdStore
+from pcloud.server.store.etcd_cluster import disable_debian_unit, retry
+from pcloud.server.store.etcd_gateway import prefix_end
+from pcloud.server.store.etcd_member import (
     MemberSpec,
     MemberTls,
     NotConfirmed,

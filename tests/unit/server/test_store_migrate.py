@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from server.store.base import KINDS, Snapshot
-from server.store.migrate import fingerprint
+from pcloud.server.store.base import KINDS, Snapshot
+from pcloud.server.store.migrate import fingerprint
 
 
 def snap(**records: dict[str, dict[str, object]]) -> Snapshot:

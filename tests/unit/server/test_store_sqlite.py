@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.store.base import Claim, ClaimTaken, Delete, Put
-from server.store.sqlite import SqliteStore
+from pcloud.server.store.base import Claim, ClaimTaken, Delete, Put
+from pcloud.server.store.sqlite import SqliteStore
 
 
 def test_claim_is_unique_and_fails_the_whole_commit(tmp_path: Path) -> None:

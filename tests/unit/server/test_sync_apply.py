@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.config import Listen, Settings
-from server.model import NodeRec, now, to_record
-from server.state import State
-from server.store.etcd import Change, WatchBatch
-from server.store.sqlite import SqliteStore
-from server.sync import apply_batch
+from pcloud.server.config import Listen, Settings
+from pcloud.server.model import NodeRec, now, to_record
+from pcloud.server.state import State
+from pcloud.server.store.etcd import Change, WatchBatch
+from pcloud.server.store.sqlite import SqliteStore
+from pcloud.server.sync import apply_batch
 
 
 def _state(tmp_path: Path) -> State:

@@ -9,23 +9,42 @@ list in its data dir, and answers the few `k3s kubectl` and `k3s etcd-snapshot` 
 makes. It does none of the driver's work: it never writes the config, the token file or the
 systemd unit; it only reads what the driver wrote, as K3s would.
 
-Run it as `python -m pcloud.backend.k3s.standin ...`, or through a `k3s` wrapper script made by
-`write_wrapper()` so the driver can install and run it like the real binary.
+It is test tooling and ships in no wheel. Run it as `python -m tests.support.k3s_standin ...`
+from the repository root, or through a `k3s` wrapper script made by `write_wrapper()` (which works
+from any directory) so the driver can install and run it like the real binary.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
 
-MODULE = "pcloud.backend.k3s.standin"
+MODULE = "tests.support.k3s_standin"
+# `tests` is not installed: the stand-in imports from the repository root.
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def exec_line(python: str | None = None) -> str:
+    """The shell line that runs the stand-in with this command's arguments (for wrappers)."""
+    interpreter = shlex.quote(python or sys.executable)
+    return f'PYTHONPATH={shlex.quote(str(ROOT))} exec {interpreter} -m {MODULE} "$@"\n'
+
+
+def argv(*args: str) -> list[str]:
+    """The stand-in's command line; run it with `env()`."""
+    return [sys.executable, "-m", MODULE, *args]
+
+
+def env() -> dict[str, str]:
+    """This process's environment with the repository root importable."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def write_wrapper(path: Path, python: str | None = None) -> Path:
     """Write an executable `k3s` script at `path` that runs the stand-in with `python`."""
-    interpreter = python or sys.executable
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'#!/bin/sh\nexec {shlex.quote(interpreter)} -m {MODULE} "$@"\n')
+    path.write_text("#!/bin/sh\n" + exec_line(python))
     path.chmod(0o755)
     return path

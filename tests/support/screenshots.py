@@ -1,4 +1,5 @@
-"""Screenshots for the docs: `python -m pcloud.gui.screenshots OUTDIR`.
+"""Screenshots for the docs: `python -m tests.support.screenshots OUTDIR` (from the repository
+root; `bash .ci/screenshots` runs it). A docs tool, not shipped in the wheel.
 
 Renders the real widgets with demo data (no backend needed) on an X server with a tray host, so
 the tray menu is the one a desktop would show. With no DISPLAY it starts its own Xvfb and trayer
@@ -201,7 +202,7 @@ async def shoot(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.stderr.write("usage: python -m pcloud.gui.screenshots OUTDIR\n")
+        sys.stderr.write("usage: python -m tests.support.screenshots OUTDIR\n")
         return 2
     out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from pcloud.backend.k3s import flags
-from pcloud.backend.k3s.standin import node, tools
-from pcloud.backend.k3s.standin.settings import (
+from tests.support.k3s_standin import node, tools
+from tests.support.k3s_standin.settings import (
     EXIT_NOT_EMULATED,
     EXIT_USAGE,
     Usage,

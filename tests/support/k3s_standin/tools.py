@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from pcloud.backend.k3s.standin.cluster import client_ssl
-from pcloud.backend.k3s.standin.settings import EXIT_NOT_EMULATED, Settings
+from tests.support.k3s_standin.cluster import client_ssl
+from tests.support.k3s_standin.settings import EXIT_NOT_EMULATED, Settings
 
 _DRAIN_FLAGS = ("--ignore-daemonsets", "--delete-emptydir-data", "--force")
 

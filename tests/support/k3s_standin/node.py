@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 
 from pcloud.backend.k3s import token as tokens
-from pcloud.backend.k3s.standin import pki
-from pcloud.backend.k3s.standin.cluster import Identity, Members, StandinServer, client_ssl
-from pcloud.backend.k3s.standin.settings import Settings, Usage
+from tests.support.k3s_standin import pki
+from tests.support.k3s_standin.cluster import Identity, Members, StandinServer, client_ssl
+from tests.support.k3s_standin.settings import Settings, Usage
 
 log = logging.getLogger("k3s-standin")
 
