@@ -123,10 +123,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name!r} must be one of {', '.join(_CHOICES[name])}")
     if name == "hostname" and value is not None:
         # The one normalisation (protocol.dns_label): the server takes only DNS labels.
-        return dns_label(value, fallback="pcloud-device")
+        return dns_label(str(value), fallback="pcloud-device")
     if name == "dns_listen" and value is not None:
         try:
-            ipaddress.ip_address(value)
+            ipaddress.ip_address(str(value))
         except ValueError:
             raise ConfigError(f"setting 'dns_listen' must be an IP address, not {value!r}") from None
     return value
