@@ -59,6 +59,10 @@ class BackendSettings:
     # The K3s binary install-server/join-server use when their request names none (the GUI's
     # wizard never does): None means the pinned release, downloaded and SHA-256 verified.
     k3s_binary: Path | None = None
+    # Local API limits (localapi/server.py): seconds to finish a request head, and connections
+    # one uid may hold (root and the backend's own uid are exempt).
+    api_head_timeout_s: float = 10.0
+    api_max_connections_per_uid: int = 32
 
     def __repr__(self) -> str:  # the auth key must never reach a log line
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -89,7 +93,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"setting {name!r} must be a path string")
         return Path(value)
     expected = {"headless": bool, "readonly_socket": bool, "poll_timeout": int, "listen_port": int,
-                "endpoint_check_s": (int, float)}.get(name, str)
+                "endpoint_check_s": (int, float), "api_head_timeout_s": (int, float),
+                "api_max_connections_per_uid": int}.get(name, str)
     if value is not None and not isinstance(value, expected):  # type: ignore[arg-type]
         raise ConfigError(f"setting {name!r} has the wrong type ({type(value).__name__})")
     return value
@@ -148,4 +153,8 @@ def load_settings(argv: list[str] | None = None) -> BackendSettings:
     settings = BackendSettings()
     for name, value in values.items():
         setattr(settings, name, _coerce(name, value))
+    if not 0 < settings.api_head_timeout_s <= 3600:
+        raise ConfigError("setting 'api_head_timeout_s' must be above 0 and at most 3600")
+    if settings.api_max_connections_per_uid < 1:
+        raise ConfigError("setting 'api_max_connections_per_uid' must be at least 1")
     return settings
