@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import resource
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import nacl.public
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.coord import CoordServer
 
@@ -129,6 +132,89 @@ async def test_a_normal_request_with_many_small_headers_still_passes(server: Coo
     )
     answer = await asyncio.wait_for(reader.read(), 10)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+# Raw request heads as an attacker writes them: any header bytes but CR/LF (and sometimes those
+# too, unpaired), repeated names, obs-folds, counts around the limit, values up to 20 KiB.
+_TOKEN = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_!#$%&'*+.^`|~",
+    min_size=1,
+    max_size=30,
+).map(str.encode)
+_NAME = st.one_of(
+    st.sampled_from(
+        [
+            b"Host",
+            b"Authorization",
+            b"Content-Length",
+            b"Transfer-Encoding",
+            b"Connection",
+            b"Expect",
+            b"Upgrade",
+            b"X-Forwarded-For",
+        ]
+    ),
+    _TOKEN,
+)
+_VALUE = st.one_of(
+    st.sampled_from(
+        [
+            b"chunked",
+            b"close",
+            b"100-continue",
+            b"-1",
+            b"99999999999999999999",
+            b"Bearer pcn_x",
+            b"websocket",
+            b"h2c",
+            b"0",
+        ]
+    ),
+    st.text("".join(map(chr, range(0x20, 0x7F))) + "\t", max_size=200).map(str.encode),
+    st.integers(1000, 20_000).map(lambda n: b"v" * n),
+)
+_HEADER = st.tuples(_NAME, _VALUE).map(lambda nv: nv[0] + b": " + nv[1] + b"\r\n")
+_ODD_LINE = st.one_of(
+    st.just(b""),
+    st.just(b""),
+    st.just(b" folded continuation\r\n"),
+    st.binary(max_size=40).map(lambda b: b + b"\n"),  # anything, even a bare LF
+)
+_HEAD = st.tuples(
+    st.sampled_from(
+        [
+            b"GET /api/v1/health",
+            b"GET /api/v1/netmap?since=1&timeout=0",
+            b"POST /api/v1/login",
+            b"GET /api/v1/nodes",
+            b"PUT /api/v1/acl",
+        ]
+    ),
+    st.sampled_from([b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", b" HTTP/9.9\r\n"]),
+    st.lists(_HEADER, max_size=120),
+    _ODD_LINE,
+).map(lambda t: t[0] + t[1] + b"".join(t[2]) + t[3] + b"\r\n")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(head=_HEAD)
+def test_fuzzed_request_heads_never_get_a_5xx(server: CoordServer, head: bytes) -> None:
+    """Whatever the head, the server answers 4xx (or 2xx), or closes: never 5xx, never hangs."""
+    with socket.create_connection((server.host, server.port), timeout=10) as raw:
+        with _FUZZ_CTX.setdefault("ctx", server.ssl_context()).wrap_socket(
+            raw, server_hostname=server.host
+        ) as tls:
+            try:
+                tls.sendall(head)
+                answer = tls.recv(64)
+            except (ConnectionError, ssl.SSLError):
+                return  # refused and closed: fine
+    if answer:
+        status = int(answer.split(b" ", 2)[1])
+        assert status < 500, (head[:300], answer)
+
+
+_FUZZ_CTX: dict[str, ssl.SSLContext] = {}
 
 
 # ---- finding 5: slowloris, per-source cap, poll hoarding --------------------------------------
