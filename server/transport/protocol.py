@@ -82,6 +82,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._handshake: asyncio.Task[None] | None = None
         self._early: list[bytes] = []
+        self._lost = False
 
     # ---- accept, TLS, close ------------------------------------------------------------------
 
@@ -129,7 +130,8 @@ class GuardedProtocol(HttpToolsProtocol):
             raise
         finally:
             self._handshake = None
-        if self._raw is None or transport is None:  # the timer fired as the handshake ended
+        if self._raw is None or transport is None or self._lost:
+            # The timer fired as the handshake ended, or the peer left right after it.
             raw.abort()
             self._closed()
             return
@@ -142,6 +144,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         established = self.transport is not None
         self._closed()
         if established:
