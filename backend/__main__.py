@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from types import FrameType
@@ -20,6 +21,7 @@ from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.peercred import default_write_rule
 from pcloud.backend.localapi.routes import create_app
 from pcloud.backend.localapi.server import (
+    LocalApiLimits,
     SocketInUse,
     bind_sockets,
     ensure_group,
@@ -52,6 +54,18 @@ def make_driver(settings: BackendSettings) -> Driver:
     )
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one: local callers, WireGuard, K3s supervision and the
+    coordination server's connections all need descriptors (the unit sets LimitNOFILE too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, e)
+
+
 SHUTDOWN_TIMEOUT_S = 10.0  # an operation holding the backend's lock (a login) may delay exit
 
 
@@ -78,7 +92,10 @@ async def run(settings: BackendSettings) -> None:
     ensure_group(settings.socket_group)
     backend_uid, admin_gid = default_write_rule(settings.socket_group)
     app = create_app(backend, admin_gid=admin_gid, backend_uid=backend_uid)
-    server = make_server(app, log_level=settings.log_level.lower())
+    limits = LocalApiLimits(head_timeout_s=settings.api_head_timeout_s,
+                            max_connections_per_uid=settings.api_max_connections_per_uid)
+    server = make_server(app, log_level=settings.log_level.lower(), limits=limits)
+    raise_open_files_limit()
     # Before the sockets exist: from then on every way out goes through the `finally`.
     _stop_on_signals(server)
     socks = bind_sockets(settings.socket, group=settings.socket_group,

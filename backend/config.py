@@ -71,6 +71,10 @@ class BackendSettings:
     # in "resolved" mode it listens on the device's overlay address instead.
     dns_listen: str = "127.0.10.53"
     resolv_conf: Path = Path("/etc/resolv.conf")
+    # Local API limits (localapi/server.py): seconds to finish a request head, and connections
+    # one uid may hold (root and the backend's own uid are exempt).
+    api_head_timeout_s: float = 10.0
+    api_max_connections_per_uid: int = 32
 
     def __repr__(self) -> str:  # the auth key must never reach a log line
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -100,6 +104,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "poll_timeout": int,
     "listen_port": int,
     "endpoint_check_s": (int, float),
+    "api_head_timeout_s": (int, float),
+    "api_max_connections_per_uid": int,
 }  # the other settings are strings
 _CHOICES: dict[str, tuple[str, ...]] = {
     "driver": get_args(Driver),
@@ -194,4 +200,8 @@ def load_settings(argv: list[str] | None = None) -> BackendSettings:
     settings = BackendSettings()
     for name, value in values.items():
         setattr(settings, name, _coerce(name, value))
+    if not 0 < settings.api_head_timeout_s <= 3600:
+        raise ConfigError("setting 'api_head_timeout_s' must be above 0 and at most 3600")
+    if settings.api_max_connections_per_uid < 1:
+        raise ConfigError("setting 'api_max_connections_per_uid' must be at least 1")
     return settings

@@ -340,7 +340,12 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
     # re-armed late under load must not flip the node offline and wake its peers mid-measure.
     server = CoordServer(
         tmp / "server",
-        extra_args=["--network", network, "--offline-grace", "10", "--log-level", "warning"],
+        extra_args=[
+            *["--network", network, "--offline-grace", "10", "--log-level", "warning"],
+            # Every simulated node connects from 127.0.0.1: one source, so the per-source cap
+            # must admit them all (it still counts each connection, as in production).
+            *["--max-connections-per-source", str(cfg.nodes + 1024)],
+        ],
     )
     workers: Workers | None = None
     stack = ExitStack()

@@ -26,6 +26,9 @@ from .protocol import DEFAULT_DOMAIN
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
 from .store.base import StoreError
+from .transport.fds import raise_open_files_limit
+from .transport.options import add_connection_arguments, connection_settings, transport_limits
+from .transport.protocol import guarded_protocol, tls_context
 
 log = logging.getLogger("pcloud.server")
 
@@ -148,6 +151,7 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-ca", type=Path, default=None, help="CA certificate of the etcd members")
     p.add_argument("--etcd-cert", type=Path, default=None, help="client certificate for etcd")
     p.add_argument("--etcd-key", type=Path, default=None, help="client key for etcd")
+    add_connection_arguments(p)
     return p
 
 
@@ -202,6 +206,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         etcd_ca=_path(args.etcd_ca or saved.get("etcd_ca")),
         etcd_cert=_path(args.etcd_cert or saved.get("etcd_cert")),
         etcd_key=_path(args.etcd_key or saved.get("etcd_key")),
+        **connection_settings(args),
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved_path.write_text(
@@ -293,6 +298,7 @@ def bind_admin_socket(path: Path) -> socket.socket:
 
 async def serve(settings: Settings) -> None:
     tune_runtime()
+    raise_open_files_limit()
     # The first load (a range over etcd) blocks; nothing else runs in this loop yet.
     state = open_state(settings)
     files = TlsFiles.in_dir(settings.state_dir)
@@ -316,8 +322,9 @@ async def serve(settings: Settings) -> None:
     sockets = [bind_tcp(lst) for lst in settings.listen]
     config = uvicorn.Config(
         app,
-        ssl_certfile=str(files.cert),
-        ssl_keyfile=str(files.key),
+        # TLS, head limits and connection caps live in the protocol (server/transport).
+        http=guarded_protocol(tls_context(files.cert, files.key), transport_limits(settings)),
+        ws="none",
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_keep_alive=75,

@@ -86,6 +86,12 @@ class Settings:
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
+    # Connection limits (server/transport): one deadline for the TLS handshake and each request
+    # head; open connections per source (IPv4 address or IPv6 /64, 0: no cap); long polls one
+    # node may hold (a further one answers the oldest "unchanged").
+    head_timeout_s: float = 10.0
+    max_connections_per_source: int = 1000
+    max_polls_per_node: int = 2
 
     def __post_init__(self) -> None:
         parse_network(self.network)

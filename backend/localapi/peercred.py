@@ -2,12 +2,15 @@
 
 Anyone who can connect may read (everybody can reach the read-only `.ro` socket). Writing (login, up, down, logout, ...) is for uid 0, the
 backend's own uid, and members of the `pcloud` group, as Tailscale's `IsReadonlyConn`. The
-kernel fills SO_PEERCRED at connect() time, so the caller cannot forge it; supplementary groups
-are not in it, so we read them from /proc/PID/status of the peer right after accept.
+kernel fills SO_PEERCRED at connect() time, so the caller cannot forge it. Supplementary groups
+come from SO_PEERGROUPS (Linux 4.13+), also captured at connect(): reading /proc/PID/status
+after accept could read whatever process has that PID by then.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import grp
 import os
 import socket
@@ -15,6 +18,10 @@ import struct
 from dataclasses import dataclass
 
 _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+# Not in Python's socket module; the value is the same on every Linux architecture.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_GID = struct.Struct("I")
+NGROUPS_MAX = 65536  # the kernel's limit on supplementary groups
 
 
 @dataclass(frozen=True)
@@ -29,23 +36,36 @@ class Caller:
         pid, uid, gid = _UCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         )
-        return cls(pid, uid, gid, groups_of_pid(pid))
+        return cls(pid, uid, gid, peer_groups(sock))
 
 
 # Nobody: what a connection without credentials (not AF_UNIX, e.g. a test transport) is.
 ANONYMOUS = Caller(pid=0, uid=-1, gid=-1, groups=frozenset())
 
 
-def groups_of_pid(pid: int) -> frozenset[int]:
-    """Supplementary groups of process `pid` (empty if it is gone or unreadable)."""
+def peer_groups(sock: socket.socket) -> frozenset[int]:
+    """Supplementary groups of the process that connected `sock`, as they were at connect().
+
+    Python's getsockopt takes at most 1024 bytes (256 groups), enough for nearly everyone; the
+    kernel answers ERANGE for a caller with more, who is asked again through libc.
+    """
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Groups:"):
-                    return frozenset(int(g) for g in line.split()[1:])
-    except (OSError, ValueError):
-        pass
-    return frozenset()
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+    except OSError as e:
+        if e.errno != errno.ERANGE:
+            raise
+        raw = _peer_groups_libc(sock.fileno())
+    return frozenset(g for (g,) in _GID.iter_unpack(raw[: len(raw) - len(raw) % _GID.size]))
+
+
+def _peer_groups_libc(fd: int) -> bytes:
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(NGROUPS_MAX * _GID.size)
+    size = ctypes.c_uint32(len(buf))
+    if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buf, ctypes.byref(size)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return buf.raw[: size.value]
 
 
 def group_id(name: str) -> int | None:

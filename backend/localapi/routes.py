@@ -3,11 +3,17 @@
 Who may do what is decided in one middleware, before any route runs:
 - requests shaped like a browser's (an Origin or Referer header) are refused, so a web page
   cannot drive the backend through a local proxy;
+- a request with more than `MAX_HEADERS` header lines is answered 431 (the protocol bounds the
+  head's bytes; security review, finding 4);
 - every method other than GET/HEAD is a write and needs `may_write(caller)`: root, the
   backend's own uid, or a member of the `pcloud` group. Checking by method rather than per route
   means a route added later cannot forget it. The caller comes from SO_PEERCRED
   (`server.PeerCredProtocol`, `request.state.caller`), on either of the two sockets: the rule
   does not depend on which one the caller came through.
+- only root (or the backend's own uid) may name the `k3s_binary` that install-server and
+  join-server install and run as root: the group would otherwise be root-equivalent (finding 10).
+Event streams are capped per uid (`MAX_STREAMS_PER_UID`, root exempt): each one costs a status
+refresh every few seconds.
 Errors are `{"error": {code, message}}` like the server's.
 """
 
@@ -22,6 +28,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from pcloud.backend import coordcall
@@ -49,6 +56,13 @@ STATUS_REFRESH_S = 5.0  # how often an idle event stream re-checks the byte coun
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Job result fields only callers who may change things see (the read-only socket is 0666).
 SECRET_RESULT_KEYS = ("setup_code",)
+MAX_HEADERS = 100
+MAX_STREAMS_PER_UID = 8
+BINARY_RULE = (
+    "only root may choose the K3s binary (k3s_binary): it is installed and run as root. "
+    "Leave it out to use the pinned K3s release (downloaded and SHA-256 verified) or the "
+    "backend's own k3s_binary setting"
+)
 
 
 class JobRegistry(Protocol):
@@ -85,10 +99,25 @@ def create_app(
         who: Caller = getattr(request.state, "caller", ANONYMOUS)
         return may_write(who, backend_uid=backend_uid, admin_gid=admin_gid)[0]
 
+    streams: dict[int, int] = {}  # open event streams per uid
+
+    def caller_of(request: Request) -> Caller:
+        who: Caller = getattr(request.state, "caller", ANONYMOUS)
+        return who
+
+    def only_root_names_binaries(request: Request, binary: str | None) -> None:
+        who = caller_of(request)
+        if binary is not None and who.uid != 0 and not (who.uid == backend_uid >= 0):
+            log.info("refused k3s_binary from uid %d pid %d", who.uid, who.pid)
+            raise OperationError(BINARY_RULE, code="forbidden", http_status=403)
+
     @app.middleware("http")
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        if len(request.headers.raw) > MAX_HEADERS:
+            return _error(431, "header_too_large",
+                          f"the request has more than {MAX_HEADERS} headers")
         for header in ("origin", "referer"):
             if header in request.headers:
                 return _error(403, "browser_refused",
@@ -152,7 +181,8 @@ def create_app(
         return await backend.status()
 
     @app.post("/v1/install-server", response_model=JobStarted)
-    async def post_install_server(body: InstallServerRequest) -> JobStarted:
+    async def post_install_server(body: InstallServerRequest, request: Request) -> JobStarted:
+        only_root_names_binaries(request, body.k3s_binary)
         credentials = None
         if body.admin_username and body.admin_password:
             credentials = (body.admin_username, body.admin_password)
@@ -160,7 +190,8 @@ def create_app(
         return JobStarted(job_id=install_server.start(backend, params, credentials))
 
     @app.post("/v1/join-server", response_model=JobStarted)
-    async def post_join_server(body: JoinServerRequest) -> JobStarted:
+    async def post_join_server(body: JoinServerRequest, request: Request) -> JobStarted:
+        only_root_names_binaries(request, body.k3s_binary)
         approval = {"auth_key": body.auth_key or "", "token": body.token or ""}
         job_id = join_server.start(backend, {"k3s_binary": body.k3s_binary}, approval)
         return JobStarted(job_id=job_id)
@@ -204,14 +235,45 @@ def create_app(
         return job if trusted(request) else _redacted(job)
 
     @app.get("/v1/events")
-    async def events(request: Request) -> StreamingResponse:
+    async def events(request: Request) -> Response:
+        uid = caller_of(request).uid
+        counted = uid not in (0, backend_uid)
+        if counted and streams.get(uid, 0) >= MAX_STREAMS_PER_UID:
+            log.info("refused an event stream to uid %d: it holds %d", uid, MAX_STREAMS_PER_UID)
+            return _error(429, "too_many_streams",
+                          f"uid {uid} already follows {MAX_STREAMS_PER_UID} event streams; "
+                          "close one first")
+        if counted:
+            streams[uid] = streams.get(uid, 0) + 1
+        released = False
+
+        def release() -> None:
+            # Twice-safe: after the response (also when the client went away) and when the
+            # generator is closed, whichever comes first.
+            nonlocal released
+            if counted and not released:
+                released = True
+                streams[uid] -= 1
+                if not streams[uid]:
+                    del streams[uid]
+
         return StreamingResponse(
-            _event_stream(backend, secrets=trusted(request)),
+            _counted(_event_stream(backend, secrets=trusted(request)), release),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
+            background=BackgroundTask(release),
         )
 
     return app
+
+
+async def _counted(stream: AsyncIterator[str], done: Callable[[], None]) -> AsyncIterator[str]:
+    """`stream`, calling `done` once it ends however it ends (client gone, server stopping)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        done()
 
 
 def sse(event: str, data: Any) -> str:

@@ -18,6 +18,7 @@ model that FastAPI would validate and serialise once per woken poll.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Annotated, Any
 
@@ -29,12 +30,14 @@ from ..errors import ApiError, unauthorized
 from ..netmap import build
 from ..protocol import Netmap
 from ..state import State
+from ..transport.ratelog import RateLimitedLog
 from .deps import CurrentNode, StateDep
 
 PATH = "/api/v1/netmap"
 TIMEOUT_MAX = 3600
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
+_warn = RateLimitedLog(logging.getLogger("pcloud.server.netmap"))
 
 _Outcome = bool | None  # True: the view changed; False: timed out; None: the client went away
 
@@ -54,6 +57,22 @@ def _on_gone(fut: asyncio.Future[Any], _task: asyncio.Task[None]) -> None:
     _settle(fut, None)
 
 
+def _cap_polls(state: State, node_id: int) -> None:
+    """Make room for one more waiting poll of the node within `max_polls_per_node`: the oldest
+    ones are answered "unchanged" (their clients re-poll, or are gone: a device that lost its
+    connection without a FIN leaves its old poll behind)."""
+    keep = state.settings.max_polls_per_node - 1
+    answered = state.bus.trim_waiters(node_id, keep)
+    if answered:
+        _warn.warning(
+            "polls-per-node",
+            "node %d holds more than %d long polls: answered the %d oldest (--max-polls-per-node)",
+            node_id,
+            keep + 1,
+            answered,
+        )
+
+
 async def _wait_for_change(state: State, node_id: int, wait: float, receive: Receive) -> _Outcome:
     """Wait for the node's view to change, the timeout, or the client going away.
 
@@ -63,6 +82,7 @@ async def _wait_for_change(state: State, node_id: int, wait: float, receive: Rec
     broadcaster settles it on a change, a timer on the timeout, and the one helper task that
     watches `receive` on the disconnect.
     """
+    _cap_polls(state, node_id)
     fut: asyncio.Future[Any] | None = state.bus.waiter(node_id)
     if fut is None:
         return False

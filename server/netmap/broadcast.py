@@ -198,6 +198,19 @@ class Broadcaster:
         self.waiting += 1
         return fut
 
+    def trim_waiters(self, node_id: int, keep: int) -> int:
+        """Answer the node's oldest waiting polls as timed out until at most `keep` wait; how
+        many were answered. (A node that opens poll after poll must not hold them all.)"""
+        log = self._logs.get(node_id)
+        if log is None or not log.waiters or len(log.waiters) <= keep:
+            return 0
+        cut = len(log.waiters) - keep
+        oldest, log.waiters = log.waiters[:cut], log.waiters[cut:] or None
+        for fut in oldest:
+            if not fut.done():
+                fut.set_result(False)
+        return cut
+
     def release(self, node_id: int, fut: asyncio.Future[bool]) -> None:
         self.waiting -= 1
         log = self._logs.get(node_id)

@@ -1,7 +1,10 @@
 """Property-based fuzzing of every coordination route from its OpenAPI schema: never a 5xx.
 
 Runs the real app in-process (ASGI) over a real SQLite state dir, as an admin so that the
-generated requests get past authentication and reach the handlers' validation and logic.
+generated requests get past authentication and reach the handlers' validation and logic. Each
+case also carries generated headers (`fuzz_headers.HEADERS`: a bearer of any shape, forwarding
+headers, content types, odd names and values). What arrives below HTTP (header bytes, counts,
+sizes, framing) is fuzzed against a real server process in test_server_transport_limits.py.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from starlette.testclient import TestClient
 from pcloud.server.accounts import Accounts
 from pcloud.server.app import create_app
 from pcloud.server.config import Listen, Settings
+from tests.integration.fuzz_headers import HEADERS
 
 # Schemathesis collects operations at import time, so the app (over a throwaway state dir that
 # the module removes at the end) is built at import too.
@@ -41,10 +45,13 @@ def app_and_token() -> Iterator[tuple[object, str]]:
 
 
 @schema.parametrize()
+@schema.given(extra=HEADERS)
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case: schemathesis.Case, app_and_token: tuple[object, str]) -> None:
+def test_no_server_errors(
+    case: schemathesis.Case, extra: dict[str, str], app_and_token: tuple[object, str]
+) -> None:
     _, token = app_and_token
-    headers = dict(case.headers or {})
+    headers = {**extra, **dict(case.headers or {})}
     headers.setdefault("Authorization", f"Bearer {token}")
     response = case.call(headers=headers)
     assert response.status_code < 500, f"{case.method} {case.path}: {response.text[:300]}"

@@ -1,11 +1,15 @@
-"""Who may write: the rule table, SO_PEERCRED on a real socket pair, /proc groups."""
+"""Who may write: the rule table, SO_PEERCRED and SO_PEERGROUPS on real sockets."""
 
 from __future__ import annotations
 
 import os
 import socket
+import tempfile
+from pathlib import Path
 
-from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, groups_of_pid, may_write
+import pytest
+
+from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, may_write
 
 GID = 995
 
@@ -41,5 +45,28 @@ def test_caller_from_socketpair_is_this_process() -> None:
     assert who.groups == frozenset(os.getgroups())
 
 
-def test_groups_of_missing_process_is_empty() -> None:
-    assert groups_of_pid(2**22 + 12345) == frozenset()
+@pytest.mark.skipif(os.geteuid() != 0, reason="setgroups needs root")
+@pytest.mark.parametrize("count", [3, 300])  # 300: more than Python's getsockopt buffer holds
+def test_groups_are_the_callers_at_connect_even_after_it_exited(count: int) -> None:
+    """Finding 13: groups captured at connect() (SO_PEERGROUPS), not read from /proc/PID after
+    accept: the caller has exited (its PID free for reuse) before the backend accepts."""
+    groups = list(range(4000, 4000 + count))
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "s.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        pid = os.fork()
+        if pid == 0:  # the caller: other groups, connect, exit
+            try:
+                os.setgroups(groups)
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.connect(path)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert not Path(f"/proc/{pid}").exists()
+        conn, _ = server.accept()
+        with conn, server:
+            who = Caller.from_socket(conn)
+    assert who.pid == pid and who.groups == frozenset(groups)
