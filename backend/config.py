@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pcloud.backend.version import package_version
+
 DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
 
 
@@ -97,6 +99,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcloud-backend", description="PCloud privileged backend")
+    p.add_argument("--version", action="version", version=f"pcloud-backend {package_version()}")
     p.add_argument("--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG})")
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--socket", type=Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from pcloud.backend.localapi.schemas import PeerStatus, Status
 from pcloud.backend.state import State
@@ -17,6 +18,7 @@ def build_status(
     *,
     server_url: str | None,
     error: str | None,
+    unreachable_since: datetime | None = None,
 ) -> Status:
     by_key = {s.public_key: s for s in stats}
     peers = []
@@ -35,4 +37,5 @@ def build_status(
         server_url=server_url,
         peers=peers,
         error=error,
+        control_unreachable_since=unreachable_since,
     )

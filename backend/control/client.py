@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from pcloud.backend.control.reach import describe
 from pcloud.server.protocol import (
     EndpointsUpdate,
     LoginRequest,
@@ -86,7 +87,7 @@ class ControlClient:
                 timeout=wait_s or self._timeout,
             )
         except httpx.HTTPError as e:
-            raise ControlUnreachable(f"{server}: {type(e).__name__}: {e}") from None
+            raise ControlUnreachable(describe(e, server)) from None
         if answer.status_code >= 400:
             raise _error(answer, server)
         if model is None:
@@ -120,6 +121,10 @@ class ControlClient:
         )
         assert answer is not None
         return answer
+
+    async def health(self, server: str, wait_s: float) -> None:
+        """`GET /health` with a short timeout: is the server answering at all?"""
+        await self._call("GET", server, "/health", wait_s=wait_s)
 
     async def put_endpoints(self, server: str, token: str, endpoints: Sequence[str]) -> None:
         body = EndpointsUpdate(endpoints=list(endpoints))

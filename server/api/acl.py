@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 
 from ..errors import ApiError
@@ -40,6 +42,16 @@ async def policy_text(request: Request) -> str:
     return text
 
 
+def by_hostname(errors: list[str], state: StateDep) -> list[str]:
+    """The engine names nodes by id ("node 5 -> node 2"); people know them by hostname."""
+    names = {n.id: n.hostname for n in state.nodes.values()}
+
+    def name(m: re.Match[str]) -> str:
+        return names.get(int(m.group(1)), m.group(0))
+
+    return [re.sub(r"\bnode (\d+)\b", name, e) for e in errors]
+
+
 @router.get("/acl", response_model=PolicyAnswer)
 async def get_acl(state: StateDep, _: AdminUser) -> PolicyAnswer:
     return PolicyAnswer(policy=state.policy_text)
@@ -56,7 +68,9 @@ async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWrit
     trial.set_policy(policy)
     failed = [t for t in run_tests(policy, trial) if not t.passed]
     if failed:
-        detail = "; ".join(f"test for {t.src}: {', '.join(t.errors)}" for t in failed)
+        detail = "; ".join(
+            f"test for {t.src}: {', '.join(by_hostname(t.errors, state))}" for t in failed
+        )
         raise ApiError(400, "policy_test_failed", f"policy tests failed: {detail}")
     await state.set_policy(policy)
     return PolicyWriteAnswer(ok=True, warnings=list(policy.warnings))
@@ -78,7 +92,7 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
     trial = state.index.copy()
     trial.set_policy(policy)
     tests = [
-        PolicyTestResult(src=t.src, passed=t.passed, errors=t.errors)
+        PolicyTestResult(src=t.src, passed=t.passed, errors=by_hostname(t.errors, state))
         for t in run_tests(policy, trial)
     ]
     names = {n.id: n.hostname for n in state.nodes.values()}
@@ -92,7 +106,7 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
         for nid, (gains, loses) in sorted(diff.items(), key=lambda kv: names[kv[0]])
     ]
     ok = all(t.passed for t in tests)
-    errors = [] if ok else [f"test for {t.src} failed" for t in tests if not t.passed]
+    errors = [f"test for {t.src} failed: {', '.join(t.errors)}" for t in tests if not t.passed]
     return PolicyCheckAnswer(
         ok=ok, errors=errors, warnings=list(policy.warnings), tests=tests, changes=changes
     )

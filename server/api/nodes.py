@@ -71,7 +71,11 @@ async def register(
             raise forbidden("only an admin may register a server-role node")
         owner, tags, ephemeral = caller.username, (), False
     else:
-        raise unauthorized("register with a user token or an auth key")
+        raise unauthorized(
+            "this is not a PCloud auth key (they start with pcak_) nor a login token: check "
+            "the key you were given, or ask an admin for one: "
+            "pcloud-server admin auth-keys create --user NAME"
+        )
     node_token = tokens.new_token(tokens.NODE_TOKEN)
     node = await state.register(
         public_key=body.public_key,

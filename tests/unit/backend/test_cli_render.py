@@ -97,3 +97,16 @@ def test_state_lines() -> None:
     assert state_line(Status(state="Error", error="boom")) == "# Error: boom"
     assert state_line(Status(state="Running", error="server unreachable")) == (
         "# Warning: server unreachable")
+
+
+def test_unreachable_server_is_a_distinct_connected_state() -> None:
+    since = NOW - timedelta(seconds=35)
+    st = Status(state="Running", error="coordination server unreachable: no answer",
+                control_unreachable_since=since)
+    assert st.unreachable_note(NOW) == (
+        "Connected, coordination server unreachable since 11:59:25 UTC (35 s ago)")
+    line = state_line(st) or ""
+    assert line.startswith("# Connected, coordination server unreachable since 11:59:25 UTC")
+    assert "tunnels keep working" in line and "no answer" in line
+    # Not Running (down, logged out): no such note, whatever is left in the field.
+    assert Status(state="Stopped", control_unreachable_since=since).unreachable_note(NOW) is None
