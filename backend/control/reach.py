@@ -13,8 +13,8 @@ def describe(exc: httpx.HTTPError, url: str) -> str:
     """One line: `url`, what went wrong, and what to check."""
     if isinstance(exc, httpx.ConnectTimeout):
         return (
-            f"cannot reach {url}: no answer to the connection attempt (the machine is off, "
-            "or a firewall drops it)"
+            f"cannot reach {url}: no answer while connecting (the machine may be off, a "
+            "firewall may drop the packets, or pcloud-server is hung)"
         )
     if isinstance(exc, httpx.TimeoutException):
         return (
