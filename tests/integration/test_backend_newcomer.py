@@ -3,6 +3,7 @@ logging in as someone else while logged in names `pcloud logout`; a wrong port i
 not `ConnectError`; a coordination server that stops answering shows as "Connected,
 coordination server unreachable since ..." within seconds, and clears within seconds."""
 
+# ruff: noqa: F811 - the fixtures imported from test_backend_control are parameters here
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ from tests.support.coord import CoordServer, free_port
 
 
 async def test_login_as_another_user_while_logged_in_names_logout(
-    coord: CoordServer, auth_key: str, make_backend: Any  # noqa: F811
+    coord: CoordServer,
+    auth_key: str,
+    make_backend: Any,
 ) -> None:
     coord.admin("users", "create", "bob", "--password-stdin", input=PASSWORD + "\n")
     bob_key = json.loads(coord.admin("--json", "auth-keys", "create", "--user", "bob").stdout)
@@ -41,7 +44,7 @@ async def test_login_as_another_user_while_logged_in_names_logout(
     await b.login(LoginRequest(server_url=coord.join_link, username="alice", password=PASSWORD))
 
 
-async def test_wrong_port_is_a_sentence(coord: CoordServer, make_backend: Any) -> None:  # noqa: F811
+async def test_wrong_port_is_a_sentence(coord: CoordServer, make_backend: Any) -> None:
     b: LocalBackend = await make_backend("laptop")
     link = coord.join_link.replace(f":{coord.port}/", f":{free_port()}/")
     with pytest.raises(LoginFailed) as err:
@@ -52,7 +55,9 @@ async def test_wrong_port_is_a_sentence(coord: CoordServer, make_backend: Any) -
 
 
 async def test_unreachable_server_shows_within_seconds_and_clears(
-    coord: CoordServer, auth_key: str, make_backend: Any  # noqa: F811
+    coord: CoordServer,
+    auth_key: str,
+    make_backend: Any,
 ) -> None:
     b: LocalBackend = await make_backend("laptop")
     await b.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))

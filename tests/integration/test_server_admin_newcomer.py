@@ -52,13 +52,15 @@ def test_policy_check_says_warnings_failed_tests_and_losses(
     for name in ("rpi112", "laptop"):
         assert register(coord, key, name).status_code == 200
     policy = tmp_path / "policy.hujson"
-    policy.write_text(
-        '{ "hosts": {"rpi112": "%s/32"},\n'
-        '  "acls": [],\n'
-        '  "ssh": [],\n'
-        '  "tests": [{"src": "alice@", "accept": ["rpi112:22"]}] }'
-        % json.loads(coord.admin("--json", "nodes", "list").stdout)[0]["address"]
-    )
+    nodes = json.loads(coord.admin("--json", "nodes", "list").stdout)
+    address = next(n["address"] for n in nodes if n["hostname"] == "rpi112")
+    document = {
+        "hosts": {"rpi112": f"{address}/32"},
+        "acls": [],
+        "ssh": [],
+        "tests": [{"src": "alice@", "accept": ["rpi112:22"]}],
+    }
+    policy.write_text(json.dumps(document))
     res = coord.admin("policy", "check", str(policy), check=False)
     assert res.returncode == 1
     out = res.stdout
