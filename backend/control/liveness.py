@@ -11,6 +11,7 @@ interval: the price of seeing an outage in seconds instead of a minute.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from pcloud.backend.control.client import ControlClient, ControlError, ControlUnreachable
@@ -18,6 +19,15 @@ from pcloud.backend.control.poller import ServerList
 
 INTERVAL_S = 5.0
 TIMEOUT_S = 3.0
+HEALTH_PATH = "/api/v1/health"
+
+
+def _not_a_probe(record: logging.LogRecord) -> bool:
+    # httpx logs every request at INFO: one probe line every few seconds would bury the log.
+    return HEALTH_PATH not in record.getMessage()
+
+
+logging.getLogger("httpx").addFilter(_not_a_probe)
 
 
 class Liveness:
