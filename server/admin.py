@@ -343,7 +343,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     # Piped output (scripts, tests) must not be cut at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
     try:
         result = asyncio.run(run(args))
     except (AdminError, OSError) as exc:

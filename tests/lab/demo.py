@@ -221,7 +221,8 @@ def run(keep: bool) -> int:
         console.print(f"[dim]total {time.monotonic() - started:.1f} s[/dim]")
     console.print(f"[bold {'green' if code == 0 else 'red'}]{summary}[/]")
     if keep:  # last, so it is what stays on the screen
-        console.print(kept_lab_note(demo.mesh.link, demo.hosts), highlight=False, markup=False)
+        note = kept_lab_note(demo.mesh.link, demo.hosts)
+        console.print(note, highlight=False, markup=False, soft_wrap=True)
     return code
 
 

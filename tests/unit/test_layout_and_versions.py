@@ -55,3 +55,24 @@ def test_ping_count_zero_is_a_usage_error() -> None:
     )  # fmt: skip
     assert res.returncode == 2
     assert "0 echoes: give 1 to 100" in res.stderr and "tunnel" not in res.stderr
+
+
+def test_readme_backend_toml_is_what_the_backend_reads(tmp_path: Path) -> None:
+    import re
+
+    from pcloud.backend.config import ConfigError, load_settings
+
+    readme = (ROOT / "README.md").read_text()
+    (toml,) = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    path = tmp_path / "backend.toml"
+    path.write_text(toml)
+    settings = load_settings(["--config", str(path)])
+    assert settings.headless is True and settings.driver == "auto"
+    assert settings.server and settings.server.startswith("https://192.168.0.111:8443/#fp=")
+    assert settings.auth_key_file == Path("/etc/pcloud/auth-key")
+    assert settings.hostname == "rpi112"
+    # A flag wins over the file; an unknown key is refused by name (as the README says).
+    assert load_settings(["--config", str(path), "--hostname", "pi"]).hostname == "pi"
+    path.write_text(toml + 'hostnme = "typo"\n')
+    with pytest.raises(ConfigError, match="hostnme"):
+        load_settings(["--config", str(path)])
