@@ -54,6 +54,9 @@ class BackendSettings:
     log_level: str = "INFO"
     poll_timeout: int = 50  # long-poll seconds asked of the server
     endpoint_check_s: float = 10.0
+    # How often the coordination server's /health is asked while the long poll waits: an
+    # outage shows (and clears) within this plus 3 s. One tiny request per device per period.
+    control_probe_s: float = 5.0
     # Where install-server/join-server put system files (K3s binary, config and data, systemd
     # units): "/" on a real machine, a private directory per virtual host in the lab.
     system_root: Path = Path("/")
@@ -91,7 +94,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"setting {name!r} must be a path string")
         return Path(value)
     expected = {"headless": bool, "readonly_socket": bool, "poll_timeout": int, "listen_port": int,
-                "endpoint_check_s": (int, float)}.get(name, str)
+                "endpoint_check_s": (int, float), "control_probe_s": (int, float)}.get(name, str)
     if value is not None and not isinstance(value, expected):  # type: ignore[arg-type]
         raise ConfigError(f"setting {name!r} has the wrong type ({type(value).__name__})")
     return value

@@ -372,7 +372,7 @@ class LocalBackend:
         self._spawn(poller.run())
         liveness = Liveness(
             self._control, self._servers, on_reachable=self._on_reachable,
-            on_recovered=poller.wake,
+            on_recovered=poller.wake, interval_s=self.settings.control_probe_s,
         )
         self._spawn(liveness.run())
         self._spawn(self._housekeeping())
