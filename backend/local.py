@@ -442,7 +442,8 @@ class LocalBackend:
         if problem is not None and self.unreachable_since is None:
             self.unreachable_since = datetime.now(UTC)
             log.warning("%s", problem)
-        elif problem is None:
+        elif problem is None and self.unreachable_since is not None:
+            log.info("the coordination server answers again")
             self.unreachable_since = None
         if problem != self.warning:
             self.warning = problem
