@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import QCoreApplication, QEvent
 
 from pcloud.gui.format import icon_key
 from pcloud.gui.icons import icon_path, state_icon
@@ -82,7 +83,13 @@ def test_window_header_notice_and_status_bar(
         await until(lambda: window.state_text.text() == "Disconnected", what="Disconnected")
         assert window.model.rowCount() == 0
 
-    run(loop, scenario())
+    try:
+        run(loop, scenario())
+    finally:
+        # Gone now, while its session and loop live, not at a random later garbage collection.
+        window.close()
+        window.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def test_no_backend_logs_the_socket_and_the_fix(
