@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from pcloud.backend.version import package_version
 from pcloud.server.protocol import dns_label
 
 DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
@@ -57,6 +58,9 @@ class BackendSettings:
     log_level: str = "INFO"
     poll_timeout: int = 50  # long-poll seconds asked of the server
     endpoint_check_s: float = 10.0
+    # How often the coordination server's /health is asked while the long poll waits: an
+    # outage shows (and clears) within this plus 3 s. One tiny request per device per period.
+    control_probe_s: float = 5.0
     # Where install-server/join-server put system files (K3s binary, config and data, systemd
     # units): "/" on a real machine, a private directory per virtual host in the lab.
     system_root: Path = Path("/")
@@ -106,6 +110,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "endpoint_check_s": (int, float),
     "api_head_timeout_s": (int, float),
     "api_max_connections_per_uid": int,
+    "control_probe_s": (int, float),
 }  # the other settings are strings
 _CHOICES: dict[str, tuple[str, ...]] = {
     "driver": get_args(Driver),
@@ -140,6 +145,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcloud-backend", description="PCloud privileged backend")
+    p.add_argument("--version", action="version", version=f"pcloud-backend {package_version()}")
     p.add_argument("--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG})")
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--socket", type=Path,

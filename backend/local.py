@@ -24,6 +24,7 @@ from pcloud.backend.control.client import (
     ControlUnreachable,
     EventHooks,
 )
+from pcloud.backend.control.liveness import Liveness
 from pcloud.backend.control.pinning import (
     PinningError,
     base_url,
@@ -82,6 +83,8 @@ class LocalBackend:
         self._fatal: str | None = None  # e.g. a headless login that cannot succeed
         self.warning: str | None = None  # shown in status.error without leaving Running
         self._skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
+        # When the coordination server stopped answering (None while it answers).
+        self.unreachable_since: datetime | None = None
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
         # Names for devices; off with the fake driver (no interface, and tests without
@@ -208,11 +211,28 @@ class LocalBackend:
                 )
             except ControlError as e:
                 await control.aclose()
-                raise LoginFailed(e.message, code=e.code, http_status=e.status) from None
+                message = self._login_refused(e)
+                raise LoginFailed(message, code=e.code, http_status=e.status) from None
             except ControlUnreachable as e:
                 await control.aclose()
                 raise LoginFailed(str(e), code="server_unreachable", http_status=502) from None
             await self._logged_in(control, req.server_url, ca, answer)
+
+    def _login_refused(self, err: ControlError) -> str:
+        """The server's refusal, in terms of this device: a key registered to another owner
+        means another account is logged in here (the same account may log in again)."""
+        if err.code != "public_key_taken":
+            return err.message
+        if self.node is not None:
+            user = self.netmap.self.user if self.netmap else "another user"
+            return (
+                f"this device is logged in as {user} on {base_url(self.node.server_url)}; "
+                "run `pcloud logout` first to log in as someone else"
+            )
+        return (
+            "this device's key belongs to another account's device on that server: an admin "
+            f"removes it with `pcloud-server admin nodes delete {self.settings.hostname}`"
+        )
 
     async def adopt_registration(self, server_url: str, ca: str, answer: RegisterAnswer) -> None:
         """Use a registration made elsewhere (install-server registers through the server's
@@ -239,7 +259,7 @@ class LocalBackend:
         self.store.save_netmap(self.netmap)
         self._set_want_running(True)
         self._fatal = None
-        self.warning = None
+        self.warning, self.unreachable_since = None, None
         log.info("logged in as node %d, address %s", answer.node_id, answer.address)
         await self._go_up()
 
@@ -273,6 +293,7 @@ class LocalBackend:
                     log.warning("could not tell the server about the logout: %s", e)
             self.store.forget_node()
             self.node, self.netmap, self.warning, self._fatal = None, None, None, None
+            self.unreachable_since = None
             self._recompute()
 
     async def rotate_key(self) -> None:
@@ -334,6 +355,7 @@ class LocalBackend:
             server_url=self.node.server_url if self.node else None,
             error=self._driver_error or self._fatal or self.warning or self._skipped_text()
             or self._dns_warning,
+            unreachable_since=self.unreachable_since,
         )
 
     def _skipped_text(self) -> str | None:
@@ -402,6 +424,11 @@ class LocalBackend:
             on_reachable=self._on_reachable, timeout=self.settings.poll_timeout,
         )
         self._spawn(poller.run())
+        liveness = Liveness(
+            self._control, self._servers, on_reachable=self._on_reachable,
+            on_recovered=poller.wake, interval_s=self.settings.control_probe_s,
+        )
+        self._spawn(liveness.run())
         self._spawn(self._housekeeping())
         self._recompute()
 
@@ -409,6 +436,9 @@ class LocalBackend:
         await self._stop_tasks()
         await self.dns.stop()
         self._dns_warning = None
+        if self.unreachable_since is not None:
+            # Nobody asks the server while down: the next `up` finds out afresh.
+            self.warning, self.unreachable_since = None, None
         if self._driver_started:
             with contextlib.suppress(DriverError):
                 await self.driver.close(remove_interface=True)
@@ -485,6 +515,15 @@ class LocalBackend:
         self._forget_task = asyncio.get_running_loop().create_task(forget())
 
     def _on_reachable(self, problem: str | None) -> None:
+        """The poller's and the liveness probe's verdict: None when the server answers."""
+        if problem is None and self.unreachable_since is None and self.warning is None:
+            return
+        if problem is not None and self.unreachable_since is None:
+            self.unreachable_since = datetime.now(UTC)
+            log.warning("%s", problem)
+        elif problem is None and self.unreachable_since is not None:
+            log.info("the coordination server answers again")
+            self.unreachable_since = None
         if problem != self.warning:
             self.warning = problem
             self._recompute()

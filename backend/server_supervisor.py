@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 Manager = Literal["auto", "systemd", "child"]
 UNIT_NAME = "pcloud-server"
 
+# The one server unit: install-server writes it with its flags, and
+# packaging/systemd/pcloud-server.service is this text with the packaged ExecStart (a test holds
+# them equal). Root, because the server's state lives in the backend's 0700 state dir
+# (STATE_DIR/server, `pcloud.server.layout`) and its admin socket is root-only.
 UNIT_TEMPLATE = """\
-# Written by PCloud's install-server.
+# PCloud coordination server (HTTPS). State, CA and certificates: /var/lib/pcloud/server
+# (the setup code for the first admin: /var/lib/pcloud/server/setup-code, 0600).
+# `pcloud install-server` writes this unit with its flags; `pcloud-server admin ...` finds the
+# server there without flags.
 [Unit]
 Description=PCloud coordination server
 Wants=network-online.target
@@ -48,6 +55,17 @@ RestartSec=2s
 # stdout carries the one-time setup code: it stays in its 0600 file, not in the journal.
 StandardOutput=null
 StandardError=journal
+UMask=0077
+LimitNOFILE=65536
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectHome=yes
+ProtectSystem=full
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+LockPersonality=yes
 
 [Install]
 WantedBy=multi-user.target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from pcloud.backend.dns.names import peer_dns_name
@@ -19,6 +20,7 @@ def build_status(
     *,
     server_url: str | None,
     error: str | None,
+    unreachable_since: datetime | None = None,
 ) -> Status:
     by_key = {s.public_key: s for s in stats}
     domain = (netmap.domain if netmap else "") or DEFAULT_DOMAIN
@@ -45,4 +47,5 @@ def build_status(
         server_url=server_url,
         peers=peers,
         error=error,
+        control_unreachable_since=unreachable_since,
     )

@@ -3,6 +3,8 @@
 This is the GUI's only source of state: nothing polls `/v1/status` in a loop. When the socket is
 missing or refuses us, `unavailable` carries the named problem and the feed retries with a capped
 backoff, so starting the backend (or joining the pcloud group) heals the app without a restart.
+Each new problem is also logged once as a warning (socket and fix included): someone who starts
+`pcloud-gui` from a terminal sees why it shows nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class EventFeed(QObject):
         self._task: asyncio.Task[None] | None = None
         self.retry_first_s = RETRY_FIRST_S
         self.retry_max_s = RETRY_MAX_S
+        self._logged: Problem | None = None  # the last problem logged, so it is said once
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -53,6 +56,7 @@ class EventFeed(QObject):
             try:
                 async for event in self._client.events():
                     delay = self.retry_first_s  # a working stream resets the backoff
+                    self._logged = None
                     if isinstance(event, StatusEvent):
                         self.status.emit(event.status)
                     elif isinstance(event, JobEvent):
@@ -66,6 +70,10 @@ class EventFeed(QObject):
                 log.warning("event stream failed: %s", e)
                 problem = classify(e)
             if problem is not None:
+                if problem != self._logged:
+                    self._logged = problem
+                    detail = " ".join(problem.detail.split())
+                    log.warning("%s: %s (retrying on its own)", problem.title, detail)
                 self.unavailable.emit(problem)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max_s)

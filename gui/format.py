@@ -3,6 +3,8 @@ counts and ages come from pcloud.backend.localapi.format, shared with the CLI.""
 
 from __future__ import annotations
 
+from pcloud.backend.localapi.schemas import Status
+
 # What each backend state means to a person; "Unavailable" is ours: no answer from the backend.
 STATE_LABELS = {
     "Running": "Connected",
@@ -21,6 +23,9 @@ STATE_ICONS = {
     "Error": "error",
 }
 
+# Running, but the coordination server does not answer (the tunnels keep working).
+UNREACHABLE_ICON = "unreachable"
+
 BACKEND_START_HINT = "sudo systemctl start pcloud-backend"
 GROUP_HINT = "sudo usermod -aG pcloud $USER"
 
@@ -29,6 +34,21 @@ def state_label(state: str | None) -> str:
     if state is None:
         return "Backend unavailable"
     return STATE_LABELS.get(state, state)
+
+
+def status_label(status: Status | None) -> str:
+    """The header's and the tray's words: the state, or the distinct "Connected, coordination
+    server unreachable since ..." while the server does not answer."""
+    if status is None:
+        return state_label(None)
+    return status.unreachable_note() or state_label(status.state)
+
+
+def icon_key(status: Status | None) -> str | None:
+    """What `icons.state_icon` draws: the backend state, or UNREACHABLE_ICON."""
+    if status is not None and status.unreachable_note() is not None:
+        return UNREACHABLE_ICON
+    return status.state if status else None
 
 
 def expiry_label(seconds: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 
-from pcloud.gui.format import STATE_ICONS
+from pcloud.gui.format import STATE_ICONS, UNREACHABLE_ICON
 
 # The icons ship inside the distribution as pcloud.resources (resources/ in the source tree).
 ICON_DIR = Path(str(files("pcloud.resources") / "icons"))
@@ -37,11 +37,14 @@ def named_icon(name: str) -> QIcon:
 
 
 def state_icon(state: str | None, *, busy: bool = False) -> QIcon:
-    """The tray picture for a state; `None` (backend unavailable) shows the error picture."""
+    """The tray picture for a state (or `format.icon_key`'s UNREACHABLE_ICON); `None` (backend
+    unavailable) shows the error picture."""
     if busy:
         return named_icon("working")
     if state is None:
         return named_icon("error")
+    if state == UNREACHABLE_ICON:
+        return named_icon(UNREACHABLE_ICON)
     return named_icon(STATE_ICONS.get(state, "error"))
 
 

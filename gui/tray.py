@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from pcloud.backend.localapi.schemas import Status
 from pcloud.gui.errors import Problem
-from pcloud.gui.format import GROUP_HINT, state_label
+from pcloud.gui.format import GROUP_HINT, icon_key, status_label
 from pcloud.gui.icons import dot_icon, state_icon
 from pcloud.gui.session import Session
 
@@ -55,7 +55,7 @@ def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool =
         return entries
 
     state = status.state
-    line = state_label(state)
+    line = status_label(status)
     if state == "Error" and status.error:
         line = f"Error: {status.error}"
     entries.append(MenuEntry("state", line, enabled=False))
@@ -76,7 +76,8 @@ def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool =
     if me is not None:
         entries.append(MenuEntry("self", f"This device: {me.hostname} - {me.address}",
                                  copy=me.address, separator_before=not logged_in))
-        entries.append(MenuEntry("peers", "Peers", children=_peer_entries(status)))
+        if state == "Running":  # disconnected, the netmap's "online" would mislead
+            entries.append(MenuEntry("peers", "Peers", children=_peer_entries(status)))
     entries.append(MenuEntry("open", "Open PCloud", separator_before=True))
     if me is not None and me.role == "client" and is_admin:
         entries.append(MenuEntry("add-server", "Add this machine as server", enabled=not busy))
@@ -91,7 +92,7 @@ def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool =
 def tooltip(status: Status | None, problem: Problem | None) -> str:
     if status is None:
         return f"PCloud: {problem.title if problem else 'starting'}"
-    text = f"PCloud: {state_label(status.state)}"
+    text = f"PCloud: {status_label(status)}"
     if status.self is not None:
         text += f" ({status.self.address})"
     return text
@@ -129,7 +130,7 @@ class Tray(QObject):
 
     def rebuild(self, *_: object) -> None:
         s = self.session
-        self.icon.setIcon(state_icon(s.state, busy=s.busy))
+        self.icon.setIcon(state_icon(icon_key(s.status), busy=s.busy))
         self.icon.setToolTip(tooltip(s.status, s.problem))
         self.menu.clear()
         for old in self._submenus:

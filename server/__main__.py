@@ -19,9 +19,11 @@ from pathlib import Path
 
 import uvicorn
 
+from . import __version__
 from .accounts import Accounts
 from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
+from .layout import STATE_DIR
 from .protocol import DEFAULT_DOMAIN
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
@@ -40,7 +42,10 @@ def server_parser() -> argparse.ArgumentParser:
         prog="pcloud-server",
         description="PCloud coordination server (HTTPS). `pcloud-server admin --help` manages it.",
     )
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/pcloud-server"))
+    p.add_argument("--version", action="version", version=f"pcloud-server {__version__}")
+    p.add_argument(
+        "--state-dir", type=Path, default=STATE_DIR, help=f"server state (default {STATE_DIR})"
+    )
     p.add_argument(
         "--listen",
         action="append",

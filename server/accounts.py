@@ -308,7 +308,11 @@ class Accounts:
         if rec is None or not tokens.same(rec.digest, tokens.digest(key)):
             raise unauthorized("auth key is unknown or was revoked")
         if expired(rec.expires_at):
-            raise unauthorized("auth key expired")
+            raise unauthorized(
+                f"auth key expired at {rec.expires_at.isoformat(timespec='seconds')}: ask an admin "
+                "for a new one "
+                f"(pcloud-server admin auth-keys create --user {rec.user})"
+            )
         if rec.used and not rec.reusable:
             raise unauthorized("auth key was already used (it is single-use)")
         return rec

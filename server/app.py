@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, cluster, cluster_ca, meta, netmap, nodes
+from .api import acl, cluster, cluster_ca, meta, netmap, nodes, welcome
 from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
@@ -128,7 +128,7 @@ def create_app(
     metrics = Metrics()
     app.state.metrics = metrics
     install_handlers(app)
-    for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta):
+    for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, welcome):
         app.include_router(module.router)
     if settings.metrics_open:
         app.include_router(meta.metrics_router)

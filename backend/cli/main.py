@@ -26,6 +26,7 @@ from pcloud.backend.cli import (
 )
 from pcloud.backend.cli.common import EXIT_USAGE, CliError, explain, fail
 from pcloud.backend.localapi.client import DEFAULT_SOCKET, LocalAPIError, LocalClient
+from pcloud.backend.version import package_version
 
 SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key, install_server,
                join_server, ha, remove_server)
@@ -33,6 +34,7 @@ SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key, ins
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcloud", description="PCloud command-line client")
+    parser.add_argument("--version", action="version", version=f"pcloud {package_version()}")
     parser.add_argument(
         "--socket", type=Path,
         default=Path(os.environ.get("PCLOUD_SOCKET", str(DEFAULT_SOCKET))),

@@ -12,10 +12,21 @@ from pcloud.backend.localapi.client import LocalClient
 from pcloud.backend.localapi.schemas import PeerStatus, Status
 
 
+def echo_count(text: str) -> int:
+    """-c N: ping's own error for 0 ("invalid argument") would read as a tunnel problem."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of echoes") from None
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"{n} echoes: give 1 to 100")
+    return n
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ping", help="ping a peer through the tunnel")
     p.add_argument("peer", help="hostname or overlay IP")
-    p.add_argument("-c", "--count", type=int, default=4)
+    p.add_argument("-c", "--count", type=echo_count, default=4, help="echoes to send (1-100)")
     p.set_defaults(handler=run)
 
 

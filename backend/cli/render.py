@@ -81,7 +81,12 @@ def state_line(status: Status) -> str | None:
         "Error": f"# Error: {status.error}",
     }
     line = lines.get(status.state)
-    if status.state == "Running" and status.error:
+    note = status.unreachable_note()
+    if note:
+        line = f"# {note}; the tunnels keep working, peer changes wait for it"
+        if status.error:
+            line += f"\n# {status.error}"
+    elif status.state == "Running" and status.error:
         line = f"# Warning: {status.error}"
     return line
 

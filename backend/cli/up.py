@@ -15,5 +15,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, client: LocalClient) -> int:
     status = await client.up()
-    print(f"PCloud is {status.state}" + (f": {status.error}" if status.error else ""))
+    note = status.unreachable_note()
+    detail = note or status.error
+    print(f"PCloud is {status.state}" + (f": {detail}" if detail else ""))
     return EXIT_OK

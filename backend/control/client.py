@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from pcloud.backend.control.proof import make_proof
+from pcloud.backend.control.reach import describe
 from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import (
     EndpointsUpdate,
@@ -92,7 +93,7 @@ class ControlClient:
                 timeout=wait_s or self._timeout,
             )
         except httpx.HTTPError as e:
-            raise ControlUnreachable(f"{server}: {type(e).__name__}: {e}") from None
+            raise ControlUnreachable(describe(e, server)) from None
         if answer.status_code >= 400:
             raise _error(answer, server)
         if model is None:
@@ -146,6 +147,10 @@ class ControlClient:
         )
         assert answer is not None
         return answer
+
+    async def health(self, server: str, wait_s: float) -> None:
+        """`GET /health` with a short timeout: is the server answering at all?"""
+        await self._call("GET", server, "/health", wait_s=wait_s)
 
     async def put_endpoints(self, server: str, token: str, endpoints: Sequence[str]) -> None:
         body = EndpointsUpdate(endpoints=list(endpoints))

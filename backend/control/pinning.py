@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from pcloud.backend.control.reach import describe
+
 _FP_RE = re.compile(r"^fp=sha256:([0-9a-fA-F]{64})$")
 
 
@@ -63,7 +65,7 @@ async def fetch_pinned_ca(link: JoinLink, wait_s: float = 10.0) -> str:
         try:
             answer = await client.get(f"{link.base_url}/api/v1/ca")
         except httpx.HTTPError as e:
-            raise PinningError(f"cannot reach {link.base_url}: {e}") from None
+            raise PinningError(describe(e, link.base_url)) from None
     if answer.status_code != 200:
         raise PinningError(f"{link.base_url}/api/v1/ca answered {answer.status_code}")
     pem = answer.text

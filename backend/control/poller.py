@@ -9,6 +9,7 @@ through `on_fatal`; anything else is retried forever, while the core keeps the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -77,6 +78,11 @@ class Poller:
         self.since = since
         self._on_netmap, self._on_fatal, self._on_reachable = on_netmap, on_fatal, on_reachable
         self.timeout = timeout
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Retry now, not after the backoff (the liveness probe saw the server answer)."""
+        self._wake.set()
 
     async def run(self) -> None:
         attempt = failures = 0
@@ -117,4 +123,6 @@ class Poller:
             nxt = self.servers.advance()
             log.warning("netmap poll failed (%s); retrying with %s in %.1fs", problem, nxt, delay)
             self._on_reachable(f"coordination server unreachable: {problem}")
-            await asyncio.sleep(delay)  # backoff, not synchronisation
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):  # backoff, cut short by wake()
+                await asyncio.wait_for(self._wake.wait(), delay)

@@ -6,7 +6,7 @@ depend on this module and `client` without pulling in the backend.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,6 +31,21 @@ class Status(BaseModel):
     server_url: str | None = None  # the join link we logged in with
     peers: list[PeerStatus] = []
     error: str | None = None  # why we are in Error, or a warning (e.g. server unreachable)
+    # Set while the coordination server does not answer (the tunnels keep working): when the
+    # outage began. Cleared within seconds of the server answering again.
+    control_unreachable_since: datetime | None = None
+
+    def unreachable_note(self, now: datetime | None = None) -> str | None:
+        """"Connected, coordination server unreachable since 14:02:11 UTC (35 s ago)", the one
+        wording the CLI, the GUI header and the tray share; None unless that is the case."""
+        since = self.control_unreachable_since
+        if since is None or self.state != "Running":
+            return None
+        now = now or datetime.now(UTC)
+        seconds = max(0, int((now - since).total_seconds()))
+        age = f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
+        when = since.astimezone(UTC).strftime("%H:%M:%S UTC")
+        return f"Connected, coordination server unreachable since {when} ({age} ago)"
 
 
 class LoginRequest(BaseModel):

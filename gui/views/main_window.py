@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from pcloud.backend.localapi.schemas import Status
 from pcloud.gui.errors import Problem, no_permission
-from pcloud.gui.format import state_label
+from pcloud.gui.format import icon_key, state_label, status_label
 from pcloud.gui.icons import named_icon, state_icon
 from pcloud.gui.models.peer_table import ADDRESS, HOSTNAME, PeerFilterProxy, PeerTableModel
 from pcloud.gui.session import Session
@@ -49,13 +49,18 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         self.notice = NoticeBar()
         self.keyring_notice = NoticeBar()
+        # The coordination server's outage: its own banner, so the reason is read in full
+        # (the status bar would cut it) and the other notices keep their own lifecycle.
+        self.server_notice = NoticeBar()
         layout.addWidget(self.notice)
         layout.addWidget(self.keyring_notice)
+        layout.addWidget(self.server_notice)
 
         header = QHBoxLayout()
         self.state_icon = QLabel()
         self.state_text = QLabel()
         self.state_text.setStyleSheet("font-size: 16px; font-weight: bold;")
+        self.state_text.setWordWrap(True)  # "Connected, coordination server unreachable …"
         self.device = QLabel()
         self.copy_ip = QPushButton("Copy my IP")
         self.copy_ip.clicked.connect(self._copy_own_ip)
@@ -133,8 +138,9 @@ class MainWindow(QMainWindow):
         can_change = not s.busy and not s.read_only
         self.login_action.setEnabled(status is not None and not logged_in and can_change)
         self.logout_action.setEnabled(logged_in and can_change)
-        self.state_icon.setPixmap(state_icon(s.state, busy=s.busy).pixmap(32, 32))
+        self.state_icon.setPixmap(state_icon(icon_key(status), busy=s.busy).pixmap(32, 32))
         if status is None:
+            self.server_notice.hide()
             self.state_text.setText(state_label(None))
             self.device.setText("")
             self.toggle.setText("Connect")
@@ -150,7 +156,16 @@ class MainWindow(QMainWindow):
                                      level="warning")
         elif s.problem is None and not self.notice.isHidden() and status.state != "Error":
             self.notice.hide()
-        self.state_text.setText(state_label(status.state))
+        self.state_text.setText(status_label(status))
+        if status.unreachable_note():
+            why = f"{status.error}\n" if status.error else ""
+            self.server_notice.show_text(
+                "The coordination server does not answer",
+                why + "Your tunnels keep working with the last known peers; new devices and "
+                "changes arrive once it answers again.",
+            )
+        else:
+            self.server_notice.hide()
         me = status.self
         self.device.setText(f"This device: {me.hostname} - {me.address}" if me else "")
         self.device.setToolTip(f"Other devices reach it as {me.dns_name}" if me and me.dns_name else "")
@@ -163,13 +178,15 @@ class MainWindow(QMainWindow):
             self.toggle.setText("Connect")
         self.toggle.setEnabled(not s.busy and not s.read_only)
         self.add_server.setVisible(me is not None and me.role == "client" and s.is_admin)
-        self.model.set_peers(status.peers)
-        state_line = state_label(status.state)
-        if status.error:
-            state_line += f" — {status.error}"
-        self.status_state.setText(state_line)
-        self.status_server.setText(f"Server: {status.server_url}" if status.server_url
-                                   else "No server")
+        # Disconnected, nothing here reaches a peer: listing them as online would mislead.
+        self.model.set_peers(status.peers if status.state == "Running" else [])
+        # The status bar holds short words only (long reasons are in the banners above); the
+        # join link is long, so it shows as HOST:PORT with the whole link as the tooltip.
+        self.status_state.setText(state_label(status.state))
+        self.status_state.setToolTip(status.error or "")
+        server = status.server_url.split("#")[0].rstrip("/") if status.server_url else None
+        self.status_server.setText(f"Server: {server}" if server else "No server")
+        self.status_server.setToolTip(status.server_url or "")
 
     def show_problem(self, problem: Problem | None) -> None:
         self.notice.show_problem(problem)

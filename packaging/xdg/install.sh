@@ -14,7 +14,7 @@ hicolor="$prefix/share/icons/hicolor"
 install -D -m 0644 "$here/pcloud.desktop" "$prefix/share/applications/pcloud.desktop"
 install -D -m 0644 "$here/pcloud-gui-autostart.desktop" "$sysconf/xdg/autostart/pcloud-gui.desktop"
 install -D -m 0644 "$icons/pcloud.svg" "$hicolor/scalable/apps/pcloud.svg"
-for state in connected disconnected needs-login working error; do
+for state in connected unreachable disconnected needs-login working error; do
     install -D -m 0644 "$icons/pcloud-$state.svg" "$hicolor/scalable/status/pcloud-$state.svg"
 done
 

@@ -5,6 +5,7 @@ The policy work runs off the event loop within limits (policy_work).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,16 @@ async def policy_text(request: Request) -> str:
     if not text.strip():
         raise ApiError(400, "invalid_policy", "policy body is empty")
     return text
+
+
+def by_hostname(errors: list[str], state: StateDep) -> list[str]:
+    """The engine names nodes by id ("node 5 -> node 2"); people know them by hostname."""
+    names = {n.id: n.hostname for n in state.nodes.values()}
+
+    def name(m: re.Match[str]) -> str:
+        return names.get(int(m.group(1)), m.group(0))
+
+    return [re.sub(r"\bnode (\d+)\b", name, e) for e in errors]
 
 
 @router.get("/acl", response_model=PolicyAnswer)
@@ -95,7 +106,9 @@ async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWrit
     policy, trial, tests, changes = await run_policy_job(job, state.settings.policy_timeout_s)
     failed = [t for t in tests if not t.passed]
     if failed:
-        detail = "; ".join(f"test for {t.src}: {', '.join(t.errors)}" for t in failed)
+        detail = "; ".join(
+            f"test for {t.src}: {', '.join(by_hostname(t.errors, state))}" for t in failed
+        )
         raise ApiError(400, "policy_test_failed", f"policy tests failed: {detail}")
     assert policy is not None
     await state.set_policy(policy, prepared=(version, trial, changes))
@@ -120,7 +133,10 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
     except _Invalid as exc:
         return PolicyCheckAnswer(ok=False, errors=exc.errors, warnings=[], tests=[], changes=[])
     assert policy is not None
-    tests = [PolicyTestResult(src=t.src, passed=t.passed, errors=t.errors) for t in outcomes]
+    tests = [
+        PolicyTestResult(src=t.src, passed=t.passed, errors=by_hostname(t.errors, state))
+        for t in outcomes
+    ]
     names = {n.id: n.hostname for n in state.nodes.values()}
     changes = [
         PeerChange(
@@ -132,7 +148,7 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
         if nid in names
     ]
     ok = all(t.passed for t in tests)
-    errors = [] if ok else [f"test for {t.src} failed" for t in tests if not t.passed]
+    errors = [f"test for {t.src} failed: {', '.join(t.errors)}" for t in tests if not t.passed]
     return PolicyCheckAnswer(
         ok=ok, errors=errors, warnings=list(policy.warnings), tests=tests, changes=changes
     )

@@ -98,7 +98,11 @@ async def register(
         owner, tags, ephemeral = caller.username, (), False
         may_serve = exempt = caller.admin
     else:
-        raise unauthorized("register with a user token or an auth key")
+        raise unauthorized(
+            "this is not a PCloud auth key (they start with pcak_) nor a login token: check "
+            "the key you were given, or ask an admin for one: "
+            "pcloud-server admin auth-keys create --user NAME"
+        )
     proven = False
     if body.proof is not None:
         accounts.proofs.verify(body.public_key, body.proof, "register")

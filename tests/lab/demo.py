@@ -8,7 +8,8 @@ as clients with a pre-auth key and become servers with `pcloud join-server` (the
 `pcloud status` on each host sees it, the cluster as `k3s kubectl get nodes -o wide` on rpi111
 sees it, pings every pair through the WireGuard tunnels and ends with one summary line. K3s is
 the stand-in (`tests/support/k3s_standin`): real K3s cannot run here. `--keep` leaves the lab running (enter a host with `python -m tests.lab.shell
-HOST`); `python -m tests.lab.demo down` removes it.
+HOST`) and prints, once, what is needed to use it: the join link, the accounts' passwords and the
+one command that removes it (`bash .ci/demo down`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ROOT = "/var/lib/pcloud/root"  # each host's system root for K3s (private to the
 SERVER_ARGS = ("--k3s-root", ROOT, "--service-manager", "child")
 K3S = "/etc/pcloud/k3s"  # the stand-in k3s, given to the jobs as --k3s-binary
 ADMIN_PASSWORD = "demo-admin-password"
+ALICE_PASSWORD = "alice-password"
 
 T = TypeVar("T")
 
@@ -90,7 +92,7 @@ def bootstrap(demo: Demo) -> None:
     demo.step("rpi111: `pcloud install-server` (server, 10.0.0.1, K3s, admin)", install)
 
     def accounts() -> tuple[str, str]:
-        mesh.create_user("alice", "alice-password")
+        mesh.create_user("alice", ALICE_PASSWORD)
         return mesh.auth_key("admin", reusable=True), mesh.auth_key(
             "admin", reusable=True, role="server"
         )
@@ -118,7 +120,7 @@ def bootstrap(demo: Demo) -> None:
 
     def laptop_login() -> None:
         demo.up_at[laptop.name] = time.monotonic()
-        mesh.login(laptop, user="alice", password="alice-password")
+        mesh.login(laptop, user="alice", password=ALICE_PASSWORD)
         mesh.wait_ping(laptop, mesh.address(rpi111))
         demo.first_ping[laptop.name] = time.monotonic() - demo.up_at[laptop.name]
 
@@ -163,12 +165,30 @@ def mesh_table(demo: Demo) -> Table:
     return table
 
 
+def kept_lab_note(link: str, hosts: list[Host]) -> str:
+    """What a person needs to use the kept lab, said once: how to enter a host, the join link
+    and passwords to log back in after `pcloud logout`, and the one command that removes it."""
+    shell = ".venv/bin/python -m tests.lab.shell"
+    return "\n".join(
+        [
+            "The lab keeps running: " + ", ".join(f"{h.name} {h.ip}" for h in hosts),
+            f"  enter a host:  {shell} laptop          # then: pcloud status",
+            f"  one command:   {shell} rpi111 pcloud status",
+            f"  join link:     {link or '(install-server did not finish)'}",
+            f"  accounts:      admin / {ADMIN_PASSWORD} (admin), alice / {ALICE_PASSWORD}",
+            f"  log in again:  echo {ALICE_PASSWORD} | pcloud login '{link}' --username alice",
+            "  admin (rpi111): pcloud-server admin nodes list",
+            "  remove it:     bash .ci/demo down",
+        ]
+    )
+
+
 def run(keep: bool) -> int:
     # Piped output (CI logs) gets a readable width instead of rich's 80-column default.
     console = Console() if sys.stdout.isatty() else Console(width=120)
     started = time.monotonic()
     console.rule("[bold]PCloud lab demo[/bold]")
-    lab = Lab(keep=keep)
+    lab = Lab(keep=keep, announce_keep=False)
     summary = "mesh FAILED"
     code = 1
     with lab:
@@ -198,16 +218,11 @@ def run(keep: bool) -> int:
         except Exception as exc:  # noqa: BLE001 - one clear line, then the logs
             summary = f"mesh FAILED: {exc}"
             console.print(lab.log_tails(), highlight=False, markup=False)
-        if keep:
-            console.print(
-                "\nThe lab keeps running. Open a shell inside a host and look around:\n"
-                "  .venv/bin/python -m tests.lab.shell laptop        # then: pcloud status\n"
-                "  .venv/bin/python -m tests.lab.shell rpi111 pcloud status\n"
-                "Remove it with:  bash .ci/demo down",
-                highlight=False,
-            )
         console.print(f"[dim]total {time.monotonic() - started:.1f} s[/dim]")
     console.print(f"[bold {'green' if code == 0 else 'red'}]{summary}[/]")
+    if keep:  # last, so it is what stays on the screen
+        note = kept_lab_note(demo.mesh.link, demo.hosts)
+        console.print(note, highlight=False, markup=False, soft_wrap=True)
     return code
 
 

@@ -62,6 +62,7 @@ class Lab:
         keep: bool = False,
         remove_workdir: bool = False,
         handle_signals: bool = True,
+        announce_keep: bool = True,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.run_id = run_id or self._fresh_run_id(self.base_dir)
@@ -71,6 +72,7 @@ class Lab:
         self.log_dir = self.workdir / "logs"
         self.lan_ns = self.prefix + "lan"
         self.keep = keep
+        self.announce_keep = announce_keep  # False: the caller prints its own way back in
         self.remove_workdir = remove_workdir
         self.hosts: dict[str, Host] = {}
         self.procs: list[Proc] = []
@@ -150,10 +152,12 @@ class Lab:
         self._guard.uninstall()
         path = state.state_path(self.base_dir)
         state.write(path, self.describe())
+        if not self.announce_keep:
+            return
         print(
             f"lab {self.run_id} kept running; state in {path}\n"
-            f"  enter a host: python -m tests.lab.shell HOST\n"
-            f"  tear down:    python -m tests.lab.down",
+            f"  enter a host: .venv/bin/python -m tests.lab.shell HOST\n"
+            f"  tear down:    .venv/bin/python -m tests.lab.down",
             file=sys.stderr,
         )
 

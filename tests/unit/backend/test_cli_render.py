@@ -92,3 +92,16 @@ def test_table_shows_dns_names() -> None:
     lines = [line.split() for line in render(status).splitlines()]
     assert lines[0][:2] == ["10.0.0.9", "laptop.pcloud.internal"]
     assert lines[1][:2] == ["10.0.0.3", "rpi112.pcloud.internal"]
+
+
+def test_unreachable_server_is_a_distinct_connected_state() -> None:
+    since = NOW - timedelta(seconds=35)
+    st = Status(state="Running", error="coordination server unreachable: no answer",
+                control_unreachable_since=since)
+    assert st.unreachable_note(NOW) == (
+        "Connected, coordination server unreachable since 11:59:25 UTC (35 s ago)")
+    line = state_line(st) or ""
+    assert line.startswith("# Connected, coordination server unreachable since 11:59:25 UTC")
+    assert "tunnels keep working" in line and "no answer" in line
+    # Not Running (down, logged out): no such note, whatever is left in the field.
+    assert Status(state="Stopped", control_unreachable_since=since).unreachable_note(NOW) is None

@@ -52,7 +52,9 @@ def test_main_window_follows_events(loop: asyncio.AbstractEventLoop, backend: Fa
         await until(lambda: window.model.rowCount() == 1, what="peers")
         assert window.state_text.text() == "Connected"
         assert window.device.text() == "This device: laptop - 10.0.0.3"
-        assert window.status_server.text().startswith("Server: https://127.0.0.1:39229/")
+        # HOST:PORT in the status bar (never a cut-off join link); the whole link as tooltip.
+        assert window.status_server.text() == "Server: https://127.0.0.1:39229"
+        assert window.status_server.toolTip().startswith("https://127.0.0.1:39229/#fp=sha256:")
         assert window.toggle.text() == "Disconnect"
         backend.push_status(fixture_json("status_running_peers.json"))
         await until(lambda: window.model.rowCount() == 4, what="more peers")
