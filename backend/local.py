@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from pcloud.backend.control.poller import Poller, ServerList
 from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
+from pcloud.backend.filter.enforcer import PacketFilter
 from pcloud.backend.headless import headless_login
 from pcloud.backend.jobs import ha_enable
 from pcloud.backend.jobs.install_server import resume_services
@@ -77,6 +79,9 @@ class LocalBackend:
         self.warning: str | None = None  # shown in status.error without leaving Running
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
+        # The fake driver (unit tests) has no interface: its filter is built but never
+        # installed, so no test puts a table into the namespace it runs in.
+        self.filter = PacketFilter(settings.interface, install=driver.kind != "fake")
         self._control: ControlClient | None = None
         self._servers: ServerList | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,8 +115,13 @@ class LocalBackend:
             want_running=self.want_running,
             have_netmap=self.netmap is not None,
             driver_up=self.driver_up,
-            fatal_error=self._driver_error or self._fatal,
+            fatal_error=self._driver_error or self._fatal or self._filter_error(),
         )
+
+    def _filter_error(self) -> str | None:
+        if not self.filter.failed:
+            return None
+        return f"packet filter not installed ({self.filter.reason}); tunnels withheld until it is"
 
     def set_fatal(self, reason: str) -> None:
         """A problem only a person can fix (shown as the Error state)."""
@@ -284,7 +294,8 @@ class LocalBackend:
         return build_status(
             self.state, self.netmap, stats,
             server_url=self.node.server_url if self.node else None,
-            error=self._driver_error or self._fatal or self.warning,
+            error=self._driver_error or self._fatal or self._filter_error() or self.warning,
+            packet_filter=self.filter,
         )
 
     # -- internals -------------------------------------------------------------------------
@@ -356,6 +367,7 @@ class LocalBackend:
         if self._driver_started:
             with contextlib.suppress(DriverError):
                 await self.driver.close(remove_interface=True)
+        await self.filter.remove()
         self._driver_started = False
         self.driver_up = False  # the netmap is applied to a live interface
         self._driver_started = False  # driver.start() succeeded and close() is owed
@@ -368,6 +380,9 @@ class LocalBackend:
             self.netmap, private_key=self._key.b64(), network=self.node.network,
             listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
         )
+        # The filter goes in before the peers it governs; without it, no peer at all.
+        if not await self.filter.apply(self.netmap.filter):
+            config = dataclasses.replace(config, peers=())
         try:
             await self.driver.apply(config)
         except DriverError as e:
@@ -381,7 +396,7 @@ class LocalBackend:
 
     async def _on_netmap(self, answer: Netmap) -> None:
         if not answer.full and not answer.peers_changed and not answer.peers_removed:
-            if self.netmap is None or answer.self == self.netmap.self:
+            if self.netmap is None or (answer.self == self.netmap.self and answer.filter is None):
                 return  # the long poll's "nothing new" answer
         merged = apply_netmap(self.netmap, answer)
         if merged != self.netmap:

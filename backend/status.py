@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pcloud.backend.localapi.schemas import PeerStatus, Status
+from pcloud.backend.filter.enforcer import PacketFilter
+from pcloud.backend.localapi.schemas import FilterDetail, FilterStatus, PeerStatus, Status
 from pcloud.backend.state import State
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Netmap
@@ -17,6 +18,7 @@ def build_status(
     *,
     server_url: str | None,
     error: str | None,
+    packet_filter: PacketFilter | None = None,
 ) -> Status:
     by_key = {s.public_key: s for s in stats}
     peers = []
@@ -35,4 +37,15 @@ def build_status(
         server_url=server_url,
         peers=peers,
         error=error,
+        filter=filter_status(packet_filter) if packet_filter else FilterStatus(),
+    )
+
+
+def filter_status(pf: PacketFilter, *, detail: bool = False) -> FilterDetail:
+    return FilterDetail(
+        state=pf.state,
+        rules=len(pf.rules),
+        nft_rules=pf.nft_rules,
+        reason=pf.reason,
+        detail=list(pf.rules) if detail else [],
     )

@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_parser("get")
     ps = policy.add_parser("set")
     ps.add_argument("file", type=Path, help="policy file (HuJSON); - for stdin")
+    ps.add_argument(
+        "--force",
+        action="store_true",
+        help="apply even if servers lose reach to each other (the built-in rule stays)",
+    )
     pk = policy.add_parser("check")
     pk.add_argument("file", type=Path)
     policy.add_parser("reset")
@@ -165,7 +170,12 @@ async def run(args: argparse.Namespace) -> Any:
             case ("policy", "set"):
                 headers = {"content-type": "application/hujson"}
                 return _check(
-                    await c.put(f"{api}/acl", content=_read_text(args.file), headers=headers)
+                    await c.put(
+                        f"{api}/acl",
+                        content=_read_text(args.file),
+                        headers=headers,
+                        params={"force": "true"} if args.force else None,
+                    )
                 )
             case ("policy", "check"):
                 headers = {"content-type": "application/hujson"}
@@ -229,6 +239,10 @@ def render(args: argparse.Namespace, result: Any, console: Console) -> None:
             console.print(
                 f"{ch['node']}: +{','.join(ch['gains']) or '-'} -{','.join(ch['loses']) or '-'}"
             )
+        for line in result.get("builtin", []):
+            console.print(f"built in: {line}", highlight=False)
+        for line in result.get("warnings", []):
+            console.print(f"warning: {line}", highlight=False)
     elif isinstance(result, dict) and "username" in result:
         console.print(
             f"user {result['username']} created" + (" (admin)" if result["admin"] else "")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from ..errors import ApiError
+from ..policy import builtin, servers
 from ..policy.document import PolicyError, parse_policy
 from ..policy.engine import run_tests, view_changes
 from ..protocol import (
@@ -46,7 +47,12 @@ async def get_acl(state: StateDep, _: AdminUser) -> PolicyAnswer:
 
 
 @router.put("/acl", response_model=PolicyWriteAnswer, openapi_extra=POLICY_BODY)
-async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
+async def put_acl(
+    request: Request,
+    state: StateDep,
+    _: AdminUser,
+    force: bool = Query(False, description="apply even if servers lose reach to each other"),
+) -> PolicyWriteAnswer:
     text = await policy_text(request)
     try:
         policy = parse_policy(text, users=state.users.keys())
@@ -58,6 +64,10 @@ async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWrit
     if failed:
         detail = "; ".join(f"test for {t.src}: {', '.join(t.errors)}" for t in failed)
         raise ApiError(400, "policy_test_failed", f"policy tests failed: {detail}")
+    names = {n.id: n.hostname for n in state.nodes.values()}
+    losses = servers.reach_losses(state.index, trial, names)
+    if losses and not force:
+        raise ApiError(409, "server_reach_lost", servers.refusal(losses))
     await state.set_policy(policy)
     return PolicyWriteAnswer(ok=True, warnings=list(policy.warnings))
 
@@ -93,6 +103,19 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
     ]
     ok = all(t.passed for t in tests)
     errors = [] if ok else [f"test for {t.src} failed" for t in tests if not t.passed]
+    warnings = list(policy.warnings)
+    cut = servers.cut_infrastructure(trial)
+    if cut:
+        warnings.append(cut)
+    losses = servers.reach_losses(state.index, trial, names)
+    if losses:
+        warnings.append(servers.refusal(losses))
     return PolicyCheckAnswer(
-        ok=ok, errors=errors, warnings=list(policy.warnings), tests=tests, changes=changes
+        ok=ok,
+        errors=errors,
+        warnings=warnings,
+        tests=tests,
+        changes=changes,
+        builtin=builtin.describe(),
+        server_reach=losses,
     )

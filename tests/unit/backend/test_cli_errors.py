@@ -71,7 +71,9 @@ def test_status_when_logged_out(capsys: pytest.CaptureFixture[str], backend_sock
     code, out, _ = run(capsys, "--socket", str(backend_socket), "status", "--json")
     assert code == 0
     assert json.loads(out) == {"state": "NeedsLogin", "self": None, "server_url": None,
-                               "peers": [], "error": None}
+                               "peers": [], "error": None,
+                               "filter": {"state": "off", "rules": 0, "nft_rules": 0,
+                                          "reason": None}}
 
 
 @pytest.mark.parametrize(
