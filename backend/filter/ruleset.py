@@ -1,8 +1,9 @@
 """Filter rules from the netmap -> one nftables table, as `nft -j` JSON commands (pure).
 
 The table (`inet pcloud`) holds one base chain on the input hook that sends packets arriving on
-the WireGuard interface to a regular chain: replies to what this node opened (conntrack
-established/related) pass, then one rule per filter rule, then everything else is dropped.
+the WireGuard interface to a regular chain: replies to what this node opened (conntrack reply
+direction) and related ICMP errors pass, then one rule per filter rule, then everything else is
+dropped.
 Packets on any other interface are not looked at. The batch deletes and re-creates the table in
 one transaction, so the kernel swaps the whole rule set atomically: no packet ever sees a half
 written filter, and open connections keep their conntrack entries (they are not in the table).
@@ -132,8 +133,14 @@ def build(rules: list[FilterRule], interface: str) -> list[Json]:
                 {"jump": {"target": CHAIN}},
             ],
         }}},
-        _rule(_match({"ct": {"key": "state"}}, {"set": ["established", "related"]}),
+        # Only replies to what this node opened pass unchecked: packets a peer sends on a
+        # connection it opened are checked like new ones, so taking a port away stops an
+        # open connection too (as Tailscale's filter, which checks every inbound packet).
+        _rule(_match({"ct": {"key": "state"}}, "established"),
+              _match({"ct": {"key": "direction"}}, "reply"),
               {"accept": None}, comment="replies to what this node opened"),
+        _rule(_match({"ct": {"key": "state"}}, "related"), {"accept": None},
+              comment="ICMP errors about this node's connections"),
         _rule(_match({"ct": {"key": "state"}}, "invalid"), {"drop": None}),
     ]
     for rule in rules:
