@@ -427,11 +427,14 @@ class LocalBackend:
 
     async def _housekeeping(self) -> None:
         """Report our endpoints when they change; rotate peer endpoint candidates that do not
-        answer. Fast (1 s) only while some peer is still without a handshake."""
+        answer; retry a packet filter that could not be installed. Fast (1 s) only while some
+        peer is still without a handshake."""
         while True:
             try:
                 await self._check_endpoints()
                 await self._check_candidates()
+                if self.filter.failed and self.netmap is not None:
+                    await self._apply()  # e.g. nftables installed since: the tunnels follow
             except DriverError as e:
                 log.warning("reading WireGuard state failed: %s", e)
             pending = self.selector.pending()

@@ -52,8 +52,9 @@ class PacketFilter:
                 await nft.run(batch, nft=self.nft)
         except nft.NftError as e:
             self._installed = None
+            if (self.state, self.reason) != ("failed", str(e)):  # once per reason, not per retry
+                log.error("packet filter not installed (tunnels withheld): %s", e)
             self.state, self.reason = "failed", str(e)
-            log.error("packet filter not installed: %s", e)
             return False
         self._installed = batch
         self.rules, self.nft_rules = list(rules), ruleset.nft_rule_count(batch)

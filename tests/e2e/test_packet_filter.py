@@ -267,5 +267,7 @@ def test_policy_ports_hold_on_the_wire(mesh: Mesh, lab: Lab, figure: Figure) -> 
     assert got == [True, False, False]
 
     # `pcloud down` takes our table away; nothing else in the host's nftables is touched.
+    bob.run(["nft", "add", "table", "ip", "someone_else"])
     bob.pcloud("down")
-    assert "pcloud" not in bob.run(["nft", "list", "tables"]).stdout
+    tables = bob.run(["nft", "list", "tables"]).stdout
+    assert "pcloud" not in tables and "table ip someone_else" in tables
