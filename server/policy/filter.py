@@ -22,6 +22,12 @@ from .aliases import Alias, Ports, Rule
 from .engine import PeerIndex
 
 ANY_SOURCE = "*"
+DEFAULT_FILTER = FilterRule(
+    src=[ANY_SOURCE],
+    ports=[(0, 65535)],
+    src_aliases=["(any visible peer)"],
+    why="default policy: visible peers reach each other on every port",
+)
 
 
 def merge_ports(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -113,6 +119,8 @@ def compute(
     node = index.node(node_id)
     if node is None:
         return []
+    if index.policy is None:
+        return [DEFAULT_FILTER.model_copy()]
 
     def resolve(alias: Alias) -> tuple[str, ...]:
         return expand(index, alias)
@@ -153,6 +161,8 @@ def signature(index: PeerIndex, node_id: int) -> tuple[object, ...]:
     node = index.node(node_id)
     if node is None:
         return ()
+    if index.policy is None:
+        return ("default",)
     parts: list[object] = []
     for rule in index.rules:
         ports: list[tuple[int, int]] = []

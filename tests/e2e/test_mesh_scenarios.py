@@ -43,15 +43,9 @@ def test_bootstrap_and_clients_join(mesh: Mesh, lab: Lab, figure: Figure) -> Non
         what="every host to see the three others",
     )
     assert seen
-    pis = [rpi111, rpi112, rpi113]
-    ok, total, failed = mesh.ping_all(pis)
+    ok, total, failed = mesh.ping_all(hosts)
     assert (ok, failed) == (total, [])
-    for pi in pis:  # the admin's devices reach alice's laptop ...
-        mesh.wait_ping(pi, mesh.address(laptop))
-    # ... but the packet filter holds the policy's direction: alice may open traffic to the
-    # server only, not to the admin's two client devices she sees as peers.
-    assert not ping(laptop, mesh.address(rpi112)) and not ping(laptop, mesh.address(rpi113))
-    figure("bootstrap to 10/12 pairs (2 refused by the policy)", time.monotonic() - started)
+    figure("bootstrap to 12/12 pairs", time.monotonic() - started)
 
 
 def test_acl_private_laptop_then_grant_then_isolate(mesh: Mesh, lab: Lab, figure: Figure) -> None:
