@@ -253,7 +253,8 @@ class State(Presence):
         `facts_changed` (address, user, role or tags: what the policy reads) also tells each
         of those nodes that its packet filter may have changed (the SELF item)."""
         self.peer_json.pop(node_id, None)
-        if facts_changed:
+        # Under the default policy every filter is the same constant rule: nothing to resend.
+        if facts_changed and self.policy is not None:
             for peer in before | after:
                 self.bus.record(version, peer, self_changed=True)
             self_changed = True
@@ -356,8 +357,8 @@ class State(Presence):
             self.ipam.release(node.address)
         self.presence_forget(node.id)
         for peer in before:
-            # SELF too: the node's address leaves the peer's packet filter.
-            self.bus.record(version, peer, removed=(node.id,), self_changed=True)
+            # SELF too (under a document): the node's address leaves the peer's packet filter.
+            self.bus.record(version, peer, removed=(node.id,), self_changed=self.policy is not None)
         self.bus.forget(node.id)
         log.info("node %d %s removed", node.id, node.hostname)
 

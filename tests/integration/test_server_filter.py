@@ -5,6 +5,7 @@ refusing (unless forced) a policy that takes reach away between servers."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Any
 
 from tests.integration.test_server_api import err, register
@@ -69,3 +70,29 @@ async def test_filter_in_netmaps_and_the_server_rule(coord: CoordServer) -> None
         answer = (await poll).json()
     assert answer["peers_changed"] == [] and answer["peers_removed"] == []
     assert rules_by_why(answer["filter"])["acls[0]"]["ports"] == [[22, 22], [8080, 8080]]
+
+
+async def test_a_new_source_device_updates_the_filter_of_those_it_may_reach(
+    coord: CoordServer,
+) -> None:
+    admin = coord.setup_admin()
+    alice = coord.create_user(admin, "alice")
+    key = coord.auth_key(admin, user="admin", role="server", tags=["tag:server"])
+    srv = register(coord, key, "rpi111")
+    first_laptop = register(coord, alice, "laptop")
+    with coord.client(admin) as c:
+        assert c.put("/api/v1/acl", content=PORTS).status_code == 200  # one server: no loss
+    with coord.client(srv["node_token"]) as c:
+        first = c.get("/api/v1/netmap").json()
+    assert rules_by_why(first["filter"])["acls[0]"]["src"] == [first_laptop["address"]]
+    async with coord.async_client(srv["node_token"]) as ca:
+        poll = asyncio.create_task(
+            ca.get("/api/v1/netmap", params={"since": first["version"], "timeout": 20})
+        )
+        second = register(coord, alice, "phone")
+        answer = (await poll).json()
+    assert [p["hostname"] for p in answer["peers_changed"]] == ["phone"]
+    nets = [ipaddress.ip_network(s) for s in rules_by_why(answer["filter"])["acls[0]"]["src"]]
+    for device in (first_laptop, second):  # both of alice's devices, maybe as one prefix
+        assert any(ipaddress.ip_address(device["address"]) in n for n in nets)
+    assert all(n.num_addresses <= 2 for n in nets)  # and nothing wider
