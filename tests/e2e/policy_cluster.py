@@ -7,14 +7,14 @@ the servers keep reaching each other, on ping and on the K3s port, through the p
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.test_packet_filter import probe
 from tests.lab import Host, Lab, wait_for
-from tests.lab.mesh import BIN, SERVER_DIR, Mesh, ping
+from tests.lab.mesh import BIN, SERVER_DIR, Mesh
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ONE_RULE = (
@@ -46,8 +46,7 @@ def admin_policy(server: Host, verb: str, text: str, *flags: str) -> Any:
 
 
 def tcp_open(src: Host, ip: str, port: int) -> bool:
-    code = f"import socket; socket.create_connection(({ip!r}, {port}), timeout=2).close()"
-    return src.run([sys.executable, "-c", code], check=False).returncode == 0
+    return probe(src, [(ip, "tcp", port)]) == [True]
 
 
 def cluster_holds(
@@ -57,11 +56,20 @@ def cluster_holds(
         any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
         for n in nodes()
     )
+    # Ping and the K3s port from each server to the others, one probe process per server.
     reach = all(
-        ping(a, addrs[b.name]) and tcp_open(a, addrs[b.name], 6443)
+        all(
+            probe(
+                a,
+                [
+                    (addrs[b.name], kind, 6443)
+                    for b in servers
+                    if b is not a
+                    for kind in ("ping", "tcp")
+                ],
+            )
+        )
         for a in servers
-        for b in servers
-        if a is not b
     )
     return ready and reach
 
