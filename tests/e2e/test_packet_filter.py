@@ -92,12 +92,17 @@ def check_policy(server: Host, text: str) -> dict[str, Any]:
     return answer
 
 
-def filter_of(host: Host) -> dict[str, Any]:
-    """`GET /v1/filter` of the host's backend (what `pcloud filter --json` prints)."""
+def local_get(host: Host, path: str) -> dict[str, Any]:
+    """A GET on the host's backend socket, from the test process (no CLI start-up)."""
     sock = str(host.path("/run/pcloud/backend.sock"))
     with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://local") as c:
-        data: dict[str, Any] = c.get("/v1/filter").json()
+        data: dict[str, Any] = c.get(path).json()
     return data
+
+
+def filter_of(host: Host) -> dict[str, Any]:
+    """`GET /v1/filter` (what `pcloud filter --json` prints)."""
+    return local_get(host, "/v1/filter")
 
 
 def whys(host: Host) -> set[str]:
@@ -149,9 +154,15 @@ def test_policy_ports_hold_on_the_wire(mesh: Mesh, lab: Lab, figure: Figure) -> 
     mesh.join_headless(ci, mesh.auth_key("admin", tags="tag:ci"))
     mesh.login(alice, user="alice", password="alice-password")
     mesh.login(bob, user="bob", password="bob-password")
-    for h in hosts:
-        mesh.wait_running(h)
-    addrs = {h.name: mesh.address(h) for h in hosts}
+    running = {
+        h.name: wait_for(
+            lambda h=h: (st := local_get(h, "/v1/status"))["state"] == "Running" and st,
+            timeout=30,
+            what=f"{h.name} Running",
+        )
+        for h in hosts
+    }
+    addrs = {name: st["self"]["address"] for name, st in running.items()}
     for h in hosts:
         h.spawn(
             "listen",
