@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from pcloud.backend.dns.manager import DnsManager
 from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
+from pcloud.backend.filter.enforcer import PacketFilter
 from pcloud.backend.headless import headless_login
 from pcloud.backend.jobs import ha_enable
 from pcloud.backend.jobs.install_server import resume_services
@@ -95,6 +97,9 @@ class LocalBackend:
             resolv_conf=settings.resolv_conf,
         )  # fmt: skip
         self._dns_warning: str | None = None
+        # The fake driver (unit tests) has no interface: its filter is built but never
+        # installed, so no test puts a table into the namespace it runs in.
+        self.filter = PacketFilter(settings.interface, install=driver.kind != "fake")
         self._control: ControlClient | None = None
         self._servers: ServerList | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,8 +133,13 @@ class LocalBackend:
             want_running=self.want_running,
             have_netmap=self.netmap is not None,
             driver_up=self.driver_up,
-            fatal_error=self._driver_error or self._fatal,
+            fatal_error=self._driver_error or self._fatal or self._filter_error(),
         )
+
+    def _filter_error(self) -> str | None:
+        if not self.filter.failed:
+            return None
+        return f"packet filter not installed ({self.filter.reason}); tunnels withheld until it is"
 
     def set_fatal(self, reason: str) -> None:
         """A problem only a person can fix (shown as the Error state)."""
@@ -353,9 +363,10 @@ class LocalBackend:
         return build_status(
             self.state, shown, stats,
             server_url=self.node.server_url if self.node else None,
-            error=self._driver_error or self._fatal or self.warning or self._skipped_text()
-            or self._dns_warning,
+            error=self._driver_error or self._fatal or self._filter_error() or self.warning
+            or self._skipped_text() or self._dns_warning,
             unreachable_since=self.unreachable_since,
+            packet_filter=self.filter,
         )
 
     def _skipped_text(self) -> str | None:
@@ -442,6 +453,7 @@ class LocalBackend:
         if self._driver_started:
             with contextlib.suppress(DriverError):
                 await self.driver.close(remove_interface=True)
+        await self.filter.remove()
         self._driver_started = False
         self.driver_up = False  # the netmap is applied to a live interface
         self._driver_started = False  # driver.start() succeeded and close() is owed
@@ -470,6 +482,9 @@ class LocalBackend:
             for line in skipped:
                 log.warning("netmap: ignoring %s", line)
             self._skipped = skipped
+        # The filter goes in before the peers it governs; without it, no peer at all.
+        if not await self.filter.apply(self.netmap.filter):
+            config = dataclasses.replace(config, peers=())
         try:
             await self.driver.apply(config)
         except DriverError as e:
@@ -485,7 +500,7 @@ class LocalBackend:
 
     async def _on_netmap(self, answer: Netmap) -> None:
         if not answer.full and not answer.peers_changed and not answer.peers_removed:
-            if self.netmap is None or answer.self == self.netmap.self:
+            if self.netmap is None or (answer.self == self.netmap.self and answer.filter is None):
                 return  # the long poll's "nothing new" answer
         merged = apply_netmap(self.netmap, answer)
         if merged != self.netmap:
@@ -530,13 +545,16 @@ class LocalBackend:
 
     async def _housekeeping(self) -> None:
         """Report our endpoints when they change; rotate peer endpoint candidates that do not
-        answer. Fast (1 s) only while some peer is still without a handshake."""
+        answer; retry a packet filter that could not be installed. Fast (1 s) only while some
+        peer is still without a handshake."""
         while True:
             if self.node is not None and (self.node.renew_at or 0) <= time.time():
                 await self.renew_token()
             try:
                 await self._check_endpoints()
                 await self._check_candidates()
+                if self.filter.failed and self.netmap is not None:
+                    await self._apply()  # e.g. nftables installed since: the tunnels follow
             except DriverError as e:
                 log.warning("reading WireGuard state failed: %s", e)
             pending = self.selector.pending()

@@ -39,6 +39,8 @@ def apply_netmap(held: Netmap | None, answer: Netmap) -> Netmap:
         peers=sorted(by_id.values(), key=lambda p: p.node_id),
         servers=answer.servers or held.servers,
         domain=answer.domain or held.domain,
+        # A delta carries the filter only when it changed.
+        filter=answer.filter if answer.filter is not None else held.filter,
     )
 
 

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from pcloud.backend.dns.names import peer_dns_name
-from pcloud.backend.localapi.schemas import PeerStatus, Status
+from pcloud.backend.filter.enforcer import PacketFilter
+from pcloud.backend.localapi.schemas import FilterDetail, FilterStatus, PeerStatus, Status
 from pcloud.backend.state import State
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import DEFAULT_DOMAIN, Netmap, Peer
@@ -21,6 +22,7 @@ def build_status(
     server_url: str | None,
     error: str | None,
     unreachable_since: datetime | None = None,
+    packet_filter: PacketFilter | None = None,
 ) -> Status:
     by_key = {s.public_key: s for s in stats}
     domain = (netmap.domain if netmap else "") or DEFAULT_DOMAIN
@@ -48,4 +50,15 @@ def build_status(
         peers=peers,
         error=error,
         control_unreachable_since=unreachable_since,
+        filter=filter_status(packet_filter) if packet_filter else FilterStatus(),
+    )
+
+
+def filter_status(pf: PacketFilter, *, detail: bool = False) -> FilterDetail:
+    return FilterDetail(
+        state=pf.state,
+        rules=len(pf.rules),
+        nft_rules=pf.nft_rules,
+        reason=pf.reason,
+        detail=list(pf.rules) if detail else [],
     )

@@ -5,12 +5,18 @@ same bridge: one pair joined by PCloud (coordination server, backends, the confi
 the other configured by hand the way the seed does it (`wireguard-go`, `wg set`, `ip addr`,
 MTU 1420), and runs iperf3 through each, one after the other, in the same run. The ratio is
 printed against the DESIGN section 7 target (within 5%). Figures, not assertions.
+
+`--filter` measures the packet filter instead (DESIGN section 10): the PCloud pair under a policy
+with several port rules (iperf3's port allowed by the last one), with the receiver's filter in
+force, then with its nftables table removed by hand (filter off), alternating; the ratio is
+printed against the same 5% target.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 
 from rich.console import Console
@@ -82,11 +88,80 @@ def hand_pair(a: Host, b: Host) -> tuple[str, str]:
     return addrs[a.name], addrs[b.name]
 
 
+# Several rules before the one that lets iperf3 in, so each packet walks a realistic chain.
+FILTER_POLICY = """{
+  "acls": [
+    {"action": "accept", "src": ["admin@"], "proto": "tcp", "dst": ["admin@:22,443"]},
+    {"action": "accept", "src": ["admin@"], "proto": "udp", "dst": ["admin@:53,5353"]},
+    {"action": "accept", "src": ["admin@"], "proto": "icmp", "dst": ["admin@:*"]},
+    {"action": "accept", "src": ["admin@"], "dst": ["admin@:5201,8000-8099"]},
+  ],
+}"""
+
+
+def filter_rules(host: Host) -> int:
+    """nftables rules in our table on `host` (0: no table)."""
+    res = host.run(["nft", "-j", "list", "table", "inet", "pcloud"], check=False)
+    if res.returncode != 0:
+        return 0
+    return sum(1 for item in json.loads(res.stdout)["nftables"] if "rule" in item)
+
+
+def filter_bench(console: Console, seconds: int, rounds: int) -> None:
+    with Lab() as lab:
+        mesh = Mesh(lab)
+        mesh.start_server(lab.add_host("rpi111"))
+        mesh.create_user("admin", "admin-password", admin=True)
+        key = mesh.auth_key("admin", reusable=True)
+        p1, p2 = lab.add_host("pc-a"), lab.add_host("pc-b")
+        for h in (p1, p2):
+            mesh.join_headless(h, key)
+        mesh.set_policy(FILTER_POLICY)
+        ip2 = mesh.address(p2)
+        wait_for(lambda: filter_rules(p2) >= 8, timeout=20, what="pc-b's filter for the policy")
+        mesh.wait_ping(p1, ip2)
+        rules = filter_rules(p2)
+        console.print(f"filter in force on pc-b: {rules} nftables rules; running iperf3 ...")
+        results = []
+        for _ in range(rounds):  # alternate so neither side always runs on a warmer machine
+            p2.run(["nft", "delete", "table", "inet", "pcloud"], check=False)
+            assert filter_rules(p2) == 0
+            results.append(("off", iperf(p1, p2, ip2, seconds)))
+            # The backend installs its table again when it (re)applies a netmap: down + up.
+            p2.pcloud("down")
+            p2.pcloud("up")
+            wait_for(lambda: filter_rules(p2) == rules, timeout=20, what="the filter back")
+            mesh.wait_ping(p1, ip2)
+            results.append(("on", iperf(p1, p2, ip2, seconds)))
+    ons = [v for k, v in results if k == "on"]
+    offs = [v for k, v in results if k == "off"]
+    on, off = max(ons), max(offs)
+    ratio = on / off if off else float("nan")
+    table = Table(title=f"iperf3 through a PCloud tunnel ({rounds} runs each, alternating)")
+    for col in ("receiver's packet filter", "best Mbit/s", "median", "all runs"):
+        table.add_column(col)
+    for name, vals in ((f"on ({rules} nftables rules)", ons), ("off (table removed)", offs)):
+        runs = " ".join(f"{v:.0f}" for v in vals)
+        table.add_row(name, f"{max(vals):.0f}", f"{statistics.median(vals):.0f}", runs)
+    console.print(table)
+    verdict = "PASS" if ratio >= 0.95 else "MISS"
+    console.print(
+        f"packet filter throughput (best of each): on {on:.0f} Mbit/s vs off {off:.0f} Mbit/s, "
+        f"ratio {ratio:.2f} (target >= 0.95: {verdict}); median ratio "
+        f"{statistics.median(ons) / statistics.median(offs):.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.tunnel_throughput", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--filter", action="store_true", help="filter on vs off instead")
+    p.add_argument("--rounds", type=int, default=2, help="--filter: runs of each, alternating")
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=120)
+    if args.filter:
+        filter_bench(console, args.seconds, args.rounds)
+        return 0
     with Lab() as lab:
         mesh = Mesh(lab)
         mesh.start_server(lab.add_host("rpi111"))

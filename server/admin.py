@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_parser("get")
     ps = policy.add_parser("set")
     ps.add_argument("file", type=Path, help="policy file (HuJSON); - for stdin")
+    ps.add_argument(
+        "--force",
+        action="store_true",
+        help="apply even if servers lose reach to each other (the built-in rule stays)",
+    )
     pk = policy.add_parser("check")
     pk.add_argument("file", type=Path)
     policy.add_parser("reset")
@@ -228,7 +233,12 @@ async def run(args: argparse.Namespace) -> Any:
             case ("policy", "set"):
                 headers = {"content-type": "application/hujson"}
                 return _check(
-                    await c.put(f"{api}/acl", content=_read_text(args.file), headers=headers)
+                    await c.put(
+                        f"{api}/acl",
+                        content=_read_text(args.file),
+                        headers=headers,
+                        params={"force": "true"} if args.force else None,
+                    )
                 )
             case ("policy", "check"):
                 headers = {"content-type": "application/hujson"}
@@ -296,6 +306,8 @@ def render(args: argparse.Namespace, result: Any, console: Console) -> None:
     elif key == ("policy", "check"):
         for line in policy_check_lines(result):
             console.print(line, highlight=False, markup=False)
+        for line in result.get("builtin") or []:
+            console.print(f"built in: {line}", highlight=False, markup=False)
     elif key == ("policy", "set"):
         console.print("ok: policy applied", highlight=False)
         for warning in result.get("warnings") or []:

@@ -327,6 +327,20 @@ class Peer(BaseModel):
     dns_name: str = ""
 
 
+class FilterRule(BaseModel):
+    """One rule of what may reach the receiving node (DESIGN section 10): packets from `src`
+    (overlay addresses or prefixes; `*` = any peer) with an IP protocol in `proto` (IANA
+    numbers; empty = TCP, UDP and ICMP, as a policy rule without `proto`) to a port in `ports`
+    (inclusive ranges; ignored for protocols without ports, e.g. ICMP). `src_aliases` and
+    `why` are the policy's own words for the sources and the rule (shown by `pcloud filter`)."""
+
+    src: list[str]
+    proto: list[int] = []
+    ports: list[tuple[int, int]] = []
+    src_aliases: list[str] = []
+    why: str = ""
+
+
 class Netmap(BaseModel):
     version: int
     full: bool
@@ -336,6 +350,9 @@ class Netmap(BaseModel):
     peers_removed: list[int] = []
     servers: list[str] = []
     domain: str = ""  # the network's DNS domain, e.g. pcloud.internal ("" from older servers)
+    # The packet filter for this node: always in a full map; in a delta only when it changed
+    # (None = unchanged). None in a full map: a server that sends no filter.
+    filter: list[FilterRule] | None = None
 
 
 class RegisterRequest(Request):
@@ -426,6 +443,11 @@ class PolicyCheckAnswer(BaseModel):
     warnings: list[str]
     tests: list[PolicyTestResult]
     changes: list[PeerChange]
+    # Rules always in force whatever the document says (the network's own infrastructure).
+    builtin: list[str] = []
+    # Reach the document takes away between server-role nodes: `PUT /acl` refuses it unless
+    # forced (`?force=true`).
+    server_reach: list[str] = []
 
 
 class K3sToken(BaseModel):

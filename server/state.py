@@ -27,6 +27,7 @@ from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, from_record, now, to_
 from .netmap.broadcast import Broadcaster, VersionClock
 from .policy.document import Policy, parse_policy
 from .policy.engine import NodeFacts, PeerIndex
+from .policy.filter import FilterCache, signature
 from .presence import Presence
 from .protocol import INFRA_OWNER, SERVER_TAG
 from .security.nodeproof import proof_required
@@ -133,6 +134,7 @@ class State(Presence):
         # Each node's rendered `Peer` JSON (netmap.build.peer_json), dropped at every change of
         # the node's record or presence, all of which go through `fanout` or `drop_node`.
         self.peer_json: dict[int, bytes] = {}
+        self.filters = FilterCache()  # each node's packet filter, per index generation
         self.next_node_id = int(rec["meta"].get("next_node_id", {}).get("value", 1))
         self.k3s: dict[str, Any] | None = rec["meta"].get("k3s")
         self.servers: dict[str, dict[str, Any]] = {
@@ -257,9 +259,17 @@ class State(Presence):
         *,
         content_changed: bool,
         self_changed: bool,
+        facts_changed: bool = False,
     ) -> None:
-        """Log one node's change for itself and for every node whose view of it changed."""
+        """Log one node's change for itself and for every node whose view of it changed.
+        `facts_changed` (address, user, role or tags: what the policy reads) also tells each
+        of those nodes that its packet filter may have changed (the SELF item)."""
         self.peer_json.pop(node_id, None)
+        # Under the default policy every filter is the same constant rule: nothing to resend.
+        if facts_changed and self.policy is not None:
+            for peer in before | after:
+                self.bus.record(version, peer, self_changed=True)
+            self_changed = True
         for peer in after - before:
             self.bus.record(version, peer, changed=(node_id,))
         for peer in before - after:
@@ -336,8 +346,9 @@ class State(Presence):
         else:
             self._hostnames.pop(name, None)
 
-    def upsert_node(self, node: NodeRec, old: NodeRec | None) -> None:
-        """Put a committed node record into memory and every index (local change or watch)."""
+    def upsert_node(self, node: NodeRec, old: NodeRec | None) -> bool:
+        """Put a committed node record into memory and every index (local change or watch).
+        True when what the policy reads of the node changed (see `fanout`)."""
         if old is not None:
             self._hostname_drop(old.hostname)
             self._count_device(old, -1)
@@ -353,9 +364,11 @@ class State(Presence):
         self.node_by_key[node.public_key] = node.id
         self.node_by_token[node.token_digest] = node.id
         self.ipam.mark(node.address)
-        if old is None or facts(old) != facts(node):
+        facts_changed = old is None or facts(old) != facts(node)
+        if facts_changed:
             self.index.upsert(facts(node))
         self.peer_json.pop(node.id, None)
+        return facts_changed
 
     def drop_node(self, node: NodeRec, version: int, before: set[int]) -> None:
         del self.nodes[node.id]
@@ -371,7 +384,8 @@ class State(Presence):
             self.ipam.release(node.address)
         self.presence_forget(node.id)
         for peer in before:
-            self.bus.record(version, peer, removed=(node.id,))
+            # SELF too (under a document): the node's address leaves the peer's packet filter.
+            self.bus.record(version, peer, removed=(node.id,), self_changed=self.policy is not None)
         self.bus.forget(node.id)
         log.info("node %d %s removed", node.id, node.hostname)
 
@@ -472,7 +486,13 @@ class State(Presence):
                 self.bus.track(node.id, version)
                 after = self.peers_of(node.id)
                 self.fanout(
-                    version, node.id, set(), after, content_changed=False, self_changed=False
+                    version,
+                    node.id,
+                    set(),
+                    after,
+                    content_changed=False,
+                    self_changed=False,
+                    facts_changed=True,
                 )
                 log.info(
                     "node %d %s registered for %s at %s", node.id, node.hostname, user, address
@@ -590,12 +610,18 @@ class State(Presence):
 
             def apply(version: int) -> NodeRec:
                 before = self.peers_of(node_id)
-                self.upsert_node(updated, node)
+                facts_changed = self.upsert_node(updated, node)
                 if not seen_by_peers and by_self:
                     return updated  # a token renewal: nothing any netmap shows changed
                 after = self.peers_of(node_id)
                 self.fanout(
-                    version, node_id, before, after, content_changed=True, self_changed=not by_self
+                    version,
+                    node_id,
+                    before,
+                    after,
+                    content_changed=True,
+                    self_changed=not by_self,
+                    facts_changed=facts_changed,
                 )
                 return updated
 
@@ -662,9 +688,12 @@ class State(Presence):
             self.index = new_index
             self.policy = policy
             self.policy_text = policy.text if policy is not None else None
-            for node_id, (gains, loses) in diff.items():
+            for node_id, change in diff.items():
                 if node_id in self.nodes:
-                    self.bus.record(version, node_id, changed=gains, removed=loses)
+                    gains, loses, *refilter = change  # (gains, loses[, True]): see api/acl.py
+                    self.bus.record(
+                        version, node_id, changed=gains, removed=loses, self_changed=bool(refilter)
+                    )
             log.info("policy %s; %d nodes' views changed", "set" if policy else "reset", len(diff))
             return len(diff)
         new_index = self.index.copy()
@@ -676,9 +705,17 @@ class State(Presence):
         for node_id in self.nodes:
             before = old_index.peers_of(node_id)
             after = new_index.peers_of(node_id)
-            if before != after:
+            # A port-only change leaves the peers alone but not the packet filter.
+            refilter = signature(old_index, node_id) != signature(new_index, node_id)
+            if before != after or refilter:
                 changed += 1
-                self.bus.record(version, node_id, changed=after - before, removed=before - after)
+                self.bus.record(
+                    version,
+                    node_id,
+                    changed=after - before,
+                    removed=before - after,
+                    self_changed=refilter,
+                )
         log.info("policy %s; %d nodes' views changed", "set" if policy else "reset", changed)
         return changed
 

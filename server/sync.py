@@ -83,7 +83,7 @@ def _apply_node(state: State, version: int, node_id: int, value: dict[str, Any] 
     if old is not None and old.last_seen is not None:
         node.last_seen = old.last_seen  # presence is this server's own knowledge
     before = state.peers_of(node_id) if old is not None else set()
-    state.upsert_node(node, old)
+    facts_changed = state.upsert_node(node, old)
     after = state.peers_of(node_id)
     if old is None:
         state.bus.track(node_id, version)
@@ -94,6 +94,7 @@ def _apply_node(state: State, version: int, node_id: int, value: dict[str, Any] 
         after,
         content_changed=old is not None,
         self_changed=old is not None,
+        facts_changed=facts_changed,
     )
 
 

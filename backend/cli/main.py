@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pcloud.backend.cli import (
     down,
+    filter,
     ha,
     install_server,
     ip,
@@ -29,7 +30,7 @@ from pcloud.backend.localapi.client import DEFAULT_SOCKET, LocalAPIError, LocalC
 from pcloud.backend.version import package_version
 
 SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key, install_server,
-               join_server, ha, remove_server)
+               join_server, ha, remove_server, filter)
 
 
 def build_parser() -> argparse.ArgumentParser:

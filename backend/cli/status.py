@@ -9,6 +9,7 @@ import argparse
 import json
 
 from pcloud.backend.cli.common import EXIT_ERROR, EXIT_OK
+from pcloud.backend.cli.filter_words import summary
 from pcloud.backend.cli.render import print_table, state_line, status_table
 from pcloud.backend.localapi.client import LocalClient
 from pcloud.backend.localapi.schemas import Status
@@ -29,6 +30,7 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     line = state_line(status)
     if status.state in ("Running", "Starting") and status.self:
         print_table(status_table(status))
+        print(f"# {summary(status.filter)}")
     if line:
         print(line)
     return EXIT_OK if status.state == "Running" else EXIT_ERROR

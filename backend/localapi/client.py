@@ -27,6 +27,7 @@ import httpx
 
 from pcloud.backend.localapi.schemas import (
     CoordAnswer,
+    FilterDetail,
     Job,
     JobEvent,
     JobStarted,
@@ -158,6 +159,9 @@ class LocalClient:
 
     async def status(self) -> Status:
         return Status.model_validate(await self._request("GET", "/v1/status"))
+
+    async def packet_filter(self) -> FilterDetail:
+        return FilterDetail.model_validate(await self._request("GET", "/v1/filter"))
 
     async def login(
         self,

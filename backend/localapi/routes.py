@@ -39,6 +39,7 @@ from pcloud.backend.localapi.peercred import ANONYMOUS, Caller, may_write
 from pcloud.backend.localapi.schemas import (
     CoordAnswer,
     CoordRequest,
+    FilterDetail,
     ForceNewClusterRequest,
     HaJoinRequest,
     InstallServerRequest,
@@ -49,6 +50,7 @@ from pcloud.backend.localapi.schemas import (
     RemoveServerRequest,
     Status,
 )
+from pcloud.backend.status import filter_status
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,10 @@ def create_app(
     @app.get("/v1/status", response_model=Status)
     async def get_status() -> Status:
         return await backend.status()
+
+    @app.get("/v1/filter", response_model=FilterDetail)
+    async def get_filter() -> FilterDetail:
+        return filter_status(backend.filter, detail=True)
 
     @app.post("/v1/login", response_model=Status)
     async def login(body: LoginRequest) -> Status:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pcloud.server.protocol import Peer
+from pcloud.server.protocol import FilterRule, Peer
 
 StateName = Literal["NeedsLogin", "Stopped", "Starting", "Running", "Error"]
 
@@ -25,12 +25,30 @@ class PeerStatus(Peer):
     tx_bytes: int = 0
 
 
+class FilterStatus(BaseModel):
+    """The packet filter on the WireGuard interface: `in_force` (with `rules` policy rules,
+    `nft_rules` nftables rules), `off` (not connected), `none` (the server sends no filter) or
+    `failed` (`reason` says why; tunnels are withheld meanwhile)."""
+
+    state: Literal["in_force", "off", "none", "failed"] = "off"
+    rules: int = 0
+    nft_rules: int = 0
+    reason: str | None = None
+
+
+class FilterDetail(FilterStatus):
+    """`GET /v1/filter`: the status plus the rules themselves (`pcloud filter`)."""
+
+    detail: list[FilterRule] = []
+
+
 class Status(BaseModel):
     state: StateName
     self: Peer | None = None
     server_url: str | None = None  # the join link we logged in with
     peers: list[PeerStatus] = []
     error: str | None = None  # why we are in Error, or a warning (e.g. server unreachable)
+    filter: FilterStatus = FilterStatus()
     # Set while the coordination server does not answer (the tunnels keep working): when the
     # outage began. Cleared within seconds of the server answering again.
     control_unreachable_since: datetime | None = None

@@ -9,11 +9,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from ..errors import ApiError
+from ..policy import builtin, servers
 from ..policy.document import Policy, PolicyError, parse_policy
 from ..policy.engine import PeerIndex, TestOutcome, run_tests, view_changes
+from ..policy.filter import signature
 from ..protocol import (
     PeerChange,
     PolicyAnswer,
@@ -87,7 +89,13 @@ def prepare(
         tests = run_tests(policy, trial) if policy is not None else []
         if not check and any(not t.passed for t in tests):
             return policy, trial, tests, {}
-        return policy, trial, tests, view_changes(base, trial, node_ids)
+        changes: dict[int, Any] = dict(view_changes(base, trial, node_ids))
+        for n in node_ids:
+            # A port-only change leaves the peers alone but not the node's packet filter.
+            if signature(base, n) != signature(trial, n):
+                gains, loses = changes.get(n, (set(), set()))[:2]
+                changes[n] = (gains, loses, True)
+        return policy, trial, tests, changes
 
     return work
 
@@ -99,7 +107,12 @@ class _Invalid(Exception):
 
 
 @router.put("/acl", response_model=PolicyWriteAnswer, openapi_extra=POLICY_BODY)
-async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWriteAnswer:
+async def put_acl(
+    request: Request,
+    state: StateDep,
+    _: AdminUser,
+    force: bool = Query(False, description="apply even if servers lose reach to each other"),
+) -> PolicyWriteAnswer:
     text = await policy_text(request)
     version = state.version
     job = prepare(state, text, check=False)
@@ -111,6 +124,10 @@ async def put_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyWrit
         )
         raise ApiError(400, "policy_test_failed", f"policy tests failed: {detail}")
     assert policy is not None
+    names = {n.id: n.hostname for n in state.nodes.values()}
+    losses = servers.reach_losses(state.index, trial, names)
+    if losses and not force:
+        raise ApiError(409, "server_reach_lost", servers.refusal(losses))
     await state.set_policy(policy, prepared=(version, trial, changes))
     return PolicyWriteAnswer(ok=True, warnings=list(policy.warnings))
 
@@ -129,7 +146,7 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
     text = await policy_text(request)
     job = prepare(state, text, check=True)
     try:
-        policy, _trial, outcomes, diff = await run_policy_job(job, state.settings.policy_timeout_s)
+        policy, trial, outcomes, diff = await run_policy_job(job, state.settings.policy_timeout_s)
     except _Invalid as exc:
         return PolicyCheckAnswer(ok=False, errors=exc.errors, warnings=[], tests=[], changes=[])
     assert policy is not None
@@ -141,14 +158,27 @@ async def check_acl(request: Request, state: StateDep, _: AdminUser) -> PolicyCh
     changes = [
         PeerChange(
             node=names[nid],
-            gains=sorted(names[p] for p in gains if p in names),
-            loses=sorted(names[p] for p in loses if p in names),
+            gains=sorted(names[p] for p in change[0] if p in names),
+            loses=sorted(names[p] for p in change[1] if p in names),
         )
-        for nid, (gains, loses) in sorted(diff.items(), key=lambda kv: names.get(kv[0], ""))
-        if nid in names
+        for nid, change in sorted(diff.items(), key=lambda kv: names.get(kv[0], ""))
+        if nid in names and (change[0] or change[1])
     ]
     ok = all(t.passed for t in tests)
     errors = [f"test for {t.src} failed: {', '.join(t.errors)}" for t in tests if not t.passed]
+    warnings = list(policy.warnings)
+    cut = servers.cut_infrastructure(trial)
+    if cut:
+        warnings.append(cut)
+    losses = servers.reach_losses(state.index, trial, names)
+    if losses:
+        warnings.append(servers.refusal(losses))
     return PolicyCheckAnswer(
-        ok=ok, errors=errors, warnings=list(policy.warnings), tests=tests, changes=changes
+        ok=ok,
+        errors=errors,
+        warnings=warnings,
+        tests=tests,
+        changes=changes,
+        builtin=builtin.describe(),
+        server_reach=losses,
     )

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..protocol import Netmap, Peer, dns_label
+from pydantic import TypeAdapter
+
+from ..protocol import FilterRule, Netmap, Peer, dns_label
 
 if TYPE_CHECKING:
     from ..model import NodeRec
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from .broadcast import Delta
 
 _PEER_JSON = Peer.__pydantic_serializer__
+_FILTER_JSON = TypeAdapter(list[FilterRule])
 
 
 def peer(state: State, node: NodeRec) -> Peer:
@@ -56,6 +59,15 @@ def peer_json(state: State, node: NodeRec) -> bytes:
     return cached
 
 
+def filter_json(state: State, node_id: int) -> bytes:
+    """The node's packet filter JSON, rendered once per index generation."""
+    cached = state.filters.valid_json(state.index, node_id)
+    if cached is None:
+        rules = state.filters.rules(state.index, node_id)
+        cached = state.filters.json[node_id] = _FILTER_JSON.dump_json(rules)
+    return cached
+
+
 def full(state: State, node_id: int) -> Netmap:
     node = state.nodes[node_id]
     peers = [peer(state, state.nodes[p]) for p in sorted(state.peers_of(node_id))]
@@ -66,6 +78,7 @@ def full(state: State, node_id: int) -> Netmap:
         peers=peers,
         servers=state.server_urls(),
         domain=state.settings.domain,
+        filter=state.filters.rules(state.index, node_id),
     )
 
 
@@ -82,6 +95,7 @@ def _answer(
     peers: list[bytes] = [],  # noqa: B006 - never mutated
     changed: list[bytes] = [],  # noqa: B006
     removed: list[int] = [],  # noqa: B006
+    packet_filter: bytes | None = None,
 ) -> bytes:
     # Field order and names as in protocol.Netmap.
     return b"".join(
@@ -98,6 +112,9 @@ def _answer(
             _servers(state),
             b',"domain":',
             json.dumps(state.settings.domain).encode(),
+            # The filter only when it is news (a full map, or the node's own change).
+            b',"filter":',
+            packet_filter if packet_filter is not None else b"null",
             b"}",
         )
     )
@@ -106,7 +123,14 @@ def _answer(
 def full_json(state: State, node_id: int) -> bytes:
     nodes = state.nodes
     peers = [peer_json(state, nodes[p]) for p in sorted(state.peers_of(node_id))]
-    return _answer(state, node_id, state.version, full=True, peers=peers)
+    return _answer(
+        state,
+        node_id,
+        state.version,
+        full=True,
+        peers=peers,
+        packet_filter=filter_json(state, node_id),
+    )
 
 
 def delta_json(state: State, node_id: int, d: Delta) -> bytes:
@@ -122,7 +146,13 @@ def delta_json(state: State, node_id: int, d: Delta) -> bytes:
             # Changed and then hidden or deleted within the same window: it is a removal.
             removed.add(pid)
     return _answer(
-        state, node_id, state.version, full=False, changed=changed, removed=sorted(removed)
+        state,
+        node_id,
+        state.version,
+        full=False,
+        changed=changed,
+        removed=sorted(removed),
+        packet_filter=filter_json(state, node_id) if d.self_changed else None,
     )
 
 

@@ -7,7 +7,12 @@ and only the matching side is expanded through the `NodeSet` indexes, so `peers_
 its answer plus the number of rules instead of Headscale's all-pairs O(n^2) map.
 
 Without a document the built-in default policy applies: every node reaches server-role nodes,
-a user's (untagged) devices reach each other, and an admin's devices reach everything.
+a user's (untagged) devices reach each other, and an admin's devices reach everything. Under any
+policy the built-in server rule (builtin.py) is added: servers reach each other on what K3s, etcd
+and coordination need.
+
+ICMP has no ports: a rule that allows ICMP to a node allows it whatever ports the rule lists (as
+Tailscale's packet filter, which matches ICMP by address only).
 
 `run_tests` runs a document's `tests` against an index; `view_changes` diffs two indexes for the
 nodes a change touches (what `POST /acl/check` shows).
@@ -15,6 +20,7 @@ nodes a change touches (what `POST /acl/check` shows).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
@@ -28,6 +34,7 @@ from .aliases import (
     port_allowed,
     proto_allowed,
 )
+from .builtin import BUILTIN_RULES
 from .document import Policy, PolicyTest, TestTarget
 from .nodeset import NodeFacts, NodeSet
 
@@ -56,17 +63,34 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
+# Index generations: a new number at every change of any index (copies included), so a cache
+# keyed on it (the per-node packet filter) is never stale.
+_GENERATIONS = itertools.count(1)
+ICMP_PROTOCOLS = frozenset({1, 58})
+
+
 class PeerIndex:
     def __init__(self, policy: Policy | None, admins: set[str]) -> None:
         self._nodes = NodeSet()
         self._nodes.admins = frozenset(admins)
         self._policy: Policy | None = None
-        self._rules: tuple[Rule, ...] = DEFAULT_RULES
+        self._rules: tuple[Rule, ...] = DEFAULT_RULES + BUILTIN_RULES
+        self.generation = next(_GENERATIONS)
         self.set_policy(policy)
 
     @property
     def policy(self) -> Policy | None:
         return self._policy
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules in force: the document's (or the default ones), then the built-in ones."""
+        return self._rules
+
+    def matches(self, alias: Alias, node_id: int) -> bool:
+        """Whether node `node_id` matches a non-relative alias (O(1))."""
+        node = self._nodes.nodes.get(node_id)
+        return node is not None and self._nodes.contains(alias, node)
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._nodes.nodes
@@ -82,20 +106,26 @@ class PeerIndex:
         for node in nodes:
             self._nodes.add(node)
         self._nodes.track_networks(self._policy.networks if self._policy else ())
+        self.generation = next(_GENERATIONS)
 
     def upsert(self, node: NodeFacts) -> None:
         self._nodes.add(node)
+        self.generation = next(_GENERATIONS)
 
     def remove(self, node_id: int) -> None:
         self._nodes.remove(node_id)
+        self.generation = next(_GENERATIONS)
 
     def set_admins(self, admins: set[str]) -> None:
-        self._nodes.admins = frozenset(admins)
+        if frozenset(admins) != self._nodes.admins:
+            self._nodes.admins = frozenset(admins)
+            self.generation = next(_GENERATIONS)
 
     def set_policy(self, policy: Policy | None) -> None:
         self._policy = policy
-        self._rules = DEFAULT_RULES if policy is None else policy.rules
+        self._rules = (DEFAULT_RULES if policy is None else policy.rules) + BUILTIN_RULES
         self._nodes.track_networks(policy.networks if policy else ())
+        self.generation = next(_GENERATIONS)
 
     def copy(self) -> PeerIndex:
         """An independent index (O(nodes), no policy work), e.g. for `POST /acl/check`."""
@@ -103,6 +133,7 @@ class PeerIndex:
         other._nodes = self._nodes.copy()
         other._policy = self._policy
         other._rules = self._rules
+        other.generation = next(_GENERATIONS)
         return other
 
     def peers_of(self, node_id: int) -> set[int]:
@@ -150,6 +181,8 @@ class PeerIndex:
         if src_id == dst_id:
             return True
         wanted = _proto_number(proto)
+        if wanted in ICMP_PROTOCOLS:
+            port = None  # ICMP has no ports: see the module docstring
         for rule in self._rules:
             if not proto_allowed(rule.proto, wanted):
                 continue
@@ -174,6 +207,8 @@ class PeerIndex:
         if src is None:
             return False
         wanted = _proto_number(proto)
+        if wanted in ICMP_PROTOCOLS:
+            port = None
         for rule in self._rules:
             if not proto_allowed(rule.proto, wanted):
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.policy_cluster import check_policies_keep_cluster
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
 from tests.lab.netns import pids
@@ -168,6 +169,8 @@ def test_install_join_servers_and_client_refused_token(lab: Lab, figure: Figure)
             timeout=15, what=f"{host.name} to see only servers",
         )  # fmt: skip
     figure("servers in the K3s cluster", len(nodes), "nodes")
+    # Issue 18: neither the README's example policy nor a one-rule one cuts the cluster.
+    check_policies_keep_cluster(mesh, lab, [rpi111, rpi112, rpi113], lambda: kubectl_nodes(rpi111))
 
 
 def test_install_killed_mid_step_resumes_without_duplicates(lab: Lab, figure: Figure) -> None:

@@ -91,8 +91,11 @@ def test_set_admins_changes_default_visibility() -> None:
 def test_document_drops_default_admin_and_server_rules() -> None:
     idx = index(acls(rule(["autogroup:member"], ["autogroup:self:*"])), NODES, admins={"alice"})
     assert idx.peers_of(1) == {2}
-    assert idx.peers_of(6) == {3, 4}  # bob's untagged server is just one of bob's devices now
-    assert idx.peers_of(7) == set()
+    # bob's untagged server is just one of bob's devices now, plus the other server: the
+    # built-in rule keeps servers reaching each other on K3s/etcd/coordination ports only.
+    assert idx.peers_of(6) == {3, 4, 7}
+    assert idx.peers_of(7) == {6}
+    assert idx.can_reach(7, 6, 6443, "tcp") and not idx.can_reach(7, 6, 22, "tcp")
     assert not idx.can_reach(5, 6) and not idx.can_reach(1, 6)
 
 
@@ -107,7 +110,9 @@ def test_no_acls_allows_all() -> None:
 
 def test_empty_acls_denies_all() -> None:
     idx = index('{"acls": []}', NODES, admins={"alice"})
-    assert all(idx.peers_of(n.id) == set() for n in NODES)
+    # Nothing but the built-in rule: the two servers still see each other.
+    assert all(idx.peers_of(n.id) == set() for n in NODES if n.id not in (6, 7))
+    assert idx.peers_of(6) == {7} and idx.peers_of(7) == {6}
     assert not idx.can_reach(1, 6)
 
 
@@ -146,7 +151,7 @@ def test_autogroup_self_excludes_tagged_nodes_and_other_users() -> None:
     idx = index(acls(rule(["autogroup:member"], ["autogroup:self:*"])), NODES)
     assert idx.peers_of(1) == {2}  # not the tagged server 7 registered by alice
     assert idx.peers_of(3) == {4, 6}  # bob's untagged server is bob's too
-    assert idx.peers_of(7) == set()
+    assert idx.peers_of(7) == {6}  # only the other server, through the built-in rule
     assert idx.can_reach(3, 4) and not idx.can_reach(3, 1)
 
 
@@ -156,8 +161,8 @@ def test_autogroup_self_dst_with_narrow_source() -> None:
     assert idx.can_reach(6, 3, port=22) and not idx.can_reach(6, 3, port=23)
     assert not idx.can_reach(3, 6)
     assert idx.peers_of(3) == {6} and idx.peers_of(4) == {6}
-    assert idx.peers_of(6) == {3, 4}
-    assert idx.peers_of(7) == set()  # tagged: no "self"
+    assert idx.peers_of(6) == {3, 4, 7}  # 7: the built-in server rule
+    assert idx.peers_of(7) == {6}  # tagged: no "self"; 6 by the built-in server rule
 
 
 def test_role_server_matches_tagged_and_untagged_servers() -> None:
@@ -167,7 +172,7 @@ def test_role_server_matches_tagged_and_untagged_servers() -> None:
     idx2 = index(
         acls(rule(["role:client"], ["tag:server:22"]), tagOwners={"tag:server": []}), NODES
     )
-    assert idx2.peers_of(7) == {1, 2, 3, 4, 5, 8}
+    assert idx2.peers_of(7) == {1, 2, 3, 4, 5, 6, 8}  # 6: the built-in server rule
 
 
 def test_ip_cidr_and_hosts_aliases_match_by_address() -> None:
@@ -202,7 +207,7 @@ def test_one_way_rule_gives_two_way_visibility() -> None:
     assert idx.can_reach(5, 3) and not idx.can_reach(3, 5)
     assert idx.peers_of(5) == {3, 4, 6}  # 6 is bob's untagged server
     assert idx.peers_of(3) == {5} and idx.peers_of(4) == {5}
-    assert idx.peers_of(1) == set() and idx.peers_of(7) == set()
+    assert idx.peers_of(1) == set() and idx.peers_of(7) == {6}  # built-in server rule
 
 
 def test_port_and_proto_specific_can_reach() -> None:

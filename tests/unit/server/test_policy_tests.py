@@ -143,7 +143,7 @@ def test_view_changes_reports_gains_and_losses_per_node() -> None:
     assert changes[1] == ({12}, {10, 11})
     assert changes[2] == (set(), {10, 11})
     assert changes[12] == ({1}, {10, 11})
-    assert changes[10] == (set(), {1, 2, 3, 4, 11, 12})
+    assert changes[10] == (set(), {1, 2, 3, 4, 12})  # 11: still a server (built-in rule)
     assert set(changes) == {1, 2, 3, 4, 10, 11, 12}
 
 
