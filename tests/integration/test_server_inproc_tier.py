@@ -44,6 +44,7 @@ def test_settings_pass_through_and_stop_leaves_nothing_running(tmp_path: Path) -
     before = {t.name for t in threading.enumerate()}
     app = start_app(tmp_path / "s", network="10.7.0.0/28", server_reserve=2)
     try:
+        app.setup_admin()  # a password hash: a worker thread of the app's loop
         assert (app.settings.network, app.settings.server_reserve) == ("10.7.0.0/28", 2)
         assert app.settings.offline_grace_s == 0.5  # as the subprocess tier's servers
         with app.admin_client() as c:

@@ -64,6 +64,8 @@ class LoopThread:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # The password hashes' worker threads end with the loop, not with the test run.
+            await self.loop.shutdown_default_executor()
 
         self.run(cancel_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
