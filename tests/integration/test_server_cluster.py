@@ -1,5 +1,10 @@
-"""The cluster routes through real HTTPS: first-server registration on the admin socket, the K3s
-join token only for server-role nodes, and promotion with a server-role pre-auth key."""
+"""The cluster routes: first-server registration on the admin socket, the K3s join token only for
+server-role nodes, and promotion with a server-role pre-auth key.
+
+Tier: in-process (`coord_app`, tests.support.inproc; its admin socket is the admin app over the
+same state, as `pcloud-server` builds it). A real `pcloud-server` process (`coord`) where a test
+needs one: the token surviving a restart, the token never in the server's log.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import base64
 import httpx
 import nacl.public
 
-from tests.support.coord import CoordServer, key_pair
+from tests.support.coord import ApiHelpers, CoordServer, key_pair
+from tests.support.inproc import CoordApp
 
 TOKEN = "K10" + "ab" * 32 + "::server:" + "s3cret" * 5
 URL1 = "https://10.0.0.1:6443"
@@ -18,22 +24,15 @@ def pubkey() -> str:
     return base64.b64encode(bytes(nacl.public.PrivateKey.generate().public_key)).decode()
 
 
-def admin_socket(coord: CoordServer) -> httpx.Client:
-    return httpx.Client(
-        transport=httpx.HTTPTransport(uds=str(coord.state_dir / "admin.sock")),
-        base_url="http://admin",
-    )
-
-
-def first_server(coord: CoordServer, key: str | None = None) -> dict:
+def first_server(coord: ApiHelpers, key: str | None = None) -> dict:
     body = {"public_key": key or pubkey(), "hostname": "rpi111", "endpoints": []}
-    with admin_socket(coord) as c:
+    with coord.admin_client() as c:
         r = c.post("/api/v1/cluster/first-server", json=body)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
-def register(coord: CoordServer, secret: str, hostname: str) -> dict:
+def register(coord: ApiHelpers, secret: str, hostname: str) -> dict:
     """Register as the backend does: with a proof of the node's key (kept as `_private`)."""
     private, public = key_pair()
     body = {"public_key": public, "hostname": hostname, "endpoints": []}
@@ -44,31 +43,31 @@ def register(coord: CoordServer, secret: str, hostname: str) -> dict:
     return dict(r.json(), _private=private)
 
 
-def promote(c: httpx.Client, coord: CoordServer, node: dict, key: str) -> httpx.Response:
+def promote(c: httpx.Client, coord: ApiHelpers, node: dict, key: str) -> httpx.Response:
     proof = coord.proof(node["_private"], "promote")
     return c.post("/api/v1/nodes/self/promote", json={"auth_key": key, "proof": proof})
 
 
 def test_first_server_only_on_admin_socket_gets_first_address_and_is_stable(
-    coord: CoordServer,
+    coord_app: CoordApp,
 ) -> None:
-    with coord.client() as c:
+    with coord_app.client() as c:
         r = c.post(
             "/api/v1/cluster/first-server",
             json={"public_key": pubkey(), "hostname": "evil", "endpoints": []},
         )
     assert r.status_code == 403 and "admin socket" in r.json()["error"]["message"]
     key = pubkey()
-    one = first_server(coord, key)
+    one = first_server(coord_app, key)
     assert one["address"] == "10.0.0.1"
     assert one["netmap"]["self"]["role"] == "server"
     assert one["netmap"]["self"]["tags"] == ["tag:server"]
     # A rerun of the install step: same node, same address, a fresh node token.
-    two = first_server(coord, key)
+    two = first_server(coord_app, key)
     assert (two["node_id"], two["address"]) == (one["node_id"], one["address"])
     assert two["node_token"] != one["node_token"]
     # Works before any user exists: the setup code is still waiting.
-    with coord.client() as c:
+    with coord_app.client() as c:
         assert c.get("/api/v1/health").json()["needs_setup"] is True
 
 
@@ -106,31 +105,31 @@ def test_k3s_token_only_for_server_nodes(coord: CoordServer) -> None:
     assert (coord.state_dir / "pcloud.db").stat().st_mode & 0o077 == 0
 
 
-def test_promote_with_server_key_and_admin_patch(coord: CoordServer) -> None:
-    server = first_server(coord)
-    admin = coord.setup_admin()
-    a = register(coord, coord.auth_key(admin), "rpi112")
-    b = register(coord, coord.auth_key(admin), "rpi113")
-    with coord.client(a["node_token"]) as c:
-        client_key = coord.auth_key(admin)
-        r = promote(c, coord, a, client_key)
+def test_promote_with_server_key_and_admin_patch(coord_app: CoordApp) -> None:
+    server = first_server(coord_app)
+    admin = coord_app.setup_admin()
+    a = register(coord_app, coord_app.auth_key(admin), "rpi112")
+    b = register(coord_app, coord_app.auth_key(admin), "rpi113")
+    with coord_app.client(a["node_token"]) as c:
+        client_key = coord_app.auth_key(admin)
+        r = promote(c, coord_app, a, client_key)
         assert r.status_code == 403 and "server key" in r.json()["error"]["message"]
-        key = coord.auth_key(admin, role="server")
-        r = promote(c, coord, a, key)
+        key = coord_app.auth_key(admin, role="server")
+        r = promote(c, coord_app, a, key)
         assert r.status_code == 200, r.text
         assert r.json() == {"node_id": a["node_id"], "address": a["address"], "role": "server"}
         # Idempotent for the same node, but the single-use key is spent for anyone else.
-        assert promote(c, coord, a, key).status_code in (200, 401)
-    with coord.client(b["node_token"]) as c:
-        r = promote(c, coord, b, key)
+        assert promote(c, coord_app, a, key).status_code in (200, 401)
+    with coord_app.client(b["node_token"]) as c:
+        r = promote(c, coord_app, b, key)
         assert r.status_code == 401 and "already used" in r.json()["error"]["message"]
     # "An admin approves": PATCH the role.
-    with coord.client(admin) as c:
+    with coord_app.client(admin) as c:
         r = c.patch(f"/api/v1/nodes/{b['node_id']}", json={"role": "server"})
         assert r.status_code == 200 and r.json()["role"] == "server"
-    with coord.client(server["node_token"]) as c:
+    with coord_app.client(server["node_token"]) as c:
         c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
-    with coord.client(b["node_token"]) as c:
+    with coord_app.client(b["node_token"]) as c:
         assert c.get("/api/v1/cluster/k3s").json()["token"] == TOKEN
         url2 = f"https://{b['address']}:6443"
         assert (
@@ -139,7 +138,7 @@ def test_promote_with_server_key_and_admin_patch(coord: CoordServer) -> None:
         )
         assert c.get("/api/v1/cluster/k3s").json()["server_urls"] == [URL1, url2]
     # The promoted nodes are servers in the first server's netmap.
-    with coord.client(server["node_token"]) as c:
+    with coord_app.client(server["node_token"]) as c:
         nm = c.get("/api/v1/netmap").json()
     roles = {p["hostname"]: p["role"] for p in nm["peers"]}
     assert roles == {"rpi112": "server", "rpi113": "server"}
@@ -154,13 +153,13 @@ def test_token_never_in_server_log(coord: CoordServer) -> None:
     assert TOKEN not in coord.log_path.read_text()
 
 
-def test_demote_drops_only_tag_server(coord: CoordServer) -> None:
-    server = first_server(coord)
-    admin = coord.setup_admin()
-    with coord.client(admin) as c:
+def test_demote_drops_only_tag_server(coord_app: CoordApp) -> None:
+    server = first_server(coord_app)
+    admin = coord_app.setup_admin()
+    with coord_app.client(admin) as c:
         r = c.patch(f"/api/v1/nodes/{server['node_id']}", json={"tags": ["tag:server", "tag:lab"]})
         assert r.status_code == 200, r.text
-    with coord.client(server["node_token"]) as c:
+    with coord_app.client(server["node_token"]) as c:
         r = c.post("/api/v1/nodes/self/demote", json={})
         assert r.status_code == 200, r.text
         assert r.json() == {

@@ -1,6 +1,10 @@
-"""Hostile keys and endpoints against a real `pcloud-server` over HTTPS (security review
-findings 2, 3 and the endpoint/key/name parts of 11): every attack of the write-up is refused
-with a 4xx naming the field, and a key's other spellings are the same key."""
+"""Hostile keys and endpoints against the coordination server's API (security review findings 2,
+3 and the endpoint/key/name parts of 11): every attack of the write-up is refused with a 4xx
+naming the field, and a key's other spellings are the same key.
+
+Tier: in-process (`coord_app`: the app over a real SQLite state dir through httpx's
+ASGITransport; tests.support.inproc): nothing here needs TLS or a real process.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import httpx
 import nacl.public
 
 from pcloud.server.protocol import LOW_ORDER_POINTS
-from tests.support.coord import CoordServer, key_pair
+from tests.support.coord import key_pair
+from tests.support.inproc import CoordApp
 
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -59,14 +64,14 @@ HOSTILE_ENDPOINTS = [
 ]
 
 
-def test_endpoint_injection_is_refused_naming_the_field(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    alice = coord.create_user(admin, "alice")
+def test_endpoint_injection_is_refused_naming_the_field(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    alice = coord_app.create_user(admin, "alice")
     private, public = key_pair()
-    proof = coord.proof(private)  # a server-role node proves its key (security review 1)
-    with coord.client(admin) as c:
+    proof = coord_app.proof(private)  # a server-role node proves its key (security review 1)
+    with coord_app.client(admin) as c:
         srv = register(c, public, "srv1", role="server", proof=proof).json()
-    with coord.client(alice) as c:
+    with coord_app.client(alice) as c:
         a1 = register(
             c, base64.b64encode(new_key()).decode(), "a1", endpoints=["192.0.2.1:51820"]
         ).json()
@@ -75,7 +80,7 @@ def test_endpoint_injection_is_refused_naming_the_field(coord: CoordServer) -> N
                 register(c, base64.b64encode(new_key()).decode(), "x", endpoints=[bad]), 422
             )
             assert msg.startswith("endpoints.0: "), msg
-    with coord.client(a1["node_token"]) as c:
+    with coord_app.client(a1["node_token"]) as c:
         for bad in HOSTILE_ENDPOINTS:
             msg = error(c.put("/api/v1/nodes/self/endpoints", json={"endpoints": [bad]}), 422)
             assert msg.startswith("endpoints.0: ") and "endpoint" in msg[14:], msg
@@ -102,50 +107,50 @@ def test_endpoint_injection_is_refused_naming_the_field(coord: CoordServer) -> N
         )
         assert ok.status_code == 204, ok.text
     # The server's own peers only ever see the accepted, canonical endpoints.
-    with coord.client(srv["node_token"]) as c:
+    with coord_app.client(srv["node_token"]) as c:
         seen = {p["hostname"]: p["endpoints"] for p in c.get("/api/v1/netmap").json()["peers"]}
     assert seen["a1"] == ["198.51.100.7:41641", "[2001:db8::7]:41641"]
 
 
-def check_low_order_keys_refused(coord: CoordServer, admin: str, alice: str) -> None:
+def check_low_order_keys_refused(coord_app: CoordApp, admin: str, alice: str) -> None:
     """Register and rotate-key, the two places a key is taken, refuse every low-order point."""
     # Each point also with bit 255 set, which X25519 ignores.
     points = [p[:31] + bytes([p[31] | top]) for p in sorted(LOW_ORDER_POINTS) for top in (0, 128)]
     bad = [base64.b64encode(p).decode() for p in points]
     assert "A" * 43 + "=" in bad  # the all-zero key of the write-up
-    with coord.client(alice) as c:
+    with coord_app.client(alice) as c:
         for key in bad:
             msg = error(register(c, key, "zero"), 422)
             assert msg.startswith("public_key: ") and "Curve25519" in msg, msg
         a9 = register(c, base64.b64encode(new_key()).decode(), "a9").json()
-    with coord.client(a9["node_token"]) as c:
+    with coord_app.client(a9["node_token"]) as c:
         for key in bad:
             msg = error(c.post("/api/v1/nodes/self/rotate-key", json={"public_key": key}), 422)
             assert msg.startswith("public_key: "), msg
-    with coord.client(admin) as c:
+    with coord_app.client(admin) as c:
         assert "zero" not in [n["hostname"] for n in c.get("/api/v1/nodes").json()]
 
 
 def test_the_four_spellings_of_a_key_are_one_key_and_low_order_keys_are_none(
-    coord: CoordServer,
+    coord_app: CoordApp,
 ) -> None:
-    admin = coord.setup_admin()
-    alice = coord.create_user(admin, "alice")
-    bob = coord.create_user(admin, "bob")
+    admin = coord_app.setup_admin()
+    alice = coord_app.create_user(admin, "alice")
+    bob = coord_app.create_user(admin, "bob")
     raw = new_key()
     forms = spellings(raw)
     assert len(set(forms)) == 4 and {base64.b64decode(f) for f in forms} == {raw}
-    with coord.client(bob) as c:
+    with coord_app.client(bob) as c:
         b1 = register(c, forms[2], "b1").json()  # registered in an odd spelling
         assert b1["netmap"]["self"]["public_key"] == forms[0]  # stored canonical
         again = register(c, forms[3], "b1").json()  # the owner's re-login: the same node
         assert (again["node_id"], again["address"]) == (b1["node_id"], b1["address"])
-    with coord.client(alice) as c:
+    with coord_app.client(alice) as c:
         for form in forms:
             r = register(c, form, "bobclone")
             assert r.status_code == 409 and r.json()["error"]["code"] == "public_key_taken", r.text
         a1 = register(c, base64.b64encode(new_key()).decode(), "a1").json()
-    with coord.client(a1["node_token"]) as c:
+    with coord_app.client(a1["node_token"]) as c:
         for form in forms:
             r = c.post("/api/v1/nodes/self/rotate-key", json={"public_key": form})
             assert r.status_code == 409 and "another node" in r.json()["error"]["message"], r.text
@@ -155,15 +160,15 @@ def test_the_four_spellings_of_a_key_are_one_key_and_low_order_keys_are_none(
         assert r.status_code == 200, r.text
         after = c.get("/api/v1/netmap").json()["self"]["public_key"]
         assert after == fresh[0] != own
-    with coord.client(admin) as c:
+    with coord_app.client(admin) as c:
         keys = [n["public_key"] for n in c.get("/api/v1/nodes").json()]
     assert keys.count(forms[0]) == 1 and not set(forms[1:]) & set(keys)
-    check_low_order_keys_refused(coord, admin, alice)
+    check_low_order_keys_refused(coord_app, admin, alice)
 
 
-def test_names_with_a_trailing_newline_are_refused(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    with coord.client(admin) as c:
+def test_names_with_a_trailing_newline_are_refused(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    with coord_app.client(admin) as c:
         msg = error(register(c, base64.b64encode(new_key()).decode(), "srv1\n"), 422)
         assert msg.startswith("hostname: ")
         node = register(c, base64.b64encode(new_key()).decode(), "srv1").json()

@@ -1,6 +1,12 @@
 """The attacks of the security review (shared/reviews/security-review.md, findings 1, 6, 7, 8, 11,
-12) against a real `pcloud-server` subprocess over HTTPS on loopback, each asserting the safe
-outcome."""
+12) against the coordination server, each asserting the safe outcome.
+
+Tier: in-process (`coord_app`: the app over a real SQLite state dir through httpx's
+ASGITransport; tests.support.inproc) where the attack is on the API alone. A real
+`pcloud-server` subprocess over HTTPS on loopback (`CoordServer`) where it needs one: login
+budgets per source address and a trusted proxy (the transport has one fixed client address),
+stdout under systemd, the purge on restart.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.coord import BIN, CoordServer, free_port, key_pair, wait_until
+from tests.support.coord import BIN, ApiHelpers, CoordServer, free_port, key_pair, wait_until
+from tests.support.inproc import CoordApp, start_app
 
 K3S = {"token": "K10-SECRET-K3S-TOKEN::server:abc", "server_urls": ["https://10.0.0.1:6443"]}
 
@@ -24,7 +31,7 @@ def err(r: httpx.Response) -> dict:
 
 
 def register(
-    coord: CoordServer, secret: str, hostname: str, private: str | None = None, **extra: object
+    coord: ApiHelpers, secret: str, hostname: str, private: str | None = None, **extra: object
 ) -> httpx.Response:
     body: dict[str, object] = {"hostname": hostname, "endpoints": ["192.0.2.1:51820"]}
     if private is not None:
@@ -37,106 +44,106 @@ def register(
 # ---- finding 1: node takeover ----------------------------------------------------------------
 
 
-def test_promoted_server_cannot_be_taken_over_by_its_former_owner(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    alice = coord.create_user(admin, "alice")
-    alice_key = coord.auth_key(admin, user="alice", reusable=True)
+def test_promoted_server_cannot_be_taken_over_by_its_former_owner(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    alice = coord_app.create_user(admin, "alice")
+    alice_key = coord_app.auth_key(admin, user="alice", reusable=True)
     # srv1 publishes the K3s token.
     s_priv, s_pub = key_pair()
-    srv1 = register(coord, admin, "srv1", s_priv, public_key=s_pub, role="server").json()
-    with coord.client(srv1["node_token"]) as c:
+    srv1 = register(coord_app, admin, "srv1", s_priv, public_key=s_pub, role="server").json()
+    with coord_app.client(srv1["node_token"]) as c:
         assert c.put("/api/v1/cluster/k3s", json=K3S).status_code == 204
     # alice's device a2 joins (the real backend proves its key) and an admin approves it.
     a_priv, a_pub = key_pair()
-    a2 = register(coord, alice, "a2", a_priv, public_key=a_pub).json()
-    with coord.client(admin) as c:
+    a2 = register(coord_app, alice, "a2", a_priv, public_key=a_pub).json()
+    with coord_app.client(admin) as c:
         r = c.patch(f"/api/v1/nodes/{a2['node_id']}", json={"role": "server"})
     assert r.status_code == 200
     # Owned by tag:server now, like the first server: alice's credentials no longer reach it.
     assert (r.json()["user"], r.json()["tags"]) == ("tagged-devices", ["tag:server"])
     # The attack: alice re-registers a2's public key (from any netmap) with her token or key.
     for secret in (alice, alice_key):
-        r = register(coord, secret, "a2", public_key=a_pub, endpoints=["203.0.113.66:51820"])
+        r = register(coord_app, secret, "a2", public_key=a_pub, endpoints=["203.0.113.66:51820"])
         assert r.status_code == 409, r.text
         assert err(r)["code"] == "public_key_taken"
     # A proof made with another key does not pass for a2's, even with an admin's credential.
     other_priv, _ = key_pair()
-    r = register(coord, admin, "a2", other_priv, public_key=a_pub, role="server")
+    r = register(coord_app, admin, "a2", other_priv, public_key=a_pub, role="server")
     assert r.status_code == 401 and err(r)["code"] == "invalid_proof"
     # ...nor does the admin's credential without a proof.
-    r = register(coord, admin, "a2", public_key=a_pub, role="server")
+    r = register(coord_app, admin, "a2", public_key=a_pub, role="server")
     assert r.status_code == 403 and err(r)["code"] == "proof_required"
     # The real device still holds its (proven) token and gets the secrets; nobody else did.
-    with coord.client(a2["node_token"]) as c:
+    with coord_app.client(a2["node_token"]) as c:
         assert c.get("/api/v1/netmap", params={"timeout": 0}).status_code == 200
         assert c.get("/api/v1/cluster/k3s").json()["token"] == K3S["token"]
     # The name of the servers' owner is no account anyone may create.
-    with coord.client(admin) as c:
+    with coord_app.client(admin) as c:
         r = c.post("/api/v1/users", json={"username": "pcloud", "password": "password123"})
     assert r.status_code == 422 and "reserved" in err(r)["message"]
 
 
-def test_a_token_taken_before_promotion_gets_no_secret(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    alice = coord.create_user(admin, "alice")
+def test_a_token_taken_before_promotion_gets_no_secret(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    alice = coord_app.create_user(admin, "alice")
     a_priv, a_pub = key_pair()
-    register(coord, alice, "a2", a_priv, public_key=a_pub)
+    register(coord_app, alice, "a2", a_priv, public_key=a_pub)
     # alice logs the client a2 in again without its key (allowed for a client, DESIGN 2) ...
-    stolen = register(coord, alice, "a2", public_key=a_pub).json()
-    with coord.client(admin) as c:
+    stolen = register(coord_app, alice, "a2", public_key=a_pub).json()
+    with coord_app.client(admin) as c:
         assert c.patch(f"/api/v1/nodes/{stolen['node_id']}", json={"role": "server"}).is_success
     # ... but that token was not issued against a proof: no server secret, no renewal.
-    with coord.client(stolen["node_token"]) as c:
+    with coord_app.client(stolen["node_token"]) as c:
         for path in ("/api/v1/cluster/ca", "/api/v1/cluster/k3s"):
             r = c.get(path)
             assert r.status_code == 403 and err(r)["code"] == "proof_required", path
         wrong_priv, _ = key_pair()
-        r = c.post("/api/v1/nodes/self/token", json={"proof": coord.proof(wrong_priv, "renew")})
+        r = c.post("/api/v1/nodes/self/token", json={"proof": coord_app.proof(wrong_priv, "renew")})
         assert r.status_code == 401 and err(r)["code"] == "invalid_proof"
         # The device itself renews with its key and is served.
         assert c.post(
-            "/api/v1/nodes/self/token", json={"proof": coord.proof(a_priv, "renew")}
+            "/api/v1/nodes/self/token", json={"proof": coord_app.proof(a_priv, "renew")}
         ).is_success
         assert "BEGIN PRIVATE KEY" in c.get("/api/v1/cluster/ca").json()["ca_key"]
 
 
-def test_proofs_are_bound_to_purpose_and_single_use(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
+def test_proofs_are_bound_to_purpose_and_single_use(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
     priv, pub = key_pair()
-    proof = coord.proof(priv, "register")
-    ok = register(coord, admin, "srv", None, public_key=pub, role="server", proof=proof)
+    proof = coord_app.proof(priv, "register")
+    ok = register(coord_app, admin, "srv", None, public_key=pub, role="server", proof=proof)
     assert ok.status_code == 200, ok.text
-    replay = register(coord, admin, "srv", None, public_key=pub, role="server", proof=proof)
+    replay = register(coord_app, admin, "srv", None, public_key=pub, role="server", proof=proof)
     assert replay.status_code == 401 and "already used" in err(replay)["message"]
     token = ok.json()["node_token"]
     new_priv, new_pub = key_pair()
-    with coord.client(token) as c:
+    with coord_app.client(token) as c:
         # A server's key rotation proves the NEW key, for the purpose "rotate".
         r = c.post("/api/v1/nodes/self/rotate-key", json={"public_key": new_pub})
         assert r.status_code == 403 and err(r)["code"] == "proof_required"
-        wrong = coord.proof(new_priv, "register")
+        wrong = coord_app.proof(new_priv, "register")
         r = c.post("/api/v1/nodes/self/rotate-key", json={"public_key": new_pub, "proof": wrong})
         assert r.status_code == 401 and "'rotate'" in err(r)["message"]
-        right = coord.proof(new_priv, "rotate")
+        right = coord_app.proof(new_priv, "rotate")
         r = c.post("/api/v1/nodes/self/rotate-key", json={"public_key": new_pub, "proof": right})
         assert r.status_code == 200, r.text
 
 
-def test_every_server_role_node_is_owned_by_tag_server(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    alice = coord.create_user(admin, "alice")
-    server_key = coord.auth_key(admin, role="server")
+def test_every_server_role_node_is_owned_by_tag_server(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    alice = coord_app.create_user(admin, "alice")
+    server_key = coord_app.auth_key(admin, role="server")
     priv, pub = key_pair()
-    joined = register(coord, server_key, "srv2", priv, public_key=pub).json()["netmap"]["self"]
+    joined = register(coord_app, server_key, "srv2", priv, public_key=pub).json()["netmap"]["self"]
     assert (joined["user"], joined["tags"]) == ("tagged-devices", ["tag:server"])
     # Promotion with a server key (join-server) needs the proof and moves ownership too.
     a_priv, a_pub = key_pair()
-    a3 = register(coord, alice, "a3", a_priv, public_key=a_pub).json()
-    promote_key = coord.auth_key(admin, role="server")
-    with coord.client(a3["node_token"]) as c:
+    a3 = register(coord_app, alice, "a3", a_priv, public_key=a_pub).json()
+    promote_key = coord_app.auth_key(admin, role="server")
+    with coord_app.client(a3["node_token"]) as c:
         r = c.post("/api/v1/nodes/self/promote", json={"auth_key": promote_key})
         assert r.status_code == 403 and err(r)["code"] == "proof_required"
-        proof = coord.proof(a_priv, "promote")
+        proof = coord_app.proof(a_priv, "promote")
         r = c.post("/api/v1/nodes/self/promote", json={"auth_key": promote_key, "proof": proof})
         assert r.status_code == 200, r.text
         me = c.get("/api/v1/netmap", params={"timeout": 0}).json()["self"]
@@ -147,23 +154,23 @@ def test_every_server_role_node_is_owned_by_tag_server(coord: CoordServer) -> No
 
 
 def test_device_quota_per_user(tmp_path: Path) -> None:
-    coord = CoordServer(tmp_path / "q", extra_args=["--max-devices-per-user", "3"]).start()
+    coord_app = start_app(tmp_path / "q", max_devices_per_user=3)
     try:
-        admin = coord.setup_admin()
-        alice = coord.create_user(admin, "alice")
-        alice_key = coord.auth_key(alice, reusable=True)
+        admin = coord_app.setup_admin()
+        alice = coord_app.create_user(admin, "alice")
+        alice_key = coord_app.auth_key(alice, reusable=True)
         for i in range(3):
-            assert register(coord, alice_key, f"spam{i}", public_key=key_pair()[1]).is_success
-        r = register(coord, alice_key, "spam3", public_key=key_pair()[1])
+            assert register(coord_app, alice_key, f"spam{i}", public_key=key_pair()[1]).is_success
+        r = register(coord_app, alice_key, "spam3", public_key=key_pair()[1])
         assert r.status_code == 403 and err(r)["code"] == "device_quota"
         assert "--max-devices-per-user" in err(r)["message"]
         # Others (and admins, who are exempt) still register.
-        bob = coord.create_user(admin, "bob")
-        assert register(coord, bob, "b1", public_key=key_pair()[1]).is_success
+        bob = coord_app.create_user(admin, "bob")
+        assert register(coord_app, bob, "b1", public_key=key_pair()[1]).is_success
         for i in range(4):
-            assert register(coord, admin, f"adm{i}", public_key=key_pair()[1]).is_success
+            assert register(coord_app, admin, f"adm{i}", public_key=key_pair()[1]).is_success
     finally:
-        coord.stop()
+        coord_app.stop()
 
 
 # ---- finding 7: login limiting ---------------------------------------------------------------
@@ -204,11 +211,11 @@ def _login_attacks(coord: CoordServer) -> None:
     assert int(r.headers["Retry-After"]) >= 1
 
 
-def test_password_hashing_is_bounded(coord: CoordServer) -> None:
-    coord.setup_admin()
+def test_password_hashing_is_bounded(coord_app: CoordApp) -> None:
+    coord_app.setup_admin()
 
     async def flood() -> list[httpx.Response]:
-        async with coord.async_client() as c:
+        async with coord_app.async_client() as c:
             return await asyncio.gather(
                 *(
                     c.post("/api/v1/login", json={"username": f"u{i}", "password": "x"})
@@ -226,9 +233,9 @@ def test_password_hashing_is_bounded(coord: CoordServer) -> None:
 # ---- finding 8: policy work off the event loop -----------------------------------------------
 
 
-def test_policy_limits_and_health_during_a_heavy_check(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    with coord.client(admin) as c:
+def test_policy_limits_and_health_during_a_heavy_check(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    with coord_app.client(admin) as c:
         deep = '{"groups": {"group:a": ' + "[" * 500 + "]" * 500 + "}}"
         r = c.post("/api/v1/acl/check", content=deep)
         assert r.status_code == 422 and "nests deeper" in err(r)["message"]
@@ -236,7 +243,7 @@ def test_policy_limits_and_health_during_a_heavy_check(coord: CoordServer) -> No
         r = c.post("/api/v1/acl/check", json=many)
         assert r.status_code == 422 and "5040 acls" in err(r)["message"]
     for i in range(60):
-        assert register(coord, admin, f"n{i}", public_key=key_pair()[1]).is_success
+        assert register(coord_app, admin, f"n{i}", public_key=key_pair()[1]).is_success
     heavy = {
         "acls": [
             {
@@ -249,7 +256,7 @@ def test_policy_limits_and_health_during_a_heavy_check(coord: CoordServer) -> No
     }
 
     async def check_while_probing() -> tuple[int, float]:
-        async with coord.async_client(admin) as c, coord.async_client() as probe:
+        async with coord_app.async_client(admin) as c, coord_app.async_client() as probe:
             task = asyncio.create_task(c.post("/api/v1/acl/check", json=heavy))
             worst = 0.0
             while not task.done():
@@ -267,41 +274,41 @@ def test_policy_limits_and_health_during_a_heavy_check(coord: CoordServer) -> No
 # ---- findings 11-12: names, token lifetimes, logout, setup code, metadata ---------------------
 
 
-def test_trailing_newline_names_are_refused(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    with coord.client(admin) as c:
+def test_trailing_newline_names_are_refused(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    with coord_app.client(admin) as c:
         r = c.post("/api/v1/users", json={"username": "bob\n", "password": "password123"})
         assert r.status_code == 422
         r = c.post("/api/v1/auth-keys", json={"tags": ["tag:server\n"]})
         assert r.status_code == 422
-    r = register(coord, admin, "srv1\n", public_key=key_pair()[1])
+    r = register(coord_app, admin, "srv1\n", public_key=key_pair()[1])
     assert r.status_code == 422 and "hostname" in err(r)["message"]
 
 
 def test_node_token_expires_and_renews_with_a_proof(tmp_path: Path) -> None:
-    coord = CoordServer(tmp_path / "ttl", extra_args=["--node-token-ttl", "2"]).start()
+    coord_app = start_app(tmp_path / "ttl", node_token_ttl_s=2)
     try:
-        admin = coord.setup_admin()
+        admin = coord_app.setup_admin()
         priv, pub = key_pair()
-        node = register(coord, admin, "n1", priv, public_key=pub).json()
+        node = register(coord_app, admin, "n1", priv, public_key=pub).json()
         assert node["node_token_ttl_s"] == 2
-        with coord.client(node["node_token"]) as c:
+        with coord_app.client(node["node_token"]) as c:
 
             def expired() -> bool:
                 r = c.get("/api/v1/netmap", params={"timeout": 0})
                 return r.status_code == 401 and err(r)["code"] == "node_token_expired"
 
             wait_until(expired, 10, "the node token to expire")
-            r = c.post("/api/v1/nodes/self/token", json={"proof": coord.proof(priv, "renew")})
+            r = c.post("/api/v1/nodes/self/token", json={"proof": coord_app.proof(priv, "renew")})
             assert r.status_code == 200 and r.json()["ttl_s"] == 2
             assert c.get("/api/v1/netmap", params={"timeout": 0}).status_code == 200
     finally:
-        coord.stop()
+        coord_app.stop()
 
 
-def test_user_logout_revokes_the_token(coord: CoordServer) -> None:
-    admin = coord.setup_admin()
-    with coord.client(admin) as c:
+def test_user_logout_revokes_the_token(coord_app: CoordApp) -> None:
+    admin = coord_app.setup_admin()
+    with coord_app.client(admin) as c:
         assert c.get("/api/v1/users").status_code == 200
         assert c.delete("/api/v1/sessions/self").status_code == 204
         r = c.get("/api/v1/users")
@@ -309,20 +316,22 @@ def test_user_logout_revokes_the_token(coord: CoordServer) -> None:
 
 
 def test_metrics_and_docs_are_settings(tmp_path: Path) -> None:
+    from pcloud.server.__main__ import load_settings, server_parser
     from pcloud.server.config import Listen, Settings
 
     lan = Settings(state_dir=tmp_path, listen=(Listen("0.0.0.0", 8443),))
     assert not lan.metrics_open and not lan.docs_open
-    coord = CoordServer(
-        tmp_path / "closed", extra_args=["--expose-metrics", "no", "--expose-docs", "no"]
-    ).start()
+    # The flags as `pcloud-server` parses them, then the app built from those settings.
+    flags = ["--listen", "127.0.0.1:8443", "--expose-metrics", "no", "--expose-docs", "no"]
+    closed = load_settings(server_parser().parse_args(["--state-dir", str(tmp_path / "c"), *flags]))
+    coord_app = CoordApp(closed.state_dir, closed).start()
     try:
-        with coord.client() as c:
+        with coord_app.client() as c:
             for path in ("/metrics", "/docs", "/openapi.json"):
                 assert c.get(path).status_code == 404, path
             assert c.get("/api/v1/health").status_code == 200
     finally:
-        coord.stop()
+        coord_app.stop()
 
 
 def test_setup_code_stays_off_the_journal(tmp_path: Path) -> None:
@@ -355,10 +364,10 @@ def test_setup_code_stays_off_the_journal(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["srv1\n", "srv1\n-2"])
-def test_hostname_patch_with_newline_refused(coord: CoordServer, name: str) -> None:
-    admin = coord.setup_admin()
-    node = register(coord, admin, "srv1", public_key=key_pair()[1]).json()
-    with coord.client(admin) as c:
+def test_hostname_patch_with_newline_refused(coord_app: CoordApp, name: str) -> None:
+    admin = coord_app.setup_admin()
+    node = register(coord_app, admin, "srv1", public_key=key_pair()[1]).json()
+    with coord_app.client(admin) as c:
         r = c.patch(f"/api/v1/nodes/{node['node_id']}", json={"hostname": name})
     assert r.status_code == 422
 

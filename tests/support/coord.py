@@ -77,8 +77,60 @@ def share_ca(source: Path, target: Path) -> None:
         os.chmod(tls / name, 0o600)
 
 
+class ApiHelpers:
+    """Conveniences for tests over `client()`: shared by both tiers (this subprocess one and
+    `tests.support.inproc.CoordApp`), so a test switches tiers by its fixture alone."""
+
+    state_dir: Path
+    setup_code: str | None
+
+    def client(self, token: str | None = None, timeout: float = 30) -> httpx.Client:
+        raise NotImplementedError
+
+    def admin_client(self) -> httpx.Client:
+        raise NotImplementedError
+
+    def setup_admin(self, username: str = "admin", password: str = "correct horse") -> str:
+        assert self.setup_code, "server already set up"
+        with self.client() as c:
+            r = c.post(
+                "/api/v1/setup",
+                json={"setup_code": self.setup_code, "username": username, "password": password},
+            )
+            r.raise_for_status()
+            return str(r.json()["token"])
+
+    def create_user(
+        self, admin_token: str, username: str, password: str = "password123", admin: bool = False
+    ) -> str:
+        with self.client(admin_token) as c:
+            c.post(
+                "/api/v1/users", json={"username": username, "password": password, "admin": admin}
+            ).raise_for_status()
+            r = c.post("/api/v1/login", json={"username": username, "password": password})
+            r.raise_for_status()
+            return str(r.json()["token"])
+
+    def proof(self, private_key: str, purpose: str = "register") -> str:
+        """A proof of `private_key` (base64) for `purpose`, sealed to this server's proof key,
+        exactly as the backend makes it (backend.control.proof)."""
+        from pcloud.backend.control.proof import make_proof
+        from pcloud.backend.keys import PrivateKey
+        from pcloud.server.protocol import ServerKey
+
+        with self.client() as c:
+            key = ServerKey.model_validate(c.get("/api/v1/key").json())
+        return make_proof(PrivateKey.from_b64(private_key), key, purpose)  # type: ignore[arg-type]
+
+    def auth_key(self, admin_token: str, **body: Any) -> str:
+        with self.client(admin_token) as c:
+            r = c.post("/api/v1/auth-keys", json=body)
+            r.raise_for_status()
+            return str(r.json()["key"])
+
+
 @dataclass
-class CoordServer:
+class CoordServer(ApiHelpers):
     state_dir: Path
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
@@ -154,6 +206,13 @@ class CoordServer:
             base_url=self.url, verify=self.ssl_context(), headers=headers, timeout=timeout
         )
 
+    def admin_client(self) -> httpx.Client:
+        """A client of the admin socket in the state dir (every caller there is an admin)."""
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.state_dir / "admin.sock")),
+            base_url="http://admin",
+        )
+
     def admin(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
@@ -176,43 +235,3 @@ class CoordServer:
     def restart(self) -> CoordServer:
         self.stop()
         return self.start()
-
-    # ---- conveniences for tests ----------------------------------------------------------
-
-    def setup_admin(self, username: str = "admin", password: str = "correct horse") -> str:
-        assert self.setup_code, "server already set up"
-        with self.client() as c:
-            r = c.post(
-                "/api/v1/setup",
-                json={"setup_code": self.setup_code, "username": username, "password": password},
-            )
-            r.raise_for_status()
-            return str(r.json()["token"])
-
-    def create_user(
-        self, admin_token: str, username: str, password: str = "password123", admin: bool = False
-    ) -> str:
-        with self.client(admin_token) as c:
-            c.post(
-                "/api/v1/users", json={"username": username, "password": password, "admin": admin}
-            ).raise_for_status()
-            r = c.post("/api/v1/login", json={"username": username, "password": password})
-            r.raise_for_status()
-            return str(r.json()["token"])
-
-    def proof(self, private_key: str, purpose: str = "register") -> str:
-        """A proof of `private_key` (base64) for `purpose`, sealed to this server's proof key,
-        exactly as the backend makes it (backend.control.proof)."""
-        from pcloud.backend.control.proof import make_proof
-        from pcloud.backend.keys import PrivateKey
-        from pcloud.server.protocol import ServerKey
-
-        with self.client() as c:
-            key = ServerKey.model_validate(c.get("/api/v1/key").json())
-        return make_proof(PrivateKey.from_b64(private_key), key, purpose)  # type: ignore[arg-type]
-
-    def auth_key(self, admin_token: str, **body: Any) -> str:
-        with self.client(admin_token) as c:
-            r = c.post("/api/v1/auth-keys", json=body)
-            r.raise_for_status()
-            return str(r.json()["key"])
