@@ -38,6 +38,12 @@ def apply_netmap(held: Netmap | None, answer: Netmap) -> Netmap:
     )
 
 
+def servers_changed(held: Netmap, answer: Netmap) -> bool:
+    """`answer` lists other coordination servers than `held` (the order is each answering
+    server's own, itself first, so it is not a change). An empty list means "not told"."""
+    return bool(answer.servers) and set(answer.servers) != set(held.servers)
+
+
 def interface_address(address: str, network: str) -> str:
     """`10.0.0.2` in `10.0.0.0/24` -> `10.0.0.2/24`."""
     prefix = ipaddress.ip_network(network, strict=False).prefixlen
