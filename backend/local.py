@@ -45,7 +45,13 @@ from pcloud.backend.jobs import ha_enable
 from pcloud.backend.jobs.install_server import resume_services
 from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.localapi.schemas import LoginRequest, Status
-from pcloud.backend.netmap import NetmapError, apply_netmap, desired_config, vet_netmap
+from pcloud.backend.netmap import (
+    NetmapError,
+    apply_netmap,
+    desired_config,
+    servers_changed,
+    vet_netmap,
+)
 from pcloud.backend.persist import NodeInfo, Store, atomic_write
 from pcloud.backend.server_supervisor import Services
 from pcloud.backend.state import Facts, State, StateTracker
@@ -499,16 +505,32 @@ class LocalBackend:
         self._recompute()
 
     async def _on_netmap(self, answer: Netmap) -> None:
+        held = self.netmap
         if not answer.full and not answer.peers_changed and not answer.peers_removed:
-            if self.netmap is None or (answer.self == self.netmap.self and answer.filter is None):
+            if held is None:
+                return  # a delta before any full map: the next full answer repairs it
+            if (
+                answer.self == held.self
+                and answer.filter is None
+                and not servers_changed(held, answer)
+            ):
                 return  # the long poll's "nothing new" answer
-        merged = apply_netmap(self.netmap, answer)
-        if merged != self.netmap:
-            self.netmap = merged
-            self.store.save_netmap(merged)
-            self.selector.update(merged.peers, [], time.monotonic())
-            log.info("netmap v%d: %d peers", merged.version, len(merged.peers))
-            await self._apply()
+        merged = apply_netmap(held, answer)
+        if merged == held:
+            return
+        self.netmap = merged
+        self.store.save_netmap(merged)
+        if held is not None and (merged.self, merged.peers, merged.filter, merged.domain) == (
+            held.self, held.peers, held.filter, held.domain
+        ):
+            # Only the coordination servers changed (one joined or was removed): persisted
+            # above for the jobs (remove-server asks the others); nothing for WireGuard.
+            log.info("netmap v%d: coordination servers %s", merged.version, merged.servers)
+            self._recompute()
+            return
+        self.selector.update(merged.peers, [], time.monotonic())
+        log.info("netmap v%d: %d peers", merged.version, len(merged.peers))
+        await self._apply()
 
     async def _on_fatal(self, err: ControlError) -> None:
         # Our node token is no longer accepted: the node was deleted or expired. An expired

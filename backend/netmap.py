@@ -118,6 +118,12 @@ def vet_netmap(netmap: Netmap, network: str) -> tuple[Netmap, list[str]]:
     return netmap.model_copy(update={"peers": good}), skipped
 
 
+def servers_changed(held: Netmap, answer: Netmap) -> bool:
+    """`answer` lists other coordination servers than `held` (the order is each answering
+    server's own, itself first, so it is not a change). An empty list means "not told"."""
+    return bool(answer.servers) and set(answer.servers) != set(held.servers)
+
+
 def interface_address(address: str, network: str) -> str:
     """`10.0.0.2` in `10.0.0.0/24` -> `10.0.0.2/24`."""
     prefix = ipaddress.ip_network(network, strict=False).prefixlen

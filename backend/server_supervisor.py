@@ -8,7 +8,13 @@ running one through its PID file instead of starting a second (the K3s driver's 
 does exactly this for K3s, so both daemons share it).
 
 What runs is remembered in STATE_DIR/services.json (the server's argv, K3s's role), so a
-restarted backend resumes supervising both without any job running. The server's stdout, which
+restarted backend resumes supervising both without any job running.
+
+Every supervised daemon has ONE supervisor object for the backend's whole life, kept in the
+registry here (`supervisor(name)`): a job that starts or stops a daemon goes through that object.
+Two supervisors of one process are a bug, not a style issue: stopping the process through one
+leaves the other seeing a crash and relaunching the recorded command (issue 12: a removed etcd
+member came back as a cluster of its own on its wiped data dir). The server's stdout, which
 carries the one-time setup code, goes nowhere: the code is read from its 0600 file instead.
 """
 
@@ -21,17 +27,18 @@ import shlex
 import ssl
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import httpx
 
 from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner
-from pcloud.backend.k3s.service import ChildService, systemd_running
+from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
 from pcloud.backend.persist import atomic_write
 
 log = logging.getLogger(__name__)
 
 Manager = Literal["auto", "systemd", "child"]
+Supervisor: TypeAlias = SystemdService | ChildService
 UNIT_NAME = "pcloud-server"
 
 # The one server unit: install-server writes it with its flags, and
@@ -114,9 +121,33 @@ class Services:
         self.manager = manager
         self.runner = runner or QuietRunner()
         self.unit_path = system_root / "etc/systemd/system" / f"{UNIT_NAME}.service"
+        self.state_dir = state_dir
         self.child = ChildService(
-            self.runner, state_dir / "pcloud-server.pid", state_dir / "pcloud-server.log"
+            self.runner,
+            state_dir / "pcloud-server.pid",
+            state_dir / "pcloud-server.log",
+            name="pcloud-server",
         )
+        # The server's systemd unit is written by this class itself (UNIT_TEMPLATE).
+        self._supervisors: dict[str, Supervisor] = {"pcloud-server": self.child}
+
+    def supervisor(self, name: str, unit: str | None = None) -> Supervisor:
+        """The one supervisor of daemon `name` (a systemd unit `unit`, default `name`, or a
+        child with STATE_DIR/NAME.pid and NAME.log), made at its first use and kept for the
+        backend's life. Every job starting or stopping that daemon must use this object."""
+        found = self._supervisors.get(name)
+        if found is None:
+            if self.manager == "systemd":
+                found = SystemdService(self.root, self.runner, unit or name)
+            else:
+                found = ChildService(
+                    self.runner,
+                    self.state_dir / f"{name}.pid",
+                    self.state_dir / f"{name}.log",
+                    name=name,
+                )
+            self._supervisors[name] = found
+        return found
 
     # -- what is recorded ----------------------------------------------------------------------
 

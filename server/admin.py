@@ -34,6 +34,17 @@ class AdminError(Exception):
     pass
 
 
+# What to do when the shared store has no quorum: the CLI's answer to a 503 store_unavailable
+# (or to a store it cannot read at all), instead of a bare error or a traceback.
+QUORUM_ADVICE = (
+    "quorum is lost: too few of the coordination store's etcd members answer, so no change can "
+    "be made (reads keep being served). Bring the other servers back online; if they are gone "
+    "for good, run `pcloud ha force-new-cluster --yes-i-lost-the-other-servers` on this server "
+    "(its etcd member becomes the whole cluster, with its data), then `pcloud ha join` on new "
+    "servers."
+)
+
+
 def parse_duration(text: str) -> int:
     m = re.fullmatch(r"(\d+)([smhdw]?)", text.strip())
     if not m:
@@ -146,9 +157,12 @@ def _client(state_dir: Path, timeout: float) -> httpx.AsyncClient:
 def _check(resp: httpx.Response) -> Any:
     if resp.status_code >= 400:
         try:
-            message = resp.json()["error"]["message"]
+            error = resp.json()["error"]
+            code, message = str(error["code"]), str(error["message"])
         except (ValueError, KeyError, TypeError):
-            message = resp.text
+            code, message = "", resp.text
+        if code == "store_unavailable":
+            raise AdminError(f"{QUORUM_ADVICE}\n({message})")
         raise AdminError(message)
     if resp.status_code == 204 or not resp.content:
         return None
@@ -355,10 +369,20 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     # Piped output (scripts, tests) must not be cut at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
+    from .store.base import StoreError, Unavailable
+
+    # Not wrapped at 80 columns: scripts and tests read the message (a command in it) whole.
+    err = Console(stderr=True, soft_wrap=True)
     try:
         result = asyncio.run(run(args))
     except (AdminError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    except Unavailable as exc:
+        # No server running and the store cannot be read in-process: no quorum either.
+        err.print(f"[red]error:[/red] {QUORUM_ADVICE}\n({exc})", highlight=False)
+        return 1
+    except StoreError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
     except httpx.HTTPError as exc:

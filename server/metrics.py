@@ -28,6 +28,12 @@ class Metrics:
         self.version = Gauge(
             "pcloud_state_version", "state version counter", registry=self.registry
         )
+        self.store_endpoints = Gauge(
+            "pcloud_store_endpoint",
+            "1 for each etcd endpoint this server uses (the cluster's members)",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "pcloud_http_requests", "HTTP requests", ["route", "status"], registry=self.registry
         )
@@ -44,3 +50,8 @@ class Metrics:
         self.waiting.set(state.bus.waiting)
         self.fanned_out.set(state.bus.fanned_out)
         self.version.set(state.store_version)
+        gateway = getattr(state.store, "gateway", None)
+        if gateway is not None:
+            self.store_endpoints.clear()
+            for url in gateway.endpoints:
+                self.store_endpoints.labels(url).set(1)

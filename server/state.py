@@ -73,8 +73,9 @@ def store_unavailable(exc: Exception) -> ApiError:
     return ApiError(
         503,
         "store_unavailable",
-        f"the coordination store cannot take changes now ({exc}); reads keep being served, "
-        "retry once the store has quorum again",
+        f"the coordination store has no quorum: too few of its etcd members answer, so it "
+        f"cannot take changes now ({exc}); reads keep being served; retry once the other "
+        "servers are back",
     )
 
 

@@ -6,7 +6,9 @@ memory, the policy index and IPAM kept in step, and the same before/after fan-ou
 makes, so long polls held here wake for changes made anywhere. If the watch's history was
 compacted away, everything is read again and every node's log is reset (full maps next poll).
 At start the task also publishes this server's URLs (netmap `servers`) and backfills address
-claims a store written before claims existed lacks.
+claims a store written before claims existed lacks. A second task keeps the store's endpoint list
+equal to the cluster's members (etcd's MemberList every few seconds): etcd tells no one when
+membership changes, and a removed member's address must not stay in the list (issue 12).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pcloud.server.sync")
 
 RETRY_S = 2.0  # between attempts at start-up writes and reloads while the store is down
+# How often the member list is read: membership changes are rare and a stale entry costs only a
+# failed connection per failover until then; one small call per period is nothing for etcd.
+MEMBERS_EVERY_S = 3.0
 
 
 def apply_batch(state: State, batch: WatchBatch) -> None:
@@ -126,21 +131,34 @@ class StoreSync:
         self.state = state
         self.store = store
         self._task: asyncio.Task[None] | None = None
+        self._members: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.applied = 0  # foreign commits applied since start (tests and metrics)
 
     def start(self) -> None:
         self.state.sync = self
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-sync")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="store-sync")
+        self._members = loop.create_task(self._follow_members(), name="store-members")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._members):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         self.state.sync = None
+
+    async def _follow_members(self) -> None:
+        last: list[str] = []
+        while True:
+            endpoints = await self.store.follow_members()
+            if endpoints is not None and endpoints != last:
+                log.info("etcd endpoints (the cluster's members): %s", ", ".join(endpoints))
+                last = endpoints
+            await asyncio.sleep(MEMBERS_EVERY_S)  # a period: etcd offers no membership watch
 
     async def reached(self, revision: int, timeout: float) -> bool:
         """Wait until the working set includes everything up to store `revision`."""

@@ -4,8 +4,13 @@ The member runs Debian's `etcd` with the flags of `pcloud.server.store.etcd_memb
 address only, ports 2479/2480, TLS both ways with a leaf from the network CA). Like
 `pcloud-server` it is a systemd unit (`pcloud-etcd.service`) where systemd runs, otherwise a child
 the backend supervises and adopts after a restart through its PID file (the K3s driver's
-`ChildService`). What runs is recorded in STATE_DIR/ha.json (the argv, the store in use), so a
-restarted backend resumes it without any job running (`resume`).
+`ChildService`). What runs is recorded in STATE_DIR/ha.json (the argv, whether it is wanted, the
+store in use), so a restarted backend resumes it without any job running (`resume`), and a member
+that was removed stays stopped (`remove` records that before it stops anything).
+
+The process has one supervisor for the backend's life, `backend.services.supervisor("etcd")`:
+every `LocalMember` (one per job) drives that same object, so a stop is never taken for a crash by
+a second supervisor that then relaunches the member.
 
 etcd's membership calls (`ClusterAdmin`) are synchronous and retry with sleeps: they run in a
 thread so the backend's event loop keeps serving the local API meanwhile.
@@ -25,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from pcloud.backend.k3s.runner import RunError
-from pcloud.backend.k3s.service import ChildService, SystemdService
+from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
-from pcloud.backend.server_supervisor import QuietRunner
+from pcloud.backend.server_supervisor import Supervisor
 from pcloud.server.security.tls import TlsFiles
 from pcloud.server.store.etcd_cluster import ClusterAdmin, MemberInfo
 from pcloud.server.store.etcd_gateway import ssl_context
@@ -93,12 +98,7 @@ class LocalMember:
         self.server_dir = backend.services.server_dir
         self.record = state_dir / "ha.json"
         self.name = backend.settings.hostname
-        runner = QuietRunner()
-        self.service: SystemdService | ChildService = (
-            SystemdService(backend.settings.system_root, runner, UNIT)
-            if backend.services.manager == "systemd"
-            else ChildService(runner, state_dir / "etcd.pid", state_dir / "etcd.log")
-        )
+        self.service: Supervisor = backend.services.supervisor("etcd", unit=UNIT)
 
     # -- what is recorded ------------------------------------------------------------------
 
@@ -152,8 +152,14 @@ class LocalMember:
 
     # -- the process -----------------------------------------------------------------------
 
+    @property
+    def wanted(self) -> bool:
+        """A member is recorded and should run (not removed, not being removed)."""
+        record = self.load()
+        return bool(record.get("argv")) and record.get("wanted", True) is not False
+
     async def start(self, argv: list[str], *, restart: bool = False) -> None:
-        self.save(argv=argv)
+        self.save(argv=argv, wanted=True)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             await self.service.start(argv, restart=restart)
@@ -168,9 +174,28 @@ class LocalMember:
         """A removed member's data dir is poisoned (research/etcd.md 8.4): never reuse it."""
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    async def leaving(self) -> None:
+        """Before this member is removed from the cluster: recorded as not wanted and no
+        longer restarted, since a removed member exits on its own (research/etcd.md 7.5).
+        A backend that restarts from here on must not resume it (on a wiped or poisoned data
+        dir it would start as a new 1-member cluster)."""
+        self.save(wanted=False)
+        await self.service.release()
+
+    async def remove(self) -> None:
+        """This member left the cluster: stopped for good, its data dir wiped."""
+        await self.leaving()
+        await self.stop()
+        self.wipe()
+        self.save(argv=None)
+
     async def resume(self) -> None:
-        """After a backend restart: supervise (adopt) the member we ran before, if any."""
+        """After a backend restart: supervise (adopt) the member we ran before, if it is
+        still wanted; a member left running while removal was under way is stopped."""
         argv = self.load().get("argv")
+        if argv and not self.wanted:
+            await self.stop()
+            return
         if argv and isinstance(self.service, ChildService):
             try:
                 await self.service.start(list(argv))

@@ -135,6 +135,7 @@ class RemoveServer:
                 u for m in members if spec.peer_url not in m.peer_urls for u in m.client_urls
             ]
         others = list(ctx.data["etcd_others"])
+        await member.leaving()
         if others:
             admin = member.admin(others)
             try:
@@ -143,12 +144,15 @@ class RemoveServer:
                 if mine:
                     ctx.progress("moving leadership off this member and removing it")
                     await asyncio.to_thread(admin.remove, mine[0].id)
+            except Exception:
+                # Still a member: supervised and resumed again, as before this step.
+                await member.start(list(record["argv"]))
+                raise
             finally:
                 admin.close()
-        # Stopped by us, so the supervisor does not restart a member that was removed.
-        await member.stop()
-        member.wipe()
-        member.save(argv=None)
+        # Through the backend's one etcd supervisor, the removal recorded before the stop: no
+        # supervisor and no restarted backend relaunches a member that was removed.
+        await member.remove()
         return f"member {spec.name} removed; {len(others)} members remain; data dir wiped"
 
     async def stop_server(self, ctx: StepContext) -> str:

@@ -100,6 +100,9 @@ class SystemdService:
         if self.unit_path.exists():
             await self._systemctl("disable", "--now", self.name)
 
+    async def release(self) -> None:
+        """Nothing to do: what systemd restarts is the unit's policy; `stop` disables it."""
+
     async def remove(self, argv: Sequence[str] | None = None) -> None:
         await self.stop()
         if self.unit_path.exists():
@@ -123,7 +126,8 @@ class SystemdService:
 class ChildService:
     """K3s as a child of the backend, restarted when it dies, adoptable through a PID file."""
 
-    def __init__(self, runner: Runner, pid_file: Path, log_path: Path) -> None:
+    def __init__(self, runner: Runner, pid_file: Path, log_path: Path, name: str = "k3s") -> None:
+        self.name = name  # for logs: the same class supervises pcloud-server and etcd too
         self.runner = runner
         self.pid_file = pid_file
         self.log_path = log_path
@@ -153,9 +157,9 @@ class ChildService:
         if current is None:
             self._launch()
         else:
-            log.info("k3s already running as pid %d; adopting it", current)
+            log.info("%s already running as pid %d; adopting it", self.name, current)
             self.pid = current
-        self._task = asyncio.create_task(self._supervise(), name="k3s-supervisor")
+        self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
 
     async def _cancel_supervisor(self) -> None:
         if self._task is not None:
@@ -179,13 +183,19 @@ class ChildService:
     async def remove(self, argv: Sequence[str] | None = None) -> None:
         await self.stop(argv)
 
+    async def release(self) -> None:
+        """Stop restarting it, leaving the process as it is: it is about to exit on its own
+        (an etcd member removed from its cluster does), which is then no crash."""
+        self._stopping = True
+        await self._cancel_supervisor()
+
     def died(self) -> str | None:
         """Why K3s failed to start, if it exited since start() before ever coming up.
 
         A crash after it came up is only restarted: waiting callers wait through it."""
         if not self.exits or self.came_up:
             return None
-        return f"k3s exited with code {self.exits[-1]}: {self.log_tail()}"
+        return f"{self.name} exited with code {self.exits[-1]}: {self.log_tail()}"
 
     def log_tail(self, size: int = 2000) -> str:
         try:
@@ -248,7 +258,9 @@ class ChildService:
             if self._stopping:
                 return
             self.exits.append(code)
-            log.warning("k3s (pid %d) exited with %s; restarting in %.0fs", pid, code, backoff)
+            log.warning(
+                "%s (pid %d) exited with %s; restarting in %.0fs", self.name, pid, code, backoff
+            )
             self.pid = None
             # Backoff between restarts of a crashing daemon, not a synchronisation wait.
             await asyncio.sleep(backoff)
@@ -257,4 +269,4 @@ class ChildService:
                 try:
                     self._launch()
                 except RunError as exc:
-                    log.error("cannot restart k3s: %s", exc)
+                    log.error("cannot restart %s: %s", self.name, exc)

@@ -402,10 +402,39 @@ class EtcdStore:
             except GatewayError as exc:
                 if exc.status < 500:
                     raise
+            # The list may have been swapped meanwhile (follow_members): stay within it.
             endpoint = (endpoint + 1) % len(self.gateway.endpoints)
             # Backoff between reconnects, not a synchronisation: a dead member answers at once.
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    # ---- membership -----------------------------------------------------------------------
+
+    async def follow_members(self) -> list[str] | None:
+        """Point the gateway at the cluster's voting members as etcd lists them right now
+        (MemberList), so a member removed from the cluster is never asked again and one that
+        joined is; the endpoints now in use, or None when no member answered the list.
+
+        The endpoints given at start keep their order (this server's own member first); new
+        members follow. Learners serve no writes and are left out until promoted. The order
+        of preference matters little; what matters is that a removed member's address, which
+        might one day answer as something else, drops out (issue 12)."""
+        try:
+            answer = await self.gateway.acall("/v3/cluster/member/list", {})
+        except StoreError:
+            return None
+        voters = [
+            url.rstrip("/")
+            for m in answer.get("members", [])
+            if not m.get("isLearner")
+            for url in (m.get("clientURLs") or [])
+        ]
+        if not voters:
+            return None
+        current = self.gateway.endpoints
+        ordered = [u for u in current if u in voters] + [u for u in voters if u not in current]
+        self.gateway.set_endpoints(ordered)
+        return list(self.gateway.endpoints)
 
     # ---- lifecycle ------------------------------------------------------------------------
 

@@ -133,6 +133,28 @@ class Gateway:
         n = len(self.endpoints)
         return [(self._preferred + i) % n for i in range(n)]
 
+    def _urls(self) -> list[str]:
+        """The endpoints in the order to try them, as one snapshot: `set_endpoints` may swap
+        the list while a call is in flight (in another thread or task)."""
+        urls, n = self.endpoints, len(self.endpoints)
+        first = self._preferred % n
+        return urls[first:] + urls[:first]
+
+    def set_endpoints(self, endpoints: Sequence[str]) -> bool:
+        """Talk to these endpoints from now on (the cluster's membership changed); the one
+        that last answered stays preferred if it is still listed. True if anything changed."""
+        new = [e.rstrip("/") for e in endpoints]
+        if not new or new == self.endpoints:
+            return False
+        current = self.endpoints[self._preferred % len(self.endpoints)]
+        self._preferred = new.index(current) if current in new else 0
+        self.endpoints = new
+        return True
+
+    def _answered(self, url: str) -> None:
+        if url in self.endpoints:
+            self._preferred = self.endpoints.index(url)
+
     def _sync(self) -> httpx.Client:
         if self._client is None:
             self._client = httpx.Client(verify=self._verify, limits=self._limits())
@@ -152,17 +174,16 @@ class Gateway:
         last = "no endpoint tried"
         with self._sync_slots:
             client = self._sync()
-            for i in self.order():
-                url = self.endpoints[i] + path
+            for endpoint in self._urls():
                 try:
-                    resp = client.post(url, json=body, timeout=timeout or self.timeout)
+                    resp = client.post(endpoint + path, json=body, timeout=timeout or self.timeout)
                 except httpx.TransportError as exc:
-                    last = f"{self.endpoints[i]}: {type(exc).__name__} {exc}"
+                    last = f"{endpoint}: {type(exc).__name__} {exc}"
                     continue
                 if _retryable(resp):
-                    last = f"{self.endpoints[i]}: HTTP {resp.status_code} {_error_of(resp)[1]}"
+                    last = f"{endpoint}: HTTP {resp.status_code} {_error_of(resp)[1]}"
                     continue
-                self._preferred = i
+                self._answered(endpoint)
                 return self._decode(resp)
         raise Unavailable(f"etcd unavailable ({last})")
 
@@ -170,17 +191,17 @@ class Gateway:
         last = "no endpoint tried"
         client, slots = self._async()
         async with slots:
-            for i in self.order():
-                url = self.endpoints[i] + path
+            for endpoint in self._urls():
+                url = endpoint + path
                 try:
                     resp = await client.post(url, json=body, timeout=timeout or self.timeout)
                 except httpx.TransportError as exc:
-                    last = f"{self.endpoints[i]}: {type(exc).__name__} {exc}"
+                    last = f"{endpoint}: {type(exc).__name__} {exc}"
                     continue
                 if _retryable(resp):
-                    last = f"{self.endpoints[i]}: HTTP {resp.status_code} {_error_of(resp)[1]}"
+                    last = f"{endpoint}: HTTP {resp.status_code} {_error_of(resp)[1]}"
                     continue
-                self._preferred = i
+                self._answered(endpoint)
                 return self._decode(resp)
         raise Unavailable(f"etcd unavailable ({last})")
 
@@ -203,7 +224,7 @@ class Gateway:
         going silent (research/etcd.md 5).
         """
         client, _ = self._async()
-        url = self.endpoints[endpoint_index] + path
+        url = self.endpoints[endpoint_index % len(self.endpoints)] + path
         timeout = httpx.Timeout(self.timeout, read=idle_timeout)
         headers = {"Grpc-Metadata-hasleader": "true"}
         async with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as resp:

@@ -1,11 +1,14 @@
 """Two real pcloud-server processes on one 3-member etcd (loopback): cross-server long polls,
-racing registrations, policy, the server list, quorum loss (503, reads keep working), restart."""
+racing registrations, policy, the server list, quorum loss (503 naming quorum within 2 s, reads keep
+working, the admin CLI says what to do), restart, the store's endpoints following the etcd members, and
+a server-list-only change reaching a real backend's saved netmap."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from pcloud.backend.config import BackendSettings
+from pcloud.backend.ha.coord import server_urls
+from pcloud.backend.local import LocalBackend
+from pcloud.backend.localapi.schemas import LoginRequest
+from pcloud.backend.wg.fake import FakeDriver
+from pcloud.server.store.etcd_cluster import ClusterAdmin
 from tests.support.coord import CoordServer, etcd_args, key_pair, share_ca, wait_until
 from tests.support.etcd import Cluster, cluster, needs_etcd
 
@@ -186,11 +195,18 @@ def test_quorum_loss_refuses_writes_keeps_reads_then_recovers(ha: Ha) -> None:
                 took = time.monotonic() - started
             assert r.status_code == 503, r.text
             assert r.json()["error"]["code"] == "store_unavailable"
+            assert "quorum" in r.json()["error"]["message"]
             print(f"\n{coord.url}: write refused with 503 after {took:.2f} s")
+            assert took < 2.0  # not etcd's 7 s, nor the busy-retry loop's 5 s
             # Reads are served from memory: the netmap and the node list still answer.
             with coord.client(n1["node_token"]) as c:
                 nm = c.get("/api/v1/netmap", params={"timeout": 0})
             assert nm.status_code == 200 and [p["hostname"] for p in nm.json()["peers"]] == ["n2"]
+        # The admin CLI says what happened and what to do, without a traceback.
+        cli = ha.a.admin("auth-keys", "create", "--user", "admin", check=False)
+        assert cli.returncode == 1, cli.stdout
+        assert "quorum is lost" in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+        assert "pcloud ha force-new-cluster --yes-i-lost-the-other-servers" in cli.stderr
     finally:
         for m in members[:2]:
             m.start()
@@ -294,3 +310,92 @@ def test_removed_server_withdraws_its_url_from_every_netmap(ha: Ha) -> None:
         r = c.delete("/api/v1/cluster/servers/self")
         assert r.status_code == 200 and r.json() == {"withdrawn": []}
     wait_until(lambda: servers_on_a() == [ha.a.url], 5, "A's netmaps to drop B's URL")
+
+
+def store_endpoints(coord: CoordServer) -> set[str]:
+    """The etcd endpoints the server uses now (its metrics say)."""
+    with coord.client() as c:
+        text = c.get("/metrics").text
+    return set(re.findall(r'^pcloud_store_endpoint\{endpoint="([^"]+)"\} 1\.0$', text, re.M))
+
+
+def test_store_endpoints_follow_the_clusters_members(ha: Ha) -> None:
+    # A starts knowing one member only, B all three: both end up with the members' list, and
+    # a member removed from the cluster leaves both lists (issue 12: a removed member's
+    # address must never be asked again, whatever answers there later).
+    urls = ha.etcd.endpoints()
+    t = ha.etcd.client_tls
+    ha.a.stop()
+    ha.a.extra_args = etcd_args(urls[:1], t.ca, t.cert, t.key, "srv-a")
+    ha.a.start()
+    for coord in (ha.a, ha.b):
+        wait_until(lambda c=coord: store_endpoints(c) == set(urls), 10, f"{coord.url}: 3 members")
+    admin = ClusterAdmin(urls, t)
+    try:
+        gone = next(m for m in admin.members() if urls[2] in m.client_urls)
+        admin.remove(gone.id)
+    finally:
+        admin.close()
+    for coord in (ha.a, ha.b):
+        wait_until(
+            lambda c=coord: store_endpoints(c) == set(urls[:2]), 10, f"{coord.url}: 2 members"
+        )
+    register(ha.b, ha.admin, "after-removal")  # and the store still takes writes
+
+
+async def test_a_server_list_only_change_reaches_the_backends_saved_netmap(
+    ha: Ha, tmp_path: Path
+) -> None:
+    # A device's backend follows A. B's server is withdrawn (remove-server on B): for the
+    # device nothing changes but the server list. The backend must save it anyway, since the
+    # jobs (remove-server's calls to another server) read the saved list (issue 12).
+    key = ha.a.auth_key(ha.admin, reusable=True, expires_in_s=600)
+    srv_b = register(ha.a, ha.admin, "srv-b")
+    with ha.a.client(ha.admin) as c:
+        assert c.patch(f"/api/v1/nodes/{srv_b['node_id']}", json={"role": "server"}).is_success
+    settings = BackendSettings(
+        state_dir=tmp_path / "dev", socket=tmp_path / "dev.sock", hostname="dev",
+        driver="fake", endpoint_check_s=0.5, poll_timeout=5,
+    )  # fmt: skip
+    backend = LocalBackend(settings, FakeDriver())
+    await backend.start()
+    try:
+        await backend.login(LoginRequest(server_url=ha.a.join_link, auth_key=key))
+
+        def saved_servers() -> set[str]:
+            held = backend.store.load_netmap()
+            return set(held.servers) if held else set()
+
+        await asyncio.to_thread(
+            wait_until, lambda: saved_servers() == {ha.a.url, ha.b.url}, 10, "both servers"
+        )
+        # Our endpoints reported, then a peer change: its delta brings our own record as it
+        # is now (endpoints, online), so the withdrawal's delta below differs from what we
+        # hold in the server list alone.
+        await asyncio.to_thread(
+            wait_until, lambda: backend._reported is not None, 10, "endpoints reported"
+        )
+        register(ha.a, ha.admin, "peer")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: any(p.hostname == "peer" for p in backend.netmap.peers),  # type: ignore[union-attr]
+            10,
+            "the backend to see the new peer",
+        )
+        before = backend.store.load_netmap()
+        assert before is not None and before.self == backend.netmap.self  # type: ignore[union-attr]
+        with ha.b.client(srv_b["node_token"]) as c:
+            wait_until(
+                lambda: c.delete("/api/v1/cluster/servers/self").json().get("withdrawn"),
+                5,
+                "B to withdraw its URL",
+            )
+        await asyncio.to_thread(
+            wait_until, lambda: saved_servers() == {ha.a.url}, 10, "the saved list to drop B"
+        )
+        after = backend.store.load_netmap()
+        assert after is not None and after.version > before.version
+        assert after.peers == before.peers  # a server-list-only change indeed
+        assert server_urls(backend) == [ha.a.url]  # what the jobs would ask
+    finally:
+        await backend.shutdown()
