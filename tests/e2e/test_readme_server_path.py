@@ -17,9 +17,9 @@ from subprocess import CompletedProcess
 
 import pytest
 
-from pcloud.backend.k3s.standin import write_wrapper
 from tests.lab import Host, Lab
 from tests.lab.mesh import BIN, Mesh
+from tests.support.k3s_standin import write_wrapper
 
 pytestmark = pytest.mark.lab
 Figure = Callable[..., None]
