@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -34,7 +35,12 @@ from pcloud.backend.control.pinning import (
 )
 from pcloud.backend.control.poller import Poller, ServerList
 from pcloud.backend.dns.manager import DnsManager
-from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
+from pcloud.backend.endpoints import (
+    EndpointSelector,
+    host_ipv4_interfaces,
+    local_endpoints,
+    local_networks,
+)
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
 from pcloud.backend.headless import headless_login
@@ -84,6 +90,7 @@ class LocalBackend:
         self._skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
+        self._local_nets: list[ipaddress.IPv4Network] = []  # tried first among candidates
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
         self.dns = DnsManager(
@@ -530,7 +537,9 @@ class LocalBackend:
         port = await self.driver.listen_port()
         if not port:
             return
-        addrs = await asyncio.to_thread(host_ipv4_addresses)
+        interfaces = await asyncio.to_thread(host_ipv4_interfaces)
+        self._local_nets = local_networks(interfaces, self.settings.interface)
+        addrs = [(iface, cidr.partition("/")[0]) for iface, cidr in interfaces]
         endpoints = local_endpoints(addrs, port, self.settings.interface)
         if self.settings.advertise_endpoint and self.settings.advertise_endpoint not in endpoints:
             endpoints.append(self.settings.advertise_endpoint)
@@ -550,5 +559,7 @@ class LocalBackend:
         if self.netmap is None or not self.driver_up:
             return
         stats = await self.driver.stats()
-        if self.selector.update(self.netmap.peers, stats, time.monotonic(), datetime.now(UTC)):
+        if self.selector.update(
+            self.netmap.peers, stats, time.monotonic(), datetime.now(UTC), self._local_nets
+        ):
             await self._apply()

@@ -153,6 +153,19 @@ def _endpoint_ip_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     return None
 
 
+# Addresses that exist only behind a NAT (RFC 1918, carrier-grade NAT, IPv6 unique local).
+# Python's `is_private` also counts the documentation ranges, which the lab uses as the internet.
+LAN_RANGES = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def is_lan_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for an address that is only reachable inside some private network."""
+    return any(ip in net for net in LAN_RANGES)
+
+
 def check_endpoint(value: str) -> str:
     """A WireGuard endpoint in its one canonical text: `IPv4:port` or `[IPv6]:port`.
 

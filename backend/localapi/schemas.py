@@ -23,6 +23,9 @@ class PeerStatus(Peer):
     last_handshake: datetime | None = None
     rx_bytes: int = 0
     tx_bytes: int = 0
+    # How traffic reaches the peer: "direct IP:PORT" (a handshake within 3 minutes on that
+    # endpoint) or "no path (REASON)" (DESIGN section 9).
+    path: str | None = None
 
 
 class Status(BaseModel):

@@ -79,9 +79,16 @@ def _nat_rules(kind: str, forwards: str = "") -> str:
     pre = ""
     if forwards:
         pre = f"  chain pre {{ type nat hook prerouting priority dstnat; {forwards} }}\n"
+    # A router's own firewall drops unsolicited packets to it, as home routers do. It matters for
+    # hole punching: a dropped packet's conntrack entry is never confirmed, whereas an accepted
+    # one (answered by ICMP port unreachable) would hold the public port that the LAN host's
+    # own outgoing flow needs, and masquerade would then pick another port for it.
+    guard = (
+        '  chain in { type filter hook input priority filter; iifname "wan" ct state new drop; }\n'
+    )
     return (
         "table ip pcl_site {\n"
-        f"{pre}"
+        f"{pre}{guard}"
         f'  chain post {{ type nat hook postrouting priority srcnat; oifname "wan" masquerade{flags}; }}\n'
         f"{forward}"
         "}\n"
