@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .protocol import DEFAULT_DOMAIN, check_domain
+from .protocol import DEFAULT_DOMAIN, check_domain, public_host
 
 
 @dataclass(frozen=True)
@@ -158,17 +158,3 @@ class Settings:
 
 def _url_host(url: str) -> str:
     return urlsplit(url).hostname or ""
-
-
-def public_host(url: str) -> str:
-    """The host of a `--public-url` (https://HOST:PORT, no path); ValueError names the problem."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme != "https" or not parts.hostname or port == -1 or parts.path not in ("", "/"):
-        raise ValueError(f"--public-url {url!r} must be https://HOST[:PORT] with no path")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"--public-url {url!r} must be https://HOST[:PORT] with no path")
-    return parts.hostname

@@ -13,6 +13,7 @@ import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -164,6 +165,20 @@ LAN_RANGES = tuple(
 def is_lan_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True for an address that is only reachable inside some private network."""
     return any(ip in net for net in LAN_RANGES)
+
+
+def public_host(url: str) -> str:
+    """The host of a `--public-url` (https://HOST:PORT, no path); ValueError names the problem."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme != "https" or not parts.hostname or port == -1 or parts.path not in ("", "/"):
+        raise ValueError(f"--public-url {url!r} must be https://HOST[:PORT] with no path")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"--public-url {url!r} must be https://HOST[:PORT] with no path")
+    return parts.hostname
 
 
 def check_endpoint(value: str) -> str:
