@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import FIGURES
 from tests.lab import Host, Lab, wait_for
-from tests.lab.mesh import Mesh
+from tests.lab.mesh import Mesh, ping
 from tests.lab.sites import HOME_PUBLIC, HTTPS_PORT, WG_PORT, Sites
 
 pytestmark = [pytest.mark.lab, pytest.mark.sites]
@@ -87,8 +87,10 @@ def test_cafe_laptop_reaches_home_pis_directly(home: tuple[Mesh, Sites], figure:
     rpi111, rpi112 = mesh.lab["rpi111"], mesh.lab["rpi112"]
     link = public_link(mesh)
     assert link.startswith(PUBLIC_URL + "/#fp=sha256:")
+    desk = sites.add_host("office", "desk")
+    headless(mesh, desk, link.replace(HOME_PUBLIC, "198.51.100.99"), mesh.auth_key("admin"))
     phone = sites.add_host("mobile", "phone")
-    headless(mesh, phone, link.replace(HOME_PUBLIC, "198.51.100.99"), mesh.auth_key("admin"))
+    headless(mesh, phone, link, mesh.auth_key("admin"))
     headless(mesh, rpi112, mesh.link, mesh.auth_key("admin"))
     laptop = sites.add_host("cafe", "laptop")
     headless(mesh, laptop, link, mesh.auth_key("admin"))
@@ -119,7 +121,23 @@ def test_cafe_laptop_reaches_home_pis_directly(home: tuple[Mesh, Sites], figure:
     # LAN neighbours stay on LAN addresses.
     assert table[("rpi112", "rpi111")] == f"direct {rpi111.ip}:{WG_PORT}"
     assert table[("rpi111", "rpi112")].startswith(f"direct {rpi112.ip}:")
-    # The phone's login is retried, and its status says why it is not in.
-    st = mesh.status(phone)
+    # The desk's login is retried, and its status says why it is not in.
+    st = mesh.status(desk)
     assert st["state"] != "Running"
     assert "login failing" in (st["error"] or ""), st
+    # Behind the mobile (symmetric) NAT the phone reaches rpi111 only thanks to the forward;
+    # rpi112 and the laptop have no path to it without a relay, and status says so.
+    mesh.wait_running(phone)
+    mesh.wait_ping(phone, mesh.address(rpi111), timeout=20)
+    assert not ping(phone, mesh.address(rpi112))
+    assert not ping(phone, mesh.address(laptop))
+    table = paths(mesh, [rpi111, rpi112, laptop, phone])
+    record_paths("sites", {k: v for k, v in table.items() if "phone" in k})
+    assert table[("phone", "rpi111")] == f"direct {home_ip}:{WG_PORT}"
+    for pair in [
+        ("rpi112", "phone"),
+        ("phone", "rpi112"),
+        ("laptop", "phone"),
+        ("phone", "laptop"),
+    ]:
+        assert table[pair].startswith("no path (no handshake on "), (pair, table[pair])

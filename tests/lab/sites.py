@@ -71,7 +71,7 @@ def _nat_rules(kind: str, forwards: str = "") -> str:
     forward = ""
     if kind == "tcp-only":
         forward = (
-            "  chain fwd { type filter hook forward priority filter; policy drop;\n"
+            "  chain gate { type filter hook forward priority filter; policy drop;\n"
             '    iifname "wan" ct state established,related accept\n'
             '    iifname "lan" tcp dport { 443, 8443 } accept\n'
             "  }\n"
