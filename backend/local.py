@@ -108,8 +108,7 @@ class LocalBackend:
         self.k3s: Any = None  # the one K3sDriver, made by the jobs when this is a server
         self.jobs = JobRunner(settings.state_dir, on_event=self._job_event)
         self.services = Services(
-            settings.state_dir,
-            system_root=settings.system_root,
+            settings.state_dir, system_root=settings.system_root,
             manager=settings.service_manager,  # type: ignore[arg-type]
         )
 
@@ -242,12 +241,8 @@ class LocalBackend:
         self._control = control
         self.store.save_ca(ca)
         self.node = NodeInfo(
-            node_id=answer.node_id,
-            node_token=answer.node_token,
-            server_url=server_url,
-            address=answer.address,
-            network=answer.network,
-            hostname=self.settings.hostname,
+            node_id=answer.node_id, node_token=answer.node_token, server_url=server_url,
+            address=answer.address, network=answer.network, hostname=self.settings.hostname,
             renew_at=_renew_at(answer.node_token_ttl_s),
         )
         self.store.save_node(self.node)
@@ -346,14 +341,9 @@ class LocalBackend:
             with contextlib.suppress(NetmapError):
                 shown = vet_netmap(shown, self.node.network)[0]  # the skipped are named in error
         return build_status(
-            self.state,
-            shown,
-            stats,
+            self.state, shown, stats,
             server_url=self.node.server_url if self.node else None,
-            error=self._driver_error
-            or self._fatal
-            or self.warning
-            or self._skipped_text()
+            error=self._driver_error or self._fatal or self.warning or self._skipped_text()
             or self._dns_warning,
         )
 
@@ -415,16 +405,12 @@ class LocalBackend:
             self._servers.update(self.netmap.servers)
         self._reported = None
         poller = Poller(
-            self._control,
-            self._servers,
-            self.node.node_token,
+            self._control, self._servers, self.node.node_token,
             # Ask for a full map first: after a restart our version may be unknown to the
             # server, and a full answer also repairs anything missed while we were away.
             since=None,
-            on_netmap=self._on_netmap,
-            on_fatal=self._on_fatal,
-            on_reachable=self._on_reachable,
-            timeout=self.settings.poll_timeout,
+            on_netmap=self._on_netmap, on_fatal=self._on_fatal,
+            on_reachable=self._on_reachable, timeout=self.settings.poll_timeout,
         )
         self._spawn(poller.run())
         self._spawn(self._housekeeping())
@@ -450,11 +436,8 @@ class LocalBackend:
             # field is left out (and named), the others are still configured.
             vetted, skipped = vet_netmap(self.netmap, self.node.network)
             config = desired_config(
-                vetted,
-                private_key=self._key.b64(),
-                network=self.node.network,
-                listen_port=self.settings.listen_port,
-                endpoints=self.selector.chosen(),
+                vetted, private_key=self._key.b64(), network=self.node.network,
+                listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
             )
         except (NetmapError, ValueError) as e:
             self.driver_up = False
