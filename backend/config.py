@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pcloud.backend.version import package_version
-from pcloud.server.protocol import dns_label
+from pcloud.server.protocol import check_endpoint, dns_label
 
 DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
 
@@ -55,6 +55,9 @@ class BackendSettings:
     wireguard_go: str | None = None
     wg_socket_dir: Path | None = None
     listen_port: int | None = None  # None: let WireGuard pick a port
+    # IP:PORT that reaches this device's WireGuard port from outside its LAN (a router's
+    # forwarded UDP port): reported as a candidate beside the LAN addresses (DESIGN section 9).
+    advertise_endpoint: str | None = None
     log_level: str = "INFO"
     poll_timeout: int = 50  # long-poll seconds asked of the server
     endpoint_check_s: float = 10.0
@@ -140,6 +143,11 @@ def _coerce(name: str, value: Any) -> Any:
             ipaddress.ip_address(str(value))
         except ValueError:
             raise ConfigError(f"setting 'dns_listen' must be an IP address, not {value!r}") from None
+    if name == "advertise_endpoint" and value is not None:
+        try:
+            return check_endpoint(str(value))
+        except ValueError as e:
+            raise ConfigError(f"setting 'advertise_endpoint': {e}") from None
     return value
 
 
@@ -167,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wg-socket-dir", type=Path, 
                    help="UAPI socket dir (default /var/run/wireguard)")
     p.add_argument("--listen-port", type=int)
+    p.add_argument("--advertise-endpoint", metavar="IP:PORT",
+                   help="public address:port forwarded to this device's WireGuard port "
+                   "(the home router's UDP port forward), reported as a candidate")
     p.add_argument("--system-root", "--k3s-root", dest="system_root", type=Path,
                    help="root for K3s and systemd files written by install-server (default /)")
     p.add_argument("--service-manager", choices=_CHOICES["service_manager"],

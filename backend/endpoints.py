@@ -1,7 +1,9 @@
 """Endpoints: which of a peer's candidates to use, and which of ours to report.
 
 A peer may list several `ip:port` candidates (its LAN addresses, the address the server saw).
-`EndpointSelector` starts with the first (the server puts the one it observed first) and, when
+`EndpointSelector` orders them by where they can work from here (`rank`: an address on one of
+our own networks first, then public addresses, other private addresses last), starts with the
+first and, when
 no handshake happens within `try_for` seconds, moves on to the next, round and round until one
 answers; once a handshake is seen the choice sticks (DESIGN 4). It is pure: time and WireGuard's
 stats are passed in.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pcloud.backend.wg.driver import PeerStats
-from pcloud.server.protocol import Peer, check_endpoint
+from pcloud.server.protocol import Peer, check_endpoint, is_lan_address
 
 TRY_FOR_S = 5.0
 
@@ -31,6 +33,14 @@ class _Choice:
     index: int
     since: float  # monotonic time the current candidate was set
     confirmed: bool = False
+    since_wall: datetime | None = None  # the same moment on the wall clock (handshakes use it)
+    # Where WireGuard roamed to: the peer reached us from there with a fresh handshake, so it
+    # is a working path even when it is none of the candidates (a NAT's public side).
+    learned: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        return self.learned or (self.candidates[self.index] if self.candidates else None)
 
 
 class EndpointSelector:
@@ -39,10 +49,7 @@ class EndpointSelector:
         self._choices: dict[str, _Choice] = {}
 
     def chosen(self) -> dict[str, str | None]:
-        return {
-            key: (c.candidates[c.index] if c.candidates else None)
-            for key, c in self._choices.items()
-        }
+        return {key: c.current for key, c in self._choices.items()}
 
     def pending(self) -> bool:
         """Some peer with more than one candidate has not shaken hands yet."""
@@ -54,39 +61,68 @@ class EndpointSelector:
         stats: Iterable[PeerStats],
         now: float,
         wall_now: datetime | None = None,
+        local_nets: Sequence[ipaddress.IPv4Network] = (),
     ) -> bool:
         """Fold in the netmap's peers and WireGuard's stats; True when a chosen endpoint
-        changed (the caller then re-applies the config)."""
+        changed (the caller then re-applies the config). `local_nets` are this host's networks:
+        candidates on them are tried first."""
         by_key = {s.public_key: s for s in stats}
         changed = False
         seen = set()
         for peer in peers:
             key = peer.public_key
             seen.add(key)
-            cands = tuple(peer.endpoints)
+            cands = tuple(sorted(peer.endpoints, key=lambda e: rank(e, local_nets)))
             choice = self._choices.get(key)
             if choice is None or choice.candidates != cands:
                 # New peer or new candidate list: keep the current endpoint if still offered.
                 index = 0
                 if choice and choice.candidates and choice.candidates[choice.index] in cands:
                     index = cands.index(choice.candidates[choice.index])
-                self._choices[key] = _Choice(cands, index, now)
+                    if choice.confirmed:
+                        choice.candidates, choice.index = cands, index
+                        continue
+                self._choices[key] = _Choice(cands, index, now, since_wall=wall_now)
                 changed = True
                 continue
             stat = by_key.get(key)
             handshake = stat.last_handshake if stat else None
-            if handshake is not None and (wall_now is None or _recent(handshake, wall_now)):
+            fresh = handshake is not None and (wall_now is None or _recent(handshake, wall_now))
+            if fresh and stat is not None and stat.endpoint and stat.endpoint != choice.current:
+                # WireGuard roamed: the peer's authenticated packets come from there.
+                choice.learned, choice.confirmed, changed = stat.endpoint, True, True
+                continue
+            after = handshake is not None and (
+                choice.since_wall is None or handshake >= choice.since_wall
+            )
+            if fresh and after:
                 choice.confirmed = True
                 continue
+            # A handshake from before this candidate was set says nothing about it.
             choice.confirmed = False
-            if len(cands) > 1 and now - choice.since >= self.try_for:
+            if choice.learned and not fresh:
+                choice.learned, choice.since, choice.since_wall = None, now, wall_now
+                changed = True
+            elif len(cands) > 1 and now - choice.since >= self.try_for:
                 choice.index = (choice.index + 1) % len(cands)
-                choice.since = now
+                choice.since, choice.since_wall = now, wall_now
                 changed = True
         for key in set(self._choices) - seen:
             del self._choices[key]
             changed = True
         return changed
+
+
+def rank(endpoint: str, local_nets: Sequence[ipaddress.IPv4Network]) -> int:
+    """0: on one of our networks (a LAN neighbour); 1: a public address (reachable from
+    anywhere, through NATs by hole punching); 2: someone else's private address."""
+    try:
+        ip = ipaddress.ip_address(endpoint.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        return 2
+    if any(ip in net for net in local_nets):
+        return 0
+    return 2 if is_lan_address(ip) else 1
 
 
 def _recent(handshake: datetime, wall_now: datetime) -> bool:
@@ -115,8 +151,26 @@ def local_endpoints(
     return sorted(set(out))
 
 
+def local_networks(
+    interfaces: Iterable[tuple[str, str]], exclude_iface: str
+) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of (interface, address/prefix) pairs, the WireGuard one left out."""
+    out = []
+    for iface, cidr in interfaces:
+        if iface != exclude_iface:
+            net = ipaddress.ip_interface(cidr).network
+            if isinstance(net, ipaddress.IPv4Network) and not net.is_loopback:
+                out.append(net)
+    return out
+
+
 def host_ipv4_addresses() -> list[tuple[str, str]]:
-    """(interface name, IPv4 address) of every address in this network namespace.
+    """(interface name, IPv4 address) of every address in this network namespace."""
+    return [(iface, cidr.partition("/")[0]) for iface, cidr in host_ipv4_interfaces()]
+
+
+def host_ipv4_interfaces() -> list[tuple[str, str]]:
+    """(interface name, ADDRESS/PREFIX) of every IPv4 address in this network namespace.
 
     pyroute2 0.9's synchronous IPRoute drives an event loop of its own, which fails inside a
     running one ("This event loop is already running"): called from a coroutine, the netlink
@@ -136,6 +190,6 @@ def _dump_ipv4() -> list[tuple[str, str]]:
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         return [
-            (names.get(a["index"], ""), a.get_attr("IFA_ADDRESS"))
+            (names.get(a["index"], ""), f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
             for a in ipr.get_addr(family=2)
         ]

@@ -42,6 +42,8 @@ async def headless_login(backend: LocalBackend) -> None:
     while backend.node is None:
         try:
             await backend.login(LoginRequest(server_url=server, auth_key=key))
+            if backend.warning and backend.warning.startswith("login failing"):
+                backend.set_warning(None)
             return
         except LoginFailed as e:
             if not _transient(e):
@@ -50,4 +52,7 @@ async def headless_login(backend: LocalBackend) -> None:
             attempt += 1
             delay = backoff_delay(attempt)
             log.warning("headless login failed (%s); retrying in %.1fs", e.message, delay)
+            # Still retried (the server may come up, the network may change), but a login that
+            # keeps failing says why in `pcloud status` instead of waiting silently.
+            backend.set_warning(f"login failing (attempt {attempt}, retrying): {e.message}")
             await asyncio.sleep(delay)  # backoff before the next attempt

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -36,7 +37,12 @@ from pcloud.backend.control.pinning import (
 )
 from pcloud.backend.control.poller import Poller, ServerList
 from pcloud.backend.dns.manager import DnsManager
-from pcloud.backend.endpoints import EndpointSelector, host_ipv4_addresses, local_endpoints
+from pcloud.backend.endpoints import (
+    EndpointSelector,
+    host_ipv4_interfaces,
+    local_endpoints,
+    local_networks,
+)
 from pcloud.backend.errors import LoginFailed, NotLoggedIn
 from pcloud.backend.events import Event, EventBus
 from pcloud.backend.filter.enforcer import PacketFilter
@@ -95,6 +101,7 @@ class LocalBackend:
         self.unreachable_since: datetime | None = None
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
+        self._local_nets: list[ipaddress.IPv4Network] = []  # tried first among candidates
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
         self.dns = DnsManager(
@@ -152,6 +159,10 @@ class LocalBackend:
         log.error("%s", reason)
         self._fatal = reason
         self._recompute()
+
+    def set_warning(self, text: str | None) -> None:
+        """A problem shown in status.error without changing the state (e.g. a failing login)."""
+        self._on_reachable(text)
 
     def _recompute(self) -> None:
         self.tracker.update(self._facts())
@@ -588,8 +599,12 @@ class LocalBackend:
         port = await self.driver.listen_port()
         if not port:
             return
-        addrs = await asyncio.to_thread(host_ipv4_addresses)
+        interfaces = await asyncio.to_thread(host_ipv4_interfaces)
+        self._local_nets = local_networks(interfaces, self.settings.interface)
+        addrs = [(iface, cidr.partition("/")[0]) for iface, cidr in interfaces]
         endpoints = local_endpoints(addrs, port, self.settings.interface)
+        if self.settings.advertise_endpoint and self.settings.advertise_endpoint not in endpoints:
+            endpoints.append(self.settings.advertise_endpoint)
         if endpoints == self._reported:
             return
         try:
@@ -606,5 +621,7 @@ class LocalBackend:
         if self.netmap is None or not self.driver_up:
             return
         stats = await self.driver.stats()
-        if self.selector.update(self.netmap.peers, stats, time.monotonic(), datetime.now(UTC)):
+        if self.selector.update(
+            self.netmap.peers, stats, time.monotonic(), datetime.now(UTC), self._local_nets
+        ):
             await self._apply()

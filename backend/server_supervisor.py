@@ -90,7 +90,12 @@ class QuietRunner(SubprocessRunner):
 
 
 def server_argv(
-    state_dir: Path, listen: str, network: str, hostname: str, domain: str = ""
+    state_dir: Path,
+    listen: str,
+    network: str,
+    hostname: str,
+    domain: str = "",
+    public_url: str = "",
 ) -> list[str]:
     # A further server of a network takes the network's DNS domain (from our netmap), so every
     # server hands out the same names.
@@ -99,6 +104,7 @@ def server_argv(
         "--state-dir", str(state_dir), "--listen", listen,
         "--network", network, "--hostname", hostname,
         *(["--domain", domain] if domain else []),
+        *(["--public-url", public_url] if public_url else []),
     ]  # fmt: skip
 
 
@@ -177,9 +183,11 @@ class Services:
         """Record the server's command line without starting it (HA adds store flags first)."""
         self._save(server_argv=server_argv(self.server_dir, listen, network, hostname, domain))
 
-    async def start_server(self, listen: str, network: str, hostname: str) -> None:
+    async def start_server(
+        self, listen: str, network: str, hostname: str, public_url: str = ""
+    ) -> None:
         """Start (or adopt) the coordination server; no-op if it runs with these settings."""
-        argv = server_argv(self.server_dir, listen, network, hostname)
+        argv = server_argv(self.server_dir, listen, network, hostname, public_url=public_url)
         self._save(server_argv=argv)
         await self._start(argv)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pcloud.backend.dns.names import peer_dns_name
@@ -41,6 +41,7 @@ def build_status(
                 last_handshake=s.last_handshake if s else None,
                 rx_bytes=s.rx_bytes if s else 0,
                 tx_bytes=s.tx_bytes if s else 0,
+                path=peer_path(peer, s, datetime.now(UTC)),
             )
         )
     return Status(
@@ -62,3 +63,19 @@ def filter_status(pf: PacketFilter, *, detail: bool = False) -> FilterDetail:
         reason=pf.reason,
         detail=list(pf.rules) if detail else [],
     )
+
+
+PATH_FRESH_S = 180  # WireGuard rekeys every 2 minutes while traffic (or a keepalive) flows
+
+
+def peer_path(peer: Peer, stats: PeerStats | None, now: datetime) -> str:
+    """`direct IP:PORT` when WireGuard shook hands on that endpoint lately, else why not."""
+    if stats is not None and stats.last_handshake is not None and stats.endpoint:
+        if (now - stats.last_handshake).total_seconds() < PATH_FRESH_S:
+            return f"direct {stats.endpoint}"
+    if not peer.endpoints:
+        return "no path (the peer reported no endpoint)"
+    if not peer.online:
+        return "no path (the peer is offline)"
+    tried = ", ".join(peer.endpoints)
+    return f"no path (no handshake on {tried})"

@@ -68,6 +68,13 @@ def server_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="URL clients should use (repeatable; default: the listen addresses)",
     )
+    p.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="https://PUBLIC_IP_OR_NAME:PORT that devices outside the LAN use (the home "
+        "router forwards this port here); kept in server.json",
+    )
     p.add_argument("--offline-grace", type=float, default=10.0, metavar="SECONDS")
     p.add_argument(
         "--ephemeral-timeout",
@@ -194,6 +201,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         domain=args.domain or saved.get("domain") or DEFAULT_DOMAIN,
         hostname=args.hostname or saved.get("hostname") or socket.gethostname(),
         advertise_urls=tuple(args.advertise_url or saved.get("advertise_urls", [])),
+        public_url=(args.public_url or saved.get("public_url") or "").rstrip("/") or None,
         offline_grace_s=args.offline_grace,
         ephemeral_timeout_s=args.ephemeral_timeout,
         token_ttl_s=args.token_ttl,
@@ -222,6 +230,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
                 "listen": [f"{x.host}:{x.port}" for x in listen],
                 "hostname": settings.hostname,
                 "advertise_urls": list(settings.advertise_urls),
+                "public_url": settings.public_url,
                 "store": settings.store,
                 "etcd_endpoints": list(settings.etcd_endpoints),
                 "etcd_ca": str(settings.etcd_ca) if settings.etcd_ca else None,
@@ -316,6 +325,8 @@ async def serve(settings: Settings) -> None:
     # the log: the setup code is a secret until the first admin exists.
     print(f"PCloud coordination server {settings.network}", flush=True)
     print(f"join link: {urls[0]}/#fp=sha256:{fp}", flush=True)
+    if settings.public_url and settings.public_url != urls[0]:
+        print(f"join link (public): {settings.public_url}/#fp=sha256:{fp}", flush=True)
     if code and under_systemd():
         # Under systemd stdout is the journal, which more people read than the state dir.
         print(f"setup code: in {settings.state_dir / 'setup-code'} (0600)", flush=True)

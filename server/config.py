@@ -6,8 +6,9 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .protocol import DEFAULT_DOMAIN, check_domain
+from .protocol import DEFAULT_DOMAIN, check_domain, public_host
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Settings:
     hostname: str = field(default_factory=socket.gethostname)
     # URLs clients should use; defaults to the listen addresses (unspecified ones skipped).
     advertise_urls: tuple[str, ...] = ()
+    # The URL devices outside the LAN use (a home router forwarding its HTTPS port here): listed
+    # in netmaps after the LAN URLs, and its host is in the leaf certificate (DESIGN section 9).
+    public_url: str | None = None
     token_ttl_s: int = 7 * 24 * 3600
     poll_timeout_cap_s: int = 60
     offline_grace_s: float = 10.0
@@ -95,6 +99,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         parse_network(self.network)
+        if self.public_url is not None:
+            public_host(self.public_url)
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -133,10 +139,16 @@ class Settings:
 
     def server_urls(self) -> list[str]:
         if self.advertise_urls:
-            return list(self.advertise_urls)
-        return [
-            lst.url() for lst in self.listen if not ipaddress.ip_address(lst.host).is_unspecified
-        ]
+            urls = list(self.advertise_urls)
+        else:
+            urls = [
+                lst.url()
+                for lst in self.listen
+                if not ipaddress.ip_address(lst.host).is_unspecified
+            ]
+        if self.public_url and self.public_url not in urls:
+            urls.append(self.public_url)
+        return urls
 
     def cert_names(self) -> list[str]:
         """Names the leaf certificate must cover: listen IPs, hostname, first overlay address."""
@@ -144,4 +156,11 @@ class Settings:
             lst.host for lst in self.listen if not ipaddress.ip_address(lst.host).is_unspecified
         ]
         names += [self.hostname, "localhost", "127.0.0.1", str(next(self.net.hosts()))]
+        names += [_url_host(u) for u in self.advertise_urls]
+        if self.public_url:
+            names.append(public_host(self.public_url))
         return names
+
+
+def _url_host(url: str) -> str:
+    return urlsplit(url).hostname or ""

@@ -13,6 +13,7 @@ import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -151,6 +152,33 @@ def _endpoint_ip_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address (send it as IPv4)"
     return None
+
+
+# Addresses that exist only behind a NAT (RFC 1918, carrier-grade NAT, IPv6 unique local).
+# Python's `is_private` also counts the documentation ranges, which the lab uses as the internet.
+LAN_RANGES = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def is_lan_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for an address that is only reachable inside some private network."""
+    return any(ip in net for net in LAN_RANGES)
+
+
+def public_host(url: str) -> str:
+    """The host of a `--public-url` (https://HOST:PORT, no path); ValueError names the problem."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme != "https" or not parts.hostname or port == -1 or parts.path not in ("", "/"):
+        raise ValueError(f"--public-url {url!r} must be https://HOST[:PORT] with no path")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"--public-url {url!r} must be https://HOST[:PORT] with no path")
+    return parts.hostname
 
 
 def check_endpoint(value: str) -> str:

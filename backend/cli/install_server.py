@@ -1,5 +1,5 @@
-"""`pcloud install-server [--network CIDR] [--listen LAN_ADDR:PORT] [--k3s-binary PATH]
-[--admin-user NAME]`: make this machine the network's first server.
+"""`pcloud install-server [--network CIDR] [--listen LAN_ADDR:PORT] [--public-url URL]
+[--k3s-binary PATH] [--admin-user NAME]`: make this machine the network's first server.
 
 The first admin's password is prompted for (twice) on a terminal, or read from stdin in
 scripts. Running the command again after a failure resumes the job where it stopped.
@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--network", help="overlay network CIDR (default 10.0.0.0/24)")
     p.add_argument("--listen", metavar="LAN_ADDR:PORT",
                    help="where the coordination server listens (default first LAN IP, :8443)")
+    p.add_argument("--public-url", metavar="https://PUBLIC_IP:PORT",
+                   help="the address devices outside the LAN use: forward this TCP port and "
+                   "the WireGuard UDP port (--listen-port) on the router to this machine")
     p.add_argument("--k3s-binary", type=Path,
                    help="K3s binary to install (default: the pinned release, SHA-256 checked)")
     p.add_argument("--admin-user", metavar="NAME",
@@ -63,6 +66,7 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     job_id = await client.install_server(
         network=args.network, listen=args.listen, k3s_binary=binary,
         admin_username=user if password else None, admin_password=password,
+        public_url=args.public_url,
     )
     console = Console(width=None if sys.stdout.isatty() else 120)
     job = await follow(client, job_id, console)

@@ -30,7 +30,8 @@ def activity(peer: PeerStatus, now: datetime) -> str:
         if peer.last_seen:
             text += f", last seen {ago(peer.last_seen, now, compact=True)}"
     else:
-        text = "idle"
+        # Keepalives keep a live path shaking hands: without one the peer is unreachable.
+        text = peer.path or "idle"
     if peer.tx_bytes or peer.rx_bytes:
         text += f", tx {human_bytes(peer.tx_bytes)} rx {human_bytes(peer.rx_bytes)}"
     return text

@@ -181,7 +181,10 @@ class InstallServer:
         except ValueError as exc:
             raise StepFailed(f"--network {network!r} is not a CIDR: {exc}") from None
         services = self.backend.services
-        await services.start_server(listen, network, self.backend.settings.hostname)
+        public_url = str(ctx.params.get("public_url") or "")
+        await services.start_server(
+            listen, network, self.backend.settings.hostname, public_url=public_url
+        )
         await services.wait_healthy(url, self.server_dir / "tls" / "ca.pem")
         fp = ca_fingerprint(self.ca_pem())
         ctx.data.update(url=url, join_link=f"{url}/#fp=sha256:{fp}", network=network)

@@ -196,9 +196,11 @@ class LocalClient:
         k3s_binary: str | None = None,
         admin_username: str | None = None,
         admin_password: str | None = None,
+        public_url: str | None = None,
     ) -> str:
         """Start (or resume) the install-server job; its id."""
         body = {"network": network, "listen": listen, "k3s_binary": k3s_binary,
+                "public_url": public_url,
                 "admin_username": admin_username, "admin_password": admin_password}
         body = {k: v for k, v in body.items() if v is not None}
         answer = await self._request("POST", "/v1/install-server", body)

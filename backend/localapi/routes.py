@@ -192,7 +192,8 @@ def create_app(
         credentials = None
         if body.admin_username and body.admin_password:
             credentials = (body.admin_username, body.admin_password)
-        params = {"network": body.network, "listen": body.listen, "k3s_binary": body.k3s_binary}
+        params = {"network": body.network, "listen": body.listen, "k3s_binary": body.k3s_binary,
+                  "public_url": body.public_url}
         return JobStarted(job_id=install_server.start(backend, params, credentials))
 
     @app.post("/v1/join-server", response_model=JobStarted)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pcloud.server.protocol import FilterRule, Peer
+from pcloud.server.protocol import FilterRule, Peer, public_host
 
 StateName = Literal["NeedsLogin", "Stopped", "Starting", "Running", "Error"]
 
@@ -23,6 +23,9 @@ class PeerStatus(Peer):
     last_handshake: datetime | None = None
     rx_bytes: int = 0
     tx_bytes: int = 0
+    # How traffic reaches the peer: "direct IP:PORT" (a handshake within 3 minutes on that
+    # endpoint) or "no path (REASON)" (DESIGN section 9).
+    path: str | None = None
 
 
 class FilterStatus(BaseModel):
@@ -118,8 +121,18 @@ class InstallServerRequest(BaseModel):
     network: str | None = None  # default 10.0.0.0/24
     listen: str | None = None  # LAN_ADDR:PORT; default the first LAN address, port 8443
     k3s_binary: str | None = None  # default: the pinned release, SHA-256 verified
+    # https://PUBLIC_IP:PORT the home router forwards to this server (pcloud-server --public-url)
+    public_url: str | None = None
     admin_username: str | None = None
     admin_password: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            public_host(value)  # ValueError names --public-url and what is wrong
+            return value.rstrip("/")
+        return value
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> InstallServerRequest:

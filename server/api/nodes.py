@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 
@@ -31,6 +32,7 @@ from ..protocol import (
     RotateKeyRequest,
     ServerKey,
     check_endpoint,
+    is_lan_address,
 )
 from ..security import tokens
 from ..security.nodeproof import proof_required
@@ -45,7 +47,10 @@ def observed_endpoint(request: Request, endpoints: list[str]) -> str | None:
     """The node's address as this server sees it, with the WireGuard port it reported.
 
     On a LAN this equals a reported endpoint; behind NAT it is the public side, which is the
-    candidate most likely to work, so it is tried first.
+    candidate most likely to work, so it is tried first. A node that reaches this server at a
+    private address shares its NAT: with a `--public-url` naming a public IP, its candidate from
+    outside is that IP with its own port (a guess that holds for port-preserving NATs, the
+    common home router and Linux masquerade; DESIGN section 9).
     """
     if not endpoints or request.client is None:
         return None
@@ -55,6 +60,9 @@ def observed_endpoint(request: Request, endpoints: list[str]) -> str | None:
         return None
     if ip.is_loopback:
         return None
+    shared = _shared_public_ip(request, ip)
+    if shared is not None:
+        ip = shared
     port = endpoints[0].rpartition(":")[2]
     seen = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
     try:
@@ -62,6 +70,21 @@ def observed_endpoint(request: Request, endpoints: list[str]) -> str | None:
     except ValueError:
         return None
     return None if seen in endpoints else seen
+
+
+def _shared_public_ip(
+    request: Request, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The public IP of `--public-url` when `ip` is a private LAN address behind the same NAT."""
+    settings = request.app.state.pcloud.settings
+    if not is_lan_address(ip) or not settings.public_url or ip in settings.net:
+        return None
+    try:
+        public = ipaddress.ip_address(urlsplit(settings.public_url).hostname or "")
+    except ValueError:
+        return None  # a name: its address may change, and the backend cannot use names
+    lan = is_lan_address(public) or public.is_loopback or public.is_link_local
+    return None if lan or public.version != ip.version else public
 
 
 @router.get("/key", response_model=ServerKey, tags=["meta"])
