@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 
 from .accounts import Accounts
+from .api.install import install_info, install_line
 from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
@@ -86,6 +87,13 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-ca", type=Path, default=None, help="CA certificate of the etcd members")
     p.add_argument("--etcd-cert", type=Path, default=None, help="client certificate for etcd")
     p.add_argument("--etcd-key", type=Path, default=None, help="client key for etcd")
+    p.add_argument(
+        "--packages",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the .deb files to serve to new devices with /install.sh (default STATE_DIR/packages)",
+    )
     return p
 
 
@@ -122,6 +130,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         etcd_ca=_path(args.etcd_ca or saved.get("etcd_ca")),
         etcd_cert=_path(args.etcd_cert or saved.get("etcd_cert")),
         etcd_key=_path(args.etcd_key or saved.get("etcd_key")),
+        packages_dir=_path(args.packages),
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved_path.write_text(
@@ -224,6 +233,8 @@ async def serve(settings: Settings) -> None:
     # the log: the setup code is a secret until the first admin exists.
     print(f"PCloud coordination server {settings.network}", flush=True)
     print(f"join link: {urls[0]}/#fp=sha256:{fp}", flush=True)
+    info = install_info(settings)
+    print(f"install line: {install_line(info['base_url'], info['pin'])}", flush=True)
     if code:
         print(f"setup code: {code}  (also in {settings.state_dir / 'setup-code'})", flush=True)
 

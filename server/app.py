@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, cluster, cluster_ca, meta, netmap, nodes
+from .api import acl, cluster, cluster_ca, install, meta, netmap, nodes
 from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
@@ -102,13 +102,14 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.pcloud = state
+    app.state.settings = settings
     app.state.accounts = Accounts(state)
     app.state.ca_pem = files.ca_cert.read_bytes()
     app.state.local_admin = local_admin
     metrics = Metrics()
     app.state.metrics = metrics
     install_handlers(app)
-    for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta):
+    for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, install):
         app.include_router(module.router)
     # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
     # are still limited and counted.

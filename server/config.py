@@ -62,6 +62,8 @@ class Settings:
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
+    # The .deb files served to new devices (GET /packages/NAME); None: STATE_DIR/packages.
+    packages_dir: Path | None = None
 
     def __post_init__(self) -> None:
         parse_network(self.network)
@@ -72,6 +74,9 @@ class Settings:
         for url in self.etcd_endpoints:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"--etcd-endpoint {url!r} must be an http:// or https:// URL")
+
+    def packages(self) -> Path:
+        return self.packages_dir or self.state_dir / "packages"
 
     @property
     def net(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
