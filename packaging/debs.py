@@ -216,6 +216,29 @@ def write_control(stage: Path, template: Path, fields: dict[str, str], files: li
         install_file(src, stage, f"/DEBIAN/{name}", mode)
 
 
+def glibc_floor(stage: Path, site: str) -> str:
+    """The oldest glibc every wheel's manylinux tag allows: the package's libc6 dependency."""
+    floor = (2, 17)
+    for wheel_file in (stage / site.lstrip("/")).glob("*.dist-info/WHEEL"):
+        for m in re.finditer(r"manylinux_(\d+)_(\d+)_", wheel_file.read_text()):
+            floor = max(floor, (int(m.group(1)), int(m.group(2))))
+    return f"libc6 (>= {floor[0]}.{floor[1]})"
+
+
+def changelog(stage: Path, package: str) -> None:
+    """Debian's changelog of a native package, compressed as policy asks (gzip -9n)."""
+    import gzip
+
+    target = stage / "usr/share/doc" / package / "changelog.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = (DEBIAN / "changelog").read_bytes()
+    with (
+        open(target, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
+    ):
+        gz.write(data)
+
+
 def installed_size_kib(stage: Path) -> int:
     total = 0
     for path in stage.rglob("*"):
@@ -285,11 +308,17 @@ def stage_pcloud(work: Path, arch: str, ver: str, wheel: Path, lock: list[str]) 
     install_file(pk / "tmpfiles.d/pcloud.conf", stage, "/usr/lib/tmpfiles.d/pcloud.conf")
     install_file(pk / "backend.toml", stage, "/etc/pcloud/backend.toml")
     install_file(pk / "debian/copyright", stage, "/usr/share/doc/pcloud/copyright")
+    changelog(stage, "pcloud")
     install_file(DEBIAN / "pcloud.lintian-overrides", stage, "/usr/share/lintian/overrides/pcloud")
     write_control(
         stage,
         DEBIAN / "pcloud" / "control",
-        {"VERSION": ver, "ARCH": arch, "SIZE": str(installed_size_kib(stage))},
+        {
+            "VERSION": ver,
+            "ARCH": arch,
+            "LIBC": glibc_floor(stage, SITE),
+            "SIZE": str(installed_size_kib(stage)),
+        },
         ["postinst", "prerm", "postrm", "conffiles"],
     )
     md5sums(stage)
@@ -329,13 +358,19 @@ def stage_gui(work: Path, arch: str, ver: str, gui_lock: list[str]) -> Path:
             f"/usr/share/icons/hicolor/scalable/status/pcloud-{state}.svg",
         )
     install_file(ROOT / "packaging/debian/copyright", stage, "/usr/share/doc/pcloud-gui/copyright")
+    changelog(stage, "pcloud-gui")
     install_file(
         DEBIAN / "pcloud-gui.lintian-overrides", stage, "/usr/share/lintian/overrides/pcloud-gui"
     )
     write_control(
         stage,
         DEBIAN / "pcloud-gui" / "control",
-        {"VERSION": ver, "ARCH": arch, "SIZE": str(installed_size_kib(stage))},
+        {
+            "VERSION": ver,
+            "ARCH": arch,
+            "LIBC": glibc_floor(stage, GUI_SITE),
+            "SIZE": str(installed_size_kib(stage)),
+        },
         ["postrm", "conffiles"],
     )
     md5sums(stage)

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from ..config import Settings
 from ..errors import ApiError
-from ..security.tls import TlsFiles, fingerprint, spki_pin
+from ..security.tls import TlsFiles, ensure_leaf, fingerprint, spki_pin
 
 router = APIRouter(tags=["install"])
 
@@ -45,6 +45,7 @@ def base_url(settings: Settings) -> str:
 def install_info(settings: Settings) -> dict[str, str]:
     """Base URL, leaf key pin and join link of this server (from its TLS files)."""
     tls = TlsFiles.in_dir(settings.state_dir)
+    ensure_leaf(tls, settings.cert_names())  # a no-op once the server has started
     url = base_url(settings)
     return {
         "base_url": url,
