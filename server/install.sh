@@ -63,7 +63,7 @@ if [ ! -d /run/systemd/system ]; then
     echo "pcloud install: no systemd here: started pcloud-backend (log /var/log/pcloud-backend.log)"
 fi
 i=0
-until pcloud status >/dev/null 2>&1; do
+until pcloud status --json >/dev/null 2>&1; do  # --json: exit 0 before the login too
     i=$((i + 1))
     [ "$i" -le 60 ] || die "the backend did not start (see journalctl -u pcloud-backend)"
     sleep 0.5
