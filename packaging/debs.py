@@ -181,18 +181,20 @@ def move_scripts(stage: Path, site: str, keep: list[str]) -> None:
         bindir.rmdir()
 
 
-def compile_site(stage: Path, site: str) -> None:
+def compile_site(stage: Path, site: str, strict: bool = True) -> None:
     """Bytecode at build time, checked by hash not mtime: Python never writes into /opt at run
-    time, so removing the package leaves nothing behind."""
+    time, so removing the package leaves nothing behind. `strict=False` for wheels that ship
+    templates with a .py name that are not Python (PySide6's deploy scripts): those are never
+    imported, so no bytecode is ever written for them."""
     real = stage / site.lstrip("/")
     ok = compileall.compile_dir(
         str(real),
-        quiet=1,
+        quiet=1 if strict else 2,
         ddir=site,
         workers=1,
         invalidation_mode=compileall.py_compile.PycInvalidationMode.UNCHECKED_HASH,  # type: ignore[attr-defined]
     )
-    if not ok:
+    if not ok and strict:
         sys.exit(f"byte-compiling {site} failed")
 
 
@@ -331,7 +333,7 @@ def stage_gui(work: Path, arch: str, ver: str, gui_lock: list[str]) -> Path:
     shutil.rmtree(stage, ignore_errors=True)
     install_site(stage, GUI_SITE, arch, gui_lock)
     shutil.rmtree(stage / GUI_SITE.lstrip("/") / "bin", ignore_errors=True)
-    compile_site(stage, GUI_SITE)
+    compile_site(stage, GUI_SITE, strict=False)
     pth = stage / SITE.lstrip("/") / "pcloud-gui.pth"
     pth.parent.mkdir(parents=True)
     pth.write_text(GUI_SITE + "\n")
