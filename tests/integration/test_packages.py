@@ -73,9 +73,20 @@ def debs() -> Path:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         res = subprocess.run(
-            ["bash", str(REPO / "packaging/build"), "--no-gui", "--compress", "gzip",
-             "--out", str(tmp), "--work", str(CACHE / "build-work")],
-            capture_output=True, text=True, timeout=1500,
+            [
+                "bash",
+                str(REPO / "packaging/build"),
+                "--no-gui",
+                "--compress",
+                "gzip",
+                "--out",
+                str(tmp),
+                "--work",
+                str(CACHE / "build-work"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1500,
         )
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         for old in (CACHE / "debs").iterdir():  # keep one source tree's packages only
@@ -86,8 +97,9 @@ def debs() -> Path:
 
 
 def deb_fields(deb: Path) -> dict[str, str]:
-    out = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
     fields: dict[str, str] = {}
     for line in out.splitlines():
         if line[:1] not in (" ", "\t") and ":" in line:
@@ -98,8 +110,9 @@ def deb_fields(deb: Path) -> dict[str, str]:
 
 def normalised_files(deb: Path, arch: str) -> list[str]:
     """The file list with the architecture's names (x86_64/aarch64, auditwheel hashes) masked."""
-    out = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
     names = []
     for line in out.splitlines():
         name = line.split(None, 5)[5].split(" -> ")[0]
@@ -141,8 +154,11 @@ def test_arm64_package_is_aarch64_cp311_and_matches_amd64(debs: Path, tmp_path: 
         assert ".cpython-311-aarch64-linux-gnu.so" in so.name, so.name
     tags: set[str] = set()
     for wheel_file in tree.glob("opt/pcloud/lib/python3.11/site-packages/*.dist-info/WHEEL"):
-        tags |= {line.split(":", 1)[1].strip() for line in wheel_file.read_text().splitlines()
-                 if line.startswith("Tag:")}
+        tags |= {
+            line.split(":", 1)[1].strip()
+            for line in wheel_file.read_text().splitlines()
+            if line.startswith("Tag:")
+        }
     pythons = {t.split("-")[0] for t in tags}
     abis = {t.split("-")[1] for t in tags}
     assert pythons <= {"cp311", "cp39", "cp38", "cp37", "cp36", "py3", "py2.py3"}, pythons
@@ -162,18 +178,29 @@ def test_units_verify_and_lintian_has_no_errors(debs: Path, tmp_path: Path) -> N
     assert len(units) == 2
     # The package's tree as the root (so ExecStart's /usr/bin/pcloud-* exist), with this
     # machine's own units beside ours for the targets they refer to.
-    shutil.copytree("/lib/systemd/system", tree / "lib/systemd/system", symlinks=True,
-                    dirs_exist_ok=True, ignore=lambda d, names: [n for n in names
-                                                                 if n.startswith("pcloud")])
-    res = subprocess.run(["systemd-analyze", "verify", f"--root={tree}", *units],
-                         capture_output=True, text=True, timeout=120)
+    shutil.copytree(
+        "/lib/systemd/system",
+        tree / "lib/systemd/system",
+        symlinks=True,
+        dirs_exist_ok=True,
+        ignore=lambda d, names: [n for n in names if n.startswith("pcloud")],
+    )
+    res = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={tree}", *units],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0 and not res.stderr.strip(), res.stdout + res.stderr
     # lintian reads every file (minutes on 2 cores): its verdict is kept beside the packages.
     report = debs / "lintian.txt"
     if not report.exists():
-        res = subprocess.run(["lintian", "--no-tag-display-limit",
-                              str(debs / f"pcloud_{VERSION}_amd64.deb")],
-                             capture_output=True, text=True, timeout=900)
+        res = subprocess.run(
+            ["lintian", "--no-tag-display-limit", str(debs / f"pcloud_{VERSION}_amd64.deb")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert res.returncode in (0, 2), res.stderr[-2000:]
         report.write_text(res.stdout)
     errors = [line for line in report.read_text().splitlines() if line.startswith("E:")]
@@ -192,10 +219,20 @@ def base_tarball() -> Path:
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = tar.with_suffix(".tmp.tar")
         res = subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--mode=root", "--include=curl,ca-certificates",
-             "--skip=cleanup/apt/lists", "--aptopt=Acquire::Check-Valid-Until \"false\"",
-             "bookworm", str(tmp), *MIRRORS],
-            capture_output=True, text=True, timeout=900,
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--mode=root",
+                "--include=curl,ca-certificates",
+                "--skip=cleanup/apt/lists",
+                '--aptopt=Acquire::Check-Valid-Until "false"',
+                "bookworm",
+                str(tmp),
+                *MIRRORS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert res.returncode == 0, res.stderr[-3000:]
         tmp.rename(tar)
@@ -216,25 +253,43 @@ def in_root(root: Path, *cmd: str, timeout: float = 600) -> subprocess.Completed
     in a private mount namespace that vanishes with it; apt's archives are cached."""
     archives = CACHE / "apt-archives"
     (archives / "partial").mkdir(parents=True, exist_ok=True)
-    script = "\n".join([
-        "set -e",
-        f"mount --rbind /dev {root}/dev",
-        f"mount -t proc proc {root}/proc",
-        f"mount --bind {archives} {root}/var/cache/apt/archives",
-        f"mount --bind /etc/resolv.conf {root}/etc/resolv.conf",
-        f'exec chroot {root} "$@"',
-    ])
+    script = "\n".join(
+        [
+            "set -e",
+            f"mount --rbind /dev {root}/dev",
+            f"mount -t proc proc {root}/proc",
+            f"mount --bind {archives} {root}/var/cache/apt/archives",
+            f"mount --bind /etc/resolv.conf {root}/etc/resolv.conf",
+            f'exec chroot {root} "$@"',
+        ]
+    )
     return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", script, "sh",
-         *cmd],
-        capture_output=True, text=True, timeout=timeout, env=ROOT_ENV,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *cmd,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ROOT_ENV,
     )
 
 
 def files_of(root: Path) -> set[str]:
     skip = ("proc/", "sys/", "dev/", "run/", "tmp/")
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if not str(p.relative_to(root)).startswith(skip)}
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if not str(p.relative_to(root)).startswith(skip)
+    }
 
 
 def owned_by_packages(root: Path) -> set[str]:
@@ -252,15 +307,28 @@ def owned_by_packages(root: Path) -> set[str]:
 
 def mount_root_in(host: Host, root: Path) -> None:
     """Make `root` usable inside the lab host: its devices, /proc, /sys and a private /run."""
-    host.run(["sh", "-c", f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc"
-              f" && mount --rbind /sys {root}/sys && mount -t tmpfs tmpfs {root}/run"
-              f" && mkdir -p {root}/run/lock"])
+    host.run(
+        [
+            "sh",
+            "-c",
+            f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc"
+            f" && mount --rbind /sys {root}/sys && mount -t tmpfs tmpfs {root}/run"
+            f" && mkdir -p {root}/run/lock",
+        ]
+    )
 
 
-def chroot_run(host: Host, root: Path, *cmd: str, check: bool = True, timeout: float = 30,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return host.run(["chroot", str(root), *cmd], check=check, timeout=timeout,
-                    env={**ROOT_ENV, **(env or {})})
+def chroot_run(
+    host: Host,
+    root: Path,
+    *cmd: str,
+    check: bool = True,
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return host.run(
+        ["chroot", str(root), *cmd], check=check, timeout=timeout, env={**ROOT_ENV, **(env or {})}
+    )
 
 
 def ping(host: Host, ip: str) -> bool:
@@ -268,29 +336,52 @@ def ping(host: Host, ip: str) -> bool:
 
 
 def start_server(host: Host, packages: Path) -> tuple[str, str]:
-    proc = host.spawn("server", [str(BIN / "pcloud-server"), "--state-dir", SERVER_DIR,
-                                 "--listen", f"{host.ip}:8443", "--packages", str(packages)])
-    link = wait_for(lambda: re.search(r"join link: (\S+)", proc.log_text()),
-                    timeout=30, what="the server's join link")
-    line = wait_for(lambda: re.search(r"install line: (.+)", proc.log_text()),
-                    timeout=30, what="the server's install line")
+    proc = host.spawn(
+        "server",
+        [
+            str(BIN / "pcloud-server"),
+            "--state-dir",
+            SERVER_DIR,
+            "--listen",
+            f"{host.ip}:8443",
+            "--packages",
+            str(packages),
+        ],
+    )
+    link = wait_for(
+        lambda: re.search(r"join link: (\S+)", proc.log_text()),
+        timeout=30,
+        what="the server's join link",
+    )
+    line = wait_for(
+        lambda: re.search(r"install line: (.+)", proc.log_text()),
+        timeout=30,
+        what="the server's install line",
+    )
     return link.group(1), line.group(1).strip()
 
 
 def make_key(srv: Host) -> str:
     admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR]
-    srv.run([*admin, "users", "create", "alice", "--password-stdin"],
-            input="correct horse battery\n")
+    srv.run(
+        [*admin, "users", "create", "alice", "--password-stdin"], input="correct horse battery\n"
+    )
     out = srv.run([*admin, "--json", "auth-keys", "create", "--user", "alice", "--reusable"])
     key: str = json.loads(out.stdout)["key"]
     return key
 
 
 def start_venv_backend(host: Host, link: str, key: str) -> str:
-    host.spawn("backend", [str(BIN / "pcloud-backend"), "--driver", "userspace",
-                           "--hostname", host.name], env=ROOT_ENV)
-    wait_for(lambda: host.pcloud("status", "--json", check=False).returncode == 0,
-             timeout=30, what=f"{host.name}'s backend socket")
+    host.spawn(
+        "backend",
+        [str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name],
+        env=ROOT_ENV,
+    )
+    wait_for(
+        lambda: host.pcloud("status", "--json", check=False).returncode == 0,
+        timeout=30,
+        what=f"{host.name}'s backend socket",
+    )
     host.pcloud("login", link, "--auth-key", key)
     return host.pcloud("ip").stdout.strip()
 
@@ -325,9 +416,22 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     # The root's own backend, headless, in a lab host: joins the mesh and pings.
     device = lab.add_host("device")
     mount_root_in(device, root)
-    backend = device.spawn("root-backend", [
-        "chroot", str(root), "/usr/bin/pcloud-backend", "--headless", "--server", link,
-        "--auth-key", key, "--driver", "userspace"], env=ROOT_ENV)
+    backend = device.spawn(
+        "root-backend",
+        [
+            "chroot",
+            str(root),
+            "/usr/bin/pcloud-backend",
+            "--headless",
+            "--server",
+            link,
+            "--auth-key",
+            key,
+            "--driver",
+            "userspace",
+        ],
+        env=ROOT_ENV,
+    )
     device_ip = wait_for(lambda: root_ip(device, root), timeout=60, what="device's address")
     wait_for(lambda: ping(laptop, device_ip), timeout=30, what="laptop -> device over WireGuard")
     assert ping(device, laptop_ip)
@@ -347,23 +451,42 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     # The dependencies' own maintainer scripts make a few: python3.11 byte-compiles its
     # standard library and makes /usr/local/lib/python3.11 and /var/lib/python; readline-common
     # writes /etc/inputrc.
-    bookkeeping = ("var/lib/dpkg/", "var/lib/apt/", "var/cache/", "var/log/",
-                   "var/lib/systemd/deb-systemd-helper", "etc/ld.so.cache", "usr/lib/python3",
-                   "usr/local/lib/python3", "var/lib/python", "etc/inputrc")
+    bookkeeping = (
+        "var/lib/dpkg/",
+        "var/lib/apt/",
+        "var/cache/",
+        "var/log/",
+        "var/lib/systemd/deb-systemd-helper",
+        "etc/ld.so.cache",
+        "usr/lib/python3",
+        "usr/local/lib/python3",
+        "var/lib/python",
+        "etc/inputrc",
+    )
     accounts = {f"etc/{n}{s}" for n in ("passwd", "group", "shadow", "gshadow") for s in ("", "-")}
     owned = owned_by_packages(root)
-    strays = sorted(p for p in after - before if p not in owned and p not in accounts
-                    and not p.startswith(bookkeeping))
+    strays = sorted(
+        p
+        for p in after - before
+        if p not in owned and p not in accounts and not p.startswith(bookkeeping)
+    )
     assert not strays, strays[:40]
 
     # The one-line install, in a second lab host, from the lab server (no internet there).
     second = lab.add_host("device2")
     mount_root_in(second, root)
     ca_pin = subprocess.run(
-        [sys.executable, "-c", "import sys; from pcloud.server.security.tls import spki_pin;"
-         "print(spki_pin(open(sys.argv[1], 'rb').read()))",
-         str(srv.path(f"{SERVER_DIR}/tls/ca.pem"))],
-        capture_output=True, text=True, check=True).stdout.strip()
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pcloud.server.security.tls import spki_pin;"
+            "print(spki_pin(open(sys.argv[1], 'rb').read()))",
+            str(srv.path(f"{SERVER_DIR}/tls/ca.pem")),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     pin = re.search(r"--pinnedpubkey (\S+)", line)
     assert pin and pin.group(1) != ca_pin
     wrong = line.replace(pin.group(1), ca_pin).replace("sudo sh", "sh").replace("pk_...", key)
@@ -372,19 +495,37 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     assert in_root(root, "dpkg", "-s", "pcloud").returncode != 0
 
     # install.sh itself refuses a server whose key is not its pin (its second download).
-    script = chroot_run(second, root, "curl", "-fsSk", "--pinnedpubkey", pin.group(1),
-                        f"{link.split('/#')[0]}/install.sh").stdout
+    script = chroot_run(
+        second,
+        root,
+        "curl",
+        "-fsSk",
+        "--pinnedpubkey",
+        pin.group(1),
+        f"{link.split('/#')[0]}/install.sh",
+    ).stdout
     (root / "tmp/tampered.sh").write_text(script.replace(pin.group(1), ca_pin))
     res = chroot_run(second, root, "sh", "/tmp/tampered.sh", "--auth-key", key, check=False)
     assert res.returncode != 0 and "its key does not match the pin" in res.stderr, res.stderr
 
     one_line = line.replace("sudo sh", "sh").replace("pk_...", key)
-    res = chroot_run(second, root, "sh", "-c", one_line, timeout=300, check=False, env={
-        "PCLOUD_BACKEND_ARGS": "--driver userspace",
-        "PCLOUD_APT_OPTIONS": "--no-install-recommends"})
+    res = chroot_run(
+        second,
+        root,
+        "sh",
+        "-c",
+        one_line,
+        timeout=300,
+        check=False,
+        env={
+            "PCLOUD_BACKEND_ARGS": "--driver userspace",
+            "PCLOUD_APT_OPTIONS": "--no-install-recommends",
+        },
+    )
     log = root / "var/log/pcloud-backend.log"
-    assert res.returncode == 0, (res.stderr[-3000:] + res.stdout[-1000:]
-                                 + (log.read_text()[-2000:] if log.exists() else ""))
+    assert res.returncode == 0, (
+        res.stderr[-3000:] + res.stdout[-1000:] + (log.read_text()[-2000:] if log.exists() else "")
+    )
     assert "pcloud install: done" in res.stdout
     second_ip = wait_for(lambda: root_ip(second, root), timeout=30, what="device2's address")
     wait_for(lambda: ping(laptop, second_ip), timeout=30, what="laptop -> device2")
