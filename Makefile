@@ -1,5 +1,5 @@
 # Shortcuts over the scripts in .ci/ (the README's commands work without make).
-.PHONY: demo test lint bench screenshots clean-lab
+.PHONY: demo test lint bench screenshots clean-lab dist
 
 demo:
 	bash .ci/demo
@@ -18,3 +18,7 @@ screenshots:
 
 clean-lab:
 	.venv/bin/python -m tests.lab.cleanup
+
+# Debian packages for amd64 and arm64 (pcloud, pcloud-gui) into dist/
+dist:
+	bash packaging/build

@@ -21,6 +21,7 @@ import uvicorn
 
 from . import __version__
 from .accounts import Accounts
+from .api.install import install_info, install_line
 from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
 from .layout import STATE_DIR
@@ -164,6 +165,13 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-cert", type=Path, default=None, help="client certificate for etcd")
     p.add_argument("--etcd-key", type=Path, default=None, help="client key for etcd")
     add_connection_arguments(p)
+    p.add_argument(
+        "--packages",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the .deb files to serve to new devices with /install.sh (default STATE_DIR/packages)",
+    )
     return p
 
 
@@ -220,6 +228,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         etcd_cert=_path(args.etcd_cert or saved.get("etcd_cert")),
         etcd_key=_path(args.etcd_key or saved.get("etcd_key")),
         **connection_settings(args),
+        packages_dir=_path(args.packages),
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved_path.write_text(
@@ -327,6 +336,8 @@ async def serve(settings: Settings) -> None:
     print(f"join link: {urls[0]}/#fp=sha256:{fp}", flush=True)
     if settings.public_url and settings.public_url != urls[0]:
         print(f"join link (public): {settings.public_url}/#fp=sha256:{fp}", flush=True)
+    info = install_info(settings)
+    print(f"install line: {install_line(info['base_url'], info['pin'])}", flush=True)
     if code and under_systemd():
         # Under systemd stdout is the journal, which more people read than the state dir.
         print(f"setup code: in {settings.state_dir / 'setup-code'} (0600)", flush=True)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, cluster, cluster_ca, meta, netmap, nodes, welcome
+from .api import acl, cluster, cluster_ca, install, meta, netmap, nodes, welcome
 from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
@@ -122,13 +122,16 @@ def create_app(
         openapi_url="/openapi.json" if settings.docs_open else None,
     )
     app.state.pcloud = state
+    app.state.settings = settings
     app.state.accounts = Accounts(state)
     app.state.ca_pem = files.ca_cert.read_bytes()
     app.state.local_admin = local_admin
     metrics = Metrics()
     app.state.metrics = metrics
     install_handlers(app)
-    for module in (accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, welcome):
+    for module in (
+        accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, welcome, install
+    ):
         app.include_router(module.router)
     if settings.metrics_open:
         app.include_router(meta.metrics_router)

@@ -96,6 +96,8 @@ class Settings:
     head_timeout_s: float = 10.0
     max_connections_per_source: int = 1000
     max_polls_per_node: int = 2
+    # The .deb files served to new devices (GET /packages/NAME); None: STATE_DIR/packages.
+    packages_dir: Path | None = None
 
     def __post_init__(self) -> None:
         parse_network(self.network)
@@ -132,6 +134,9 @@ class Settings:
     @property
     def docs_open(self) -> bool:
         return self.loopback_only() if self.expose_docs is None else self.expose_docs
+
+    def packages(self) -> Path:
+        return self.packages_dir or self.state_dir / "packages"
 
     @property
     def net(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

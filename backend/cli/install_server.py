@@ -80,4 +80,8 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     if result.get("admin"):
         console.print(f"First admin: {result['admin']}", highlight=False, soft_wrap=True)
     console.print(f"Join link for the next devices: {result.get('join_link')}", highlight=False, soft_wrap=True)
+    if result.get("install_line"):
+        console.print("One-line install for a new device (its own pcloud package from this server, "
+                      f"with a pre-auth key):\n  {result['install_line']}", highlight=False,
+                      soft_wrap=True)
     return EXIT_OK

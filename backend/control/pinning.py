@@ -8,6 +8,7 @@ every call trusts that CA alone, with hostname checking on (`pinned_context`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import ssl
@@ -84,3 +85,24 @@ def pinned_context(ca_pem: str) -> ssl.SSLContext:
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def spki_pin(cert_pem: bytes) -> str:
+    """curl's `--pinnedpubkey` value for a certificate (the first in a chain): `sha256//` and
+    the base64 SHA-256 of its SubjectPublicKeyInfo."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (
+        x509.load_pem_x509_certificate(cert_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def install_line(base_url: str, pin: str) -> str:
+    """The one-line install a new device runs (the server serves /install.sh and packages)."""
+    return (
+        f"curl -fsSLk --pinnedpubkey {pin} {base_url}/install.sh | sudo sh -s -- --auth-key pk_..."
+    )

@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from pcloud.backend import coordcall
-from pcloud.backend.control.pinning import ca_fingerprint, parse_join_link
+from pcloud.backend.control.pinning import (
+    ca_fingerprint,
+    install_line,
+    parse_join_link,
+    spki_pin,
+)
 from pcloud.backend.endpoints import host_ipv4_addresses
 from pcloud.backend.jobs.runner import JobSpec, Step, StepContext
 from pcloud.backend.k3s.driver import K3sDriver, K3sError
@@ -241,7 +246,12 @@ class InstallServer:
         backend = self.backend
         ca, server = server_of(backend)
         link = str(ctx.data["join_link"])
-        ctx.set_result(join_link=link, address=backend.node.address if backend.node else None)
+        pin = spki_pin((self.server_dir / "tls" / "server.pem").read_bytes())
+        ctx.set_result(
+            join_link=link,
+            install_line=install_line(server, pin),
+            address=backend.node.address if backend.node else None,
+        )
         health = Health.model_validate(await coordcall.checked(ca, server, "GET", "/health"))
         credentials = _credentials.pop(ctx.job_id, None)
         if not health.needs_setup:

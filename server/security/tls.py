@@ -7,6 +7,7 @@ join link, so every server of the network can present its own leaf signed by the
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import ipaddress
@@ -120,6 +121,23 @@ def leaf_names(files: TlsFiles) -> set[str]:
     return names
 
 
+def _existing_key(files: TlsFiles) -> ec.EllipticCurvePrivateKey | None:
+    if not files.key.exists():
+        return None
+    key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def spki_pin(cert_pem: bytes) -> str:
+    """curl's `--pinnedpubkey` form of a certificate's key: `sha256//` + base64 of the SHA-256 of
+    its SubjectPublicKeyInfo (DER). For a chain, the first certificate (the leaf) counts."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 def ensure_leaf(files: TlsFiles, names: list[str]) -> None:
     """Issue a leaf for `names` unless the current one already covers them all."""
     wanted = {n for n in names if n}
@@ -128,7 +146,9 @@ def ensure_leaf(files: TlsFiles, names: list[str]) -> None:
     ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
+    # A re-issue (new names) keeps the key: `--pinnedpubkey` lines handed out for the one-line
+    # install pin this key, not the certificate.
+    key = _existing_key(files) or ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     first = sorted(wanted)[0] if wanted else "pcloud-server"
     cert = (

@@ -60,6 +60,13 @@ def adopt_server(mesh: Mesh, host: Host, output: str) -> None:
     m = re.search(r"Join link for the next devices: (\S+)", output)
     assert m, output
     mesh.server, mesh.link = host, m.group(1)
+    # The one-line install pins this server's own key and fetches from the same address.
+    base = m.group(1).split("/#")[0]
+    assert re.search(
+        rf"curl -fsSLk --pinnedpubkey sha256//\S+= {re.escape(base)}/install\.sh"
+        r" \| sudo sh -s -- --auth-key pk_\.\.\.",
+        output,
+    ), output
 
 
 def kubectl_nodes(host: Host) -> list[dict[str, Any]]:

@@ -1,0 +1,532 @@
+"""The Debian packages, end to end: built by packaging/build, checked, installed by apt into a
+clean Debian 12 root (mmdebstrap --variant=minbase), run from that root in a lab host that joins a
+lab mesh and pings, purged without leftovers, then installed again by the server's one-line
+install (pinned download from the lab server, no internet inside the lab).
+
+Slow parts are cached in $PCLOUD_TEST_CACHE (default /var/tmp/pcloud-test-cache): the built
+packages (keyed by a hash of the sources), the minbase root tarball and apt's downloaded archives.
+A first run on a fresh machine builds and downloads (minutes); a second run reuses all three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.lab import Host, Lab, wait_for  # noqa: E402
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+CACHE = Path(os.environ.get("PCLOUD_TEST_CACHE", "/var/tmp/pcloud-test-cache"))
+SOURCES = ["pyproject.toml", "packaging", "server", "backend", "resources"]
+VERSION = "0.1.0"
+BIN = Path(sys.executable).parent
+SERVER_DIR = "/var/lib/pcloud/server"
+MIRRORS = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+]
+# What runs inside the Debian root sees only its own programs.
+ROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+    # wireguard-go refuses to run where the kernel module exists unless told otherwise.
+    "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1",
+}
+ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
+
+
+def source_hash() -> str:
+    h = hashlib.sha256()
+    for top in SOURCES:
+        base = REPO / top
+        paths = [base] if base.is_file() else sorted(base.rglob("*"))
+        for path in paths:
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def debs() -> Path:
+    """dist/ of this source tree's packages (amd64 and arm64, no GUI), built once and cached."""
+    out = CACHE / "debs" / source_hash()
+    if not (out / f"pcloud_{VERSION}_arm64.deb").exists():
+        if shutil.which("dpkg-deb") is None or not Path("/usr/bin/python3.11").exists():
+            pytest.skip("building the packages needs Debian 12's dpkg-deb and python3.11")
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        res = subprocess.run(
+            [
+                "bash",
+                str(REPO / "packaging/build"),
+                "--no-gui",
+                "--compress",
+                "gzip",
+                "--out",
+                str(tmp),
+                "--work",
+                str(CACHE / "build-work"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        for old in (CACHE / "debs").iterdir():  # keep one source tree's packages only
+            if old != tmp:
+                shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+def deb_fields(deb: Path) -> dict[str, str]:
+    out = subprocess.run(
+        ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    fields: dict[str, str] = {}
+    for line in out.splitlines():
+        if line[:1] not in (" ", "\t") and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def normalised_files(deb: Path, arch: str) -> list[str]:
+    """The file list with the architecture's names (x86_64/aarch64, auditwheel hashes) masked."""
+    out = subprocess.run(
+        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    names = []
+    for line in out.splitlines():
+        name = line.split(None, 5)[5].split(" -> ")[0]
+        name = name.replace({"amd64": "x86_64", "arm64": "aarch64"}[arch], "ARCH")
+        names.append(re.sub(r"-[0-9a-f]{8}\.so", "-HASH.so", name))
+    return sorted(names)
+
+
+def extract(deb: Path, into: Path) -> Path:
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(into)], check=True)
+    return into
+
+
+def elf_machine(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if head[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(head[18:20], "little")
+
+
+def test_arm64_package_is_aarch64_cp311_and_matches_amd64(debs: Path, tmp_path: Path) -> None:
+    amd, arm = debs / f"pcloud_{VERSION}_amd64.deb", debs / f"pcloud_{VERSION}_arm64.deb"
+    fa, fb = deb_fields(amd), deb_fields(arm)
+    assert fa.pop("Architecture") == "amd64" and fb.pop("Architecture") == "arm64"
+    size_a, size_b = int(fa.pop("Installed-Size")), int(fb.pop("Installed-Size"))
+    assert abs(size_a - size_b) < size_a * 0.2  # native code differs in size, nothing else
+    assert fa == fb
+    assert "python3.11" in fa["Depends"] and "wireguard-go" in fa["Depends"]
+    assert normalised_files(amd, "amd64") == normalised_files(arm, "arm64")
+
+    tree = extract(arm, tmp_path / "arm64")
+    elves = {p: elf_machine(p) for p in tree.rglob("*") if p.is_file() and not p.is_symlink()}
+    elves = {p: m for p, m in elves.items() if m is not None}
+    assert len(elves) >= 5, "expected native extensions (cryptography, pydantic-core, ...)"
+    wrong = [str(p.relative_to(tree)) for p, m in elves.items() if m != ELF_MACHINE["arm64"]]
+    assert not wrong, f"not aarch64: {wrong}"
+    for so in (p for p in elves if p.name.endswith(".so") and ".cpython-" in p.name):
+        assert ".cpython-311-aarch64-linux-gnu.so" in so.name, so.name
+    tags: set[str] = set()
+    for wheel_file in tree.glob("opt/pcloud/lib/python3.11/site-packages/*.dist-info/WHEEL"):
+        tags |= {
+            line.split(":", 1)[1].strip()
+            for line in wheel_file.read_text().splitlines()
+            if line.startswith("Tag:")
+        }
+    pythons = {t.split("-")[0] for t in tags}
+    abis = {t.split("-")[1] for t in tags}
+    assert pythons <= {"cp311", "cp39", "cp38", "cp37", "cp36", "py3", "py2.py3"}, pythons
+    assert abis <= {"cp311", "abi3", "none"}, abis
+    assert all(t.endswith(("aarch64", "any")) for t in tags), tags
+    venv = tree / "opt/pcloud"
+    assert os.readlink(venv / "bin/python") == "/usr/bin/python3.11"
+    assert "home = /usr/bin" in (venv / "pyvenv.cfg").read_text()
+    assert (venv / "bin/pcloud-backend").read_text().startswith("#!/opt/pcloud/bin/python\n")
+
+
+def test_units_verify_and_lintian_has_no_errors(debs: Path, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None or shutil.which("lintian") is None:
+        pytest.skip("needs systemd-analyze and lintian (bash .ci/setup installs them)")
+    tree = extract(debs / f"pcloud_{VERSION}_amd64.deb", tmp_path / "amd64")
+    units = sorted(str(p) for p in (tree / "lib/systemd/system").glob("*.service"))
+    assert len(units) == 2
+    # The package's tree as the root (so ExecStart's /usr/bin/pcloud-* exist), with this
+    # machine's own units beside ours for the targets they refer to.
+    shutil.copytree(
+        "/lib/systemd/system",
+        tree / "lib/systemd/system",
+        symlinks=True,
+        dirs_exist_ok=True,
+        ignore=lambda d, names: [n for n in names if n.startswith("pcloud")],
+    )
+    res = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={tree}", *units],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0 and not res.stderr.strip(), res.stdout + res.stderr
+    # lintian reads every file (minutes on 2 cores): its verdict is kept beside the packages.
+    report = debs / "lintian.txt"
+    if not report.exists():
+        res = subprocess.run(
+            ["lintian", "--no-tag-display-limit", str(debs / f"pcloud_{VERSION}_amd64.deb")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert res.returncode in (0, 2), res.stderr[-2000:]
+        report.write_text(res.stdout)
+    errors = [line for line in report.read_text().splitlines() if line.startswith("E:")]
+    assert not errors, errors
+
+
+# ----------------------------------------------------------------- the clean Debian root
+
+
+def base_tarball() -> Path:
+    """A minbase bookworm root (plus curl for the one-line install), apt lists kept."""
+    tar = CACHE / "bookworm-minbase.tar"
+    if not tar.exists():
+        if shutil.which("mmdebstrap") is None:
+            pytest.skip("needs mmdebstrap (bash .ci/setup installs it)")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = tar.with_suffix(".tmp.tar")
+        res = subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--mode=root",
+                "--include=curl,ca-certificates",
+                "--skip=cleanup/apt/lists",
+                '--aptopt=Acquire::Check-Valid-Until "false"',
+                "bookworm",
+                str(tmp),
+                *MIRRORS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        tmp.rename(tar)
+    return tar
+
+
+def make_root(into: Path) -> Path:
+    into.mkdir()
+    with tarfile.open(base_tarball()) as tf:
+        tf.extractall(into, filter="fully_trusted")
+    (into / "etc/resolv.conf").unlink(missing_ok=True)
+    (into / "etc/resolv.conf").touch()
+    return into
+
+
+def in_root(root: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` chrooted in `root` on this machine's network (apt reaches Debian's mirror),
+    in a private mount namespace that vanishes with it; apt's archives are cached."""
+    archives = CACHE / "apt-archives"
+    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    script = "\n".join(
+        [
+            "set -e",
+            f"mount --rbind /dev {root}/dev",
+            f"mount -t proc proc {root}/proc",
+            f"mount --bind {archives} {root}/var/cache/apt/archives",
+            f"mount --bind /etc/resolv.conf {root}/etc/resolv.conf",
+            f'exec chroot {root} "$@"',
+        ]
+    )
+    return subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *cmd,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ROOT_ENV,
+    )
+
+
+def files_of(root: Path) -> set[str]:
+    skip = ("proc/", "sys/", "dev/", "run/", "tmp/")
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if not str(p.relative_to(root)).startswith(skip)
+    }
+
+
+def owned_by_packages(root: Path) -> set[str]:
+    """Paths in dpkg's file lists, as found on disk (bookworm is merged-/usr: /bin is usr/bin)."""
+    owned: set[str] = set()
+    for listing in (root / "var/lib/dpkg/info").glob("*.list"):
+        for line in listing.read_text().splitlines():
+            path = line.lstrip("/")
+            head, _, rest = path.partition("/")
+            if head in ("bin", "sbin", "lib", "lib64") and (root / head).is_symlink():
+                path = f"usr/{head}/{rest}" if rest else f"usr/{head}"
+            owned.add(path)
+    return owned
+
+
+def mount_root_in(host: Host, root: Path) -> None:
+    """Make `root` usable inside the lab host: its devices, /proc, /sys and a private /run."""
+    host.run(
+        [
+            "sh",
+            "-c",
+            f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc"
+            f" && mount --rbind /sys {root}/sys && mount -t tmpfs tmpfs {root}/run"
+            f" && mkdir -p {root}/run/lock",
+        ]
+    )
+
+
+def chroot_run(
+    host: Host,
+    root: Path,
+    *cmd: str,
+    check: bool = True,
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return host.run(
+        ["chroot", str(root), *cmd], check=check, timeout=timeout, env={**ROOT_ENV, **(env or {})}
+    )
+
+
+def ping(host: Host, ip: str) -> bool:
+    return host.run(["ping", "-c1", "-W1", ip], check=False).returncode == 0
+
+
+def start_server(host: Host, packages: Path) -> tuple[str, str]:
+    proc = host.spawn(
+        "server",
+        [
+            str(BIN / "pcloud-server"),
+            "--state-dir",
+            SERVER_DIR,
+            "--listen",
+            f"{host.ip}:8443",
+            "--packages",
+            str(packages),
+        ],
+    )
+    link = wait_for(
+        lambda: re.search(r"join link: (\S+)", proc.log_text()),
+        timeout=30,
+        what="the server's join link",
+    )
+    line = wait_for(
+        lambda: re.search(r"install line: (.+)", proc.log_text()),
+        timeout=30,
+        what="the server's install line",
+    )
+    return link.group(1), line.group(1).strip()
+
+
+def make_key(srv: Host) -> str:
+    admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR]
+    srv.run(
+        [*admin, "users", "create", "alice", "--password-stdin"], input="correct horse battery\n"
+    )
+    out = srv.run([*admin, "--json", "auth-keys", "create", "--user", "alice", "--reusable"])
+    key: str = json.loads(out.stdout)["key"]
+    return key
+
+
+def start_venv_backend(host: Host, link: str, key: str) -> str:
+    host.spawn(
+        "backend",
+        [str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name],
+        env=ROOT_ENV,
+    )
+    wait_for(
+        lambda: host.pcloud("status", "--json", check=False).returncode == 0,
+        timeout=30,
+        what=f"{host.name}'s backend socket",
+    )
+    host.pcloud("login", link, "--auth-key", key)
+    return host.pcloud("ip").stdout.strip()
+
+
+def root_ip(host: Host, root: Path) -> str:
+    out = chroot_run(host, root, "/usr/bin/pcloud", "status", "--json", check=False)
+    if out.returncode != 0:
+        return ""
+    me = json.loads(out.stdout).get("self") or {}
+    return str(me.get("address") or "")
+
+
+@pytest.mark.lab
+def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
+    lab: Lab, debs: Path, tmp_path: Path
+) -> None:
+    root = make_root(tmp_path / "root")
+    before = files_of(root)
+    shutil.copy(debs / f"pcloud_{VERSION}_amd64.deb", root / "tmp/pcloud.deb")
+    res = in_root(root, "apt-get", "install", "-y", "--no-install-recommends", "/tmp/pcloud.deb")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (root / "opt/pcloud/bin/pcloud-backend").exists()
+    assert "pcloud" in (root / "etc/group").read_text()
+    version = in_root(root, "/usr/bin/pcloud-server", "--help")
+    assert version.returncode == 0, version.stderr
+
+    srv, laptop = lab.add_host("rpi111"), lab.add_host("laptop")
+    link, line = start_server(srv, debs)
+    key = make_key(srv)
+    laptop_ip = start_venv_backend(laptop, link, key)
+
+    # The root's own backend, headless, in a lab host: joins the mesh and pings.
+    device = lab.add_host("device")
+    mount_root_in(device, root)
+    backend = device.spawn(
+        "root-backend",
+        [
+            "chroot",
+            str(root),
+            "/usr/bin/pcloud-backend",
+            "--headless",
+            "--server",
+            link,
+            "--auth-key",
+            key,
+            "--driver",
+            "userspace",
+        ],
+        env=ROOT_ENV,
+    )
+    device_ip = wait_for(lambda: root_ip(device, root), timeout=60, what="device's address")
+    wait_for(lambda: ping(laptop, device_ip), timeout=30, what="laptop -> device over WireGuard")
+    assert ping(device, laptop_ip)
+    backend.stop()
+
+    # remove keeps the state, purge removes it and every file of ours.
+    res = in_root(root, "apt-get", "remove", "-y", "pcloud")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (root / "var/lib/pcloud").is_dir() and any((root / "var/lib/pcloud").iterdir())
+    assert not (root / "opt/pcloud").exists()
+    res = in_root(root, "apt-get", "purge", "-y", "pcloud")
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = files_of(root)
+    ours = sorted(p for p in after if "pcloud" in p)
+    assert not ours, ours
+    # Everything new is another package's file or apt/dpkg bookkeeping.
+    # The dependencies' own maintainer scripts make a few: python3.11 byte-compiles its
+    # standard library and makes /usr/local/lib/python3.11 and /var/lib/python; readline-common
+    # writes /etc/inputrc.
+    bookkeeping = (
+        "var/lib/dpkg/",
+        "var/lib/apt/",
+        "var/cache/",
+        "var/log/",
+        "var/lib/systemd/deb-systemd-helper",
+        "etc/ld.so.cache",
+        "usr/lib/python3",
+        "usr/local/lib/python3",
+        "var/lib/python",
+        "etc/inputrc",
+    )
+    accounts = {f"etc/{n}{s}" for n in ("passwd", "group", "shadow", "gshadow") for s in ("", "-")}
+    owned = owned_by_packages(root)
+    strays = sorted(
+        p
+        for p in after - before
+        if p not in owned and p not in accounts and not p.startswith(bookkeeping)
+    )
+    assert not strays, strays[:40]
+
+    # The one-line install, in a second lab host, from the lab server (no internet there).
+    second = lab.add_host("device2")
+    mount_root_in(second, root)
+    ca_pin = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pcloud.server.security.tls import spki_pin;"
+            "print(spki_pin(open(sys.argv[1], 'rb').read()))",
+            str(srv.path(f"{SERVER_DIR}/tls/ca.pem")),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    pin = re.search(r"--pinnedpubkey (\S+)", line)
+    assert pin and pin.group(1) != ca_pin
+    wrong = line.replace(pin.group(1), ca_pin).replace("sudo sh", "sh").replace("pk_...", key)
+    res = chroot_run(second, root, "sh", "-c", wrong, check=False)
+    assert "does not match pinned public key" in res.stderr, res.stderr
+    assert in_root(root, "dpkg", "-s", "pcloud").returncode != 0
+
+    # install.sh itself refuses a server whose key is not its pin (its second download).
+    script = chroot_run(
+        second,
+        root,
+        "curl",
+        "-fsSk",
+        "--pinnedpubkey",
+        pin.group(1),
+        f"{link.split('/#')[0]}/install.sh",
+    ).stdout
+    (root / "tmp/tampered.sh").write_text(script.replace(pin.group(1), ca_pin))
+    res = chroot_run(second, root, "sh", "/tmp/tampered.sh", "--auth-key", key, check=False)
+    assert res.returncode != 0 and "its key does not match the pin" in res.stderr, res.stderr
+
+    one_line = line.replace("sudo sh", "sh").replace("pk_...", key)
+    res = chroot_run(
+        second,
+        root,
+        "sh",
+        "-c",
+        one_line,
+        timeout=300,
+        check=False,
+        env={
+            "PCLOUD_BACKEND_ARGS": "--driver userspace",
+            "PCLOUD_APT_OPTIONS": "--no-install-recommends",
+        },
+    )
+    log = root / "var/log/pcloud-backend.log"
+    assert res.returncode == 0, (
+        res.stderr[-3000:] + res.stdout[-1000:] + (log.read_text()[-2000:] if log.exists() else "")
+    )
+    assert "pcloud install: done" in res.stdout
+    second_ip = wait_for(lambda: root_ip(second, root), timeout=30, what="device2's address")
+    wait_for(lambda: ping(laptop, second_ip), timeout=30, what="laptop -> device2")
+    assert ping(second, laptop_ip)
