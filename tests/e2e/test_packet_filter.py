@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ import pytest
 from tests.lab import Lab, wait_for
 from tests.lab.host import Host
 from tests.lab.mesh import BIN, SERVER_DIR, Mesh
+from tests.lab.process import Proc
 
 pytestmark = pytest.mark.lab
 Figure = Callable[..., None]
@@ -109,6 +111,11 @@ def whys(host: Host) -> set[str]:
     return {r["why"] for r in filter_of(host)["detail"]}
 
 
+def bound_or_gone(listener: Proc) -> bool:
+    """The `probes listen` process has bound every socket, or has exited."""
+    return "listening" in listener.log_text() or not listener.alive
+
+
 def probe(host: Host, items: list[tuple[str, str, int]]) -> list[bool]:
     argv = [sys.executable, "-m", "tests.lab.probes", "probe", json.dumps(items)]
     answer: list[bool] = json.loads(host.run(argv, timeout=30).stdout)
@@ -163,7 +170,9 @@ def test_policy_ports_hold_on_the_wire(mesh: Mesh, lab: Lab, figure: Figure) -> 
         for h in hosts
     }
     addrs = {name: st["self"]["address"] for name, st in running.items()}
-    for h in hosts:
+    # On the overlay address, as a service for the network binds: every backend's resolver
+    # holds port 53 on a loopback address, so a wildcard bind of udp 53 is refused.
+    listeners = [
         h.spawn(
             "listen",
             [
@@ -173,8 +182,15 @@ def test_policy_ports_hold_on_the_wire(mesh: Mesh, lab: Lab, figure: Figure) -> 
                 "listen",
                 ",".join(map(str, TCP_PORTS)),
                 ",".join(map(str, UDP_PORTS)),
+                addrs[h.name],
             ],
         )
+        for h in hosts
+    ]
+    for p in listeners:
+        # A listener that cannot bind must fail here, not as policy-vs-wire disagreements.
+        wait_for(partial(bound_or_gone, p), timeout=10, what=f"{p} listening")
+        assert p.alive, p.log_text(tail=5)
     for h in hosts:
         wait_for(
             lambda h=h: filter_of(h)["state"] == "in_force",

@@ -1,7 +1,10 @@
 """Small traffic tools run inside lab hosts: listeners and probes for the packet-filter tests.
 
-`python -m tests.lab.probes listen TCP_PORTS UDP_PORTS`: TCP echo on each TCP port, UDP echo on
-each UDP port (all addresses), until killed; prints `listening` once every socket is bound.
+`python -m tests.lab.probes listen TCP_PORTS UDP_PORTS [ADDRESS]`: TCP echo on each TCP port,
+UDP echo on each UDP port, on ADDRESS (default all addresses), until killed; prints `listening`
+once every socket is bound. Pass the host's overlay address when the backend runs: its resolver
+holds port 53 on a loopback address (backend/dns), and a wildcard bind of port 53 beside a bound
+address is refused by Linux (EADDRINUSE).
 
 `python -m tests.lab.probes probe JSON`: JSON is a list of `[ip, kind, port]` (kind `tcp`,
 `udp` or `ping`); every probe runs at once (asyncio), each with a short deadline, and the
@@ -45,12 +48,12 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def listen(tcp: list[int], udp: list[int]) -> None:
+async def listen(tcp: list[int], udp: list[int], address: str = "0.0.0.0") -> None:
     loop = asyncio.get_running_loop()
     for port in tcp:
-        await asyncio.start_server(_echo, "0.0.0.0", port, reuse_address=True)
+        await asyncio.start_server(_echo, address, port, reuse_address=True)
     for port in udp:
-        await loop.create_datagram_endpoint(_Echo, local_addr=("0.0.0.0", port))
+        await loop.create_datagram_endpoint(_Echo, local_addr=(address, port))
     print("listening", flush=True)
     await asyncio.Event().wait()
 
@@ -154,7 +157,7 @@ async def _tcp_quick(ip: str, port: int) -> bool:
 def main(argv: list[str]) -> None:
     if argv[0] == "listen":
         ports = [[int(p) for p in a.split(",") if p] for a in argv[1:3]]
-        asyncio.run(listen(ports[0], ports[1]))
+        asyncio.run(listen(ports[0], ports[1], *argv[3:4]))
     elif argv[0] == "probe":
         items = [(ip, kind, int(port)) for ip, kind, port in json.loads(argv[1])]
         print(json.dumps(asyncio.run(probe(items))))
