@@ -350,7 +350,7 @@ async def test_a_server_list_only_change_reaches_the_backends_saved_netmap(
     # device nothing changes but the server list. The backend must save it anyway, since the
     # jobs (remove-server's calls to another server) read the saved list (issue 12).
     key = ha.a.auth_key(ha.admin, reusable=True, expires_in_s=600)
-    srv_b = register(ha.a, ha.admin, "srv-b")
+    srv_b = register(ha.a, ha.admin, "srv-b", prove=True)  # server secrets need a key proof
     with ha.a.client(ha.admin) as c:
         assert c.patch(f"/api/v1/nodes/{srv_b['node_id']}", json={"role": "server"}).is_success
     settings = BackendSettings(
