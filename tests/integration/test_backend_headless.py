@@ -114,8 +114,8 @@ def test_headless_login_cli_and_restart(
         time.sleep(0.1)
     assert table.returncode == 0
     lines = [line.split() for line in table.stdout.splitlines()]
-    assert lines[0][:4] == [ip.stdout.strip(), "laptop", "bob", "client"]
-    assert lines[1][1:4] == ["rpi111", "bob", "client"]
+    assert lines[0][:4] == [ip.stdout.strip(), "laptop.pcloud.internal", "bob", "client"]
+    assert lines[1][1:4] == ["rpi111.pcloud.internal", "bob", "client"]
     peers = laptop.cli("peers")
     assert peers.returncode == 0 and "rpi111" in peers.stdout and "laptop" not in peers.stdout
 
