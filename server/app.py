@@ -133,7 +133,9 @@ def create_app(
         accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, welcome, install
     ):
         app.include_router(module.router)
-    if settings.metrics_open:
+    # The admin socket (root only) always has them: an operator on the server may read what
+    # the network may not.
+    if settings.metrics_open or local_admin:
         app.include_router(meta.metrics_router)
     # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
     # are still limited and counted.

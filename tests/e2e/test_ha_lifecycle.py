@@ -97,9 +97,11 @@ else:
     print(json.dumps({"digest": fingerprint(snap).digest, "nodes": nodes}))
 """
 # Inside a host: the etcd endpoints a coordination server uses (its metrics), one per line.
+# Through the admin socket (root only): /metrics is closed to the network on a LAN address.
 ENDPOINTS = """
-import re, ssl, sys, httpx
-r = httpx.get(sys.argv[1] + "/metrics", verify=ssl.create_default_context(cafile=sys.argv[2]))
+import re, sys, httpx
+with httpx.Client(transport=httpx.HTTPTransport(uds=sys.argv[1])) as c:
+    r = c.get("http://admin/metrics")
 print("\\n".join(re.findall(r'^pcloud_store_endpoint\\{endpoint="([^"]+)"\\} 1\\.0$', r.text, re.M)))
 """
 # Inside a host: register COUNT new nodes, one after the other, each trying the servers in turn
@@ -155,8 +157,8 @@ def etcd_info(host: Host, mode: str, url: str) -> dict[str, Any]:
     return info
 
 
-def store_endpoints(host: Host, ca: str) -> set[str]:
-    argv = [sys.executable, "-c", ENDPOINTS, f"https://{host.ip}:8443", ca]
+def store_endpoints(host: Host) -> set[str]:
+    argv = [sys.executable, "-c", ENDPOINTS, f"{SERVER_DIR}/admin.sock"]
     return set(host.run(argv, timeout=60).stdout.split())
 
 
@@ -407,7 +409,7 @@ def test_ha_lifecycle_enable_remove_and_demote_the_first_server(lab: Lab, figure
         assert set(members) == {"rpi112", "rpi113"}, members
         member_urls = {u for m in members.values() for u in m["urls"]}
         for host in (rpi112, rpi113):
-            wait_for(lambda h=host: store_endpoints(h, f"{SERVER_DIR}/tls/ca.pem") == member_urls,
+            wait_for(lambda h=host: store_endpoints(h) == member_urls,
                      timeout=15, what=f"{host.name}'s etcd endpoints to be the members")  # fmt: skip
         after = store_view(rpi112, "etcd", "rpi112", member_url(mesh, rpi112))
         # Every record kept, but for the removed server's own (withdrawn on purpose).
