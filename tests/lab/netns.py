@@ -90,8 +90,15 @@ def kill_all_in(ns: str, *, grace: float = 1.0) -> list[int]:
     for pid in victims:
         if _running(pid):
             _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and pids(ns):
+    # A supervisor being stopped may start a new child first (a backend relaunching the
+    # wireguard-go that got our SIGTERM): kill whatever is still or newly there, by PID, until
+    # the namespace is empty; else it outlives the namespace's name.
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and (left := pids(ns)):
+        for pid in left:
+            if pid_in_ns(pid, ns) and _running(pid):
+                _signal(pid, signal.SIGKILL)
+                victims.append(pid)
         time.sleep(0.02)
     return victims
 
