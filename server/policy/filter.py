@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from ..protocol import FilterRule
 from .aliases import Alias, Ports, Rule
 from .engine import PeerIndex
+from .nodeset import NodeFacts
 
 ANY_SOURCE = "*"
 DEFAULT_FILTER = FilterRule(
@@ -128,14 +129,7 @@ def compute(
     out: list[FilterRule] = []
     seen: set[tuple[tuple[str, ...], tuple[int, ...], tuple[tuple[int, int], ...]]] = set()
     for rule in index.rules:
-        ports: list[tuple[int, int]] = []
-        self_ports: list[tuple[int, int]] = []
-        for entry in rule.dst:
-            if entry.alias.kind == "self":
-                if not node.tags:
-                    self_ports += entry.ports
-            elif index.matches(entry.alias, node_id):
-                ports += entry.ports
+        ports, self_ports = _dst_ports(index, rule, node, node_id)
         if ports:
             srcs: list[str] = []
             for alias in rule.src:
@@ -154,6 +148,22 @@ def compute(
     return out
 
 
+def _dst_ports(
+    index: PeerIndex, rule: Rule, node: NodeFacts, node_id: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The ports of `rule` that name this node: by its own aliases, and (untagged nodes only)
+    through `autogroup:self`, which the caller narrows to the same user's devices."""
+    ports: list[tuple[int, int]] = []
+    self_ports: list[tuple[int, int]] = []
+    for entry in rule.dst:
+        if entry.alias.kind == "self":
+            if not node.tags:
+                self_ports += entry.ports
+        elif index.matches(entry.alias, node_id):
+            ports += entry.ports
+    return ports, self_ports
+
+
 def signature(index: PeerIndex, node_id: int) -> tuple[object, ...]:
     """What the node's filter is made of, without expanding any alias: equal signatures under
     two policies over the same nodes mean equal filters (so a policy swap finds the nodes whose
@@ -165,14 +175,7 @@ def signature(index: PeerIndex, node_id: int) -> tuple[object, ...]:
         return ("default",)
     parts: list[object] = []
     for rule in index.rules:
-        ports: list[tuple[int, int]] = []
-        self_ports: list[tuple[int, int]] = []
-        for entry in rule.dst:
-            if entry.alias.kind == "self":
-                if not node.tags:
-                    self_ports += entry.ports
-            elif index.matches(entry.alias, node_id):
-                ports += entry.ports
+        ports, self_ports = _dst_ports(index, rule, node, node_id)
         if ports or self_ports:
             parts.append((rule.src, rule.proto, rule.where, tuple(ports), tuple(self_ports)))
     return tuple(parts)
