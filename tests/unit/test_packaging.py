@@ -67,7 +67,7 @@ def test_wheel_holds_only_the_pcloud_namespace(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("pcloud-")}
     assert tops == {"pcloud"}
-    assert "pcloud/server/protocol.py" in names and "pcloud/backend/__init__.py" in names
+    assert "pcloud/server/protocol/__init__.py" in names and "pcloud/backend/__init__.py" in names
     assert "pcloud/resources/icons/pcloud-connected.svg" in names
     # Only what users run: the K3s stand-in and the screenshot tool live in tests/support.
     assert [n for n in names if "standin" in n or "screenshots" in n] == []

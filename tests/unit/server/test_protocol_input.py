@@ -38,7 +38,7 @@ def test_every_spelling_of_a_key_is_its_canonical_form() -> None:
 
 def test_low_order_points_are_the_ones_libsodium_refuses() -> None:
     # libsodium's X25519 refuses exactly these inputs (has_small_order); the list in
-    # protocol.py must agree with it, bit 255 set or not.
+    # pcloud.server.protocol must agree with it, bit 255 set or not.
     scalar = bytes(nacl.public.PrivateKey.generate())
     for point in LOW_ORDER_POINTS:
         for top in (0, 0x80):
