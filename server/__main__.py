@@ -386,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         from .admin import main as admin_main
 
         return admin_main(argv[1:])
+    if argv and argv[0] == "migrate-to-etcd":  # run by the backend's ha-enable job
+        from .store.migrate_cmd import main as migrate_main
+
+        return migrate_main(argv[1:])
     args = server_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,6 +1,6 @@
 """This server's own etcd member and the coordination server's store flags, for the HA jobs.
 
-The member runs Debian's `etcd` with the flags of `pcloud.server.store.etcd_member` (overlay
+The member runs Debian's `etcd` with the flags of `pcloud.shared.etcd.member` (overlay
 address only, ports 2479/2480, TLS both ways with a leaf from the network CA). Like
 `pcloud-server` it is a systemd unit (`pcloud-etcd.service`) where systemd runs, otherwise a child
 the backend supervises and adopts after a restart through its PID file (the K3s driver's
@@ -33,15 +33,9 @@ from pcloud.backend.k3s.runner import RunError
 from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
 from pcloud.backend.server_supervisor import Supervisor
-from pcloud.server.security.tls import TlsFiles
-from pcloud.server.store.etcd_cluster import ClusterAdmin, MemberInfo
-from pcloud.server.store.etcd_gateway import ssl_context
-from pcloud.server.store.etcd_member import (
-    CLIENT_PORT,
-    MemberSpec,
-    MemberTls,
-    issue_member_cert,
-)
+from pcloud.shared.etcd.cluster import ClusterAdmin, MemberInfo
+from pcloud.shared.etcd.gateway import ssl_context
+from pcloud.shared.etcd.member import CLIENT_PORT, MemberSpec, MemberTls, issue_member_cert
 
 if TYPE_CHECKING:
     from pcloud.backend.local import LocalBackend
@@ -144,11 +138,11 @@ class LocalMember:
         tls = self.tls
         if tls.cert.exists() and tls.key.exists():
             return tls
-        files = TlsFiles.in_dir(self.server_dir)
-        if not files.ca_key.exists():
-            raise HaError(f"the network CA key is not on this server ({files.ca_key})")
+        ca_key = self.server_dir / "tls" / "ca.key"  # the coordination server's CA (tls.py)
+        if not ca_key.exists():
+            raise HaError(f"the network CA key is not on this server ({ca_key})")
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return issue_member_cert(files, self.name, [self.address()], self.dir)
+        return issue_member_cert(tls.ca, ca_key, self.name, [self.address()], self.dir)
 
     # -- the process -----------------------------------------------------------------------
 

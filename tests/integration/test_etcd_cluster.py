@@ -14,8 +14,8 @@ import pytest
 
 from pcloud.server.store.base import Conflict, Put, Unavailable
 from pcloud.server.store.etcd import EtcdStore, WatchBatch
-from pcloud.server.store.etcd_cluster import ClusterAdmin
-from pcloud.server.store.etcd_member import (
+from pcloud.shared.etcd.cluster import ClusterAdmin
+from pcloud.shared.etcd.member import (
     EtcdError,
     NotConfirmed,
     etcd_argv,

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pcloud.server.store.etcd_gateway import ssl_context
-from pcloud.server.store.etcd_member import EtcdMember
+from pcloud.shared.etcd.gateway import ssl_context
+from pcloud.shared.etcd.member import EtcdMember
 from tests.support.coord import CoordServer, etcd_args, share_ca, wait_until
 from tests.support.etcd import Cluster, cluster, needs_etcd
 

@@ -15,12 +15,11 @@ The flags follow research/etcd.md (measured on 3.4.23):
   min, so a dead stream could not be told from a quiet one (EtcdStore's idle timeout is 20 s);
 - `--logger=zap`: the 3.4 default (capnslog) is deprecated and warns on every start.
 
-Membership (learner add, promote, remove) lives in etcd_cluster.py.
+Membership (learner add, promote, remove) lives in cluster.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 import signal
@@ -32,14 +31,10 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..security.tls import TlsFiles, _key_pem, _sans, _write_private
-from .base import StoreError
-from .etcd_gateway import ssl_context
+from pcloud.shared import pki
+from pcloud.shared.errors import StoreError
+from pcloud.shared.etcd.gateway import ssl_context
 
 CLIENT_PORT = 2479
 PEER_PORT = 2480
@@ -66,7 +61,7 @@ class MemberTls:
 
 
 def issue_member_cert(
-    files: TlsFiles, name: str, addresses: Sequence[str], out_dir: Path
+    ca_cert: Path, ca_key: Path, name: str, addresses: Sequence[str], out_dir: Path
 ) -> MemberTls:
     """A leaf from the network CA for one member, good as server and as client (peers dial
     each other with it, and pcloud-server presents it to the client port).
@@ -74,34 +69,14 @@ def issue_member_cert(
     `addresses` must include the address the member dials its peers from: etcd checks a peer's
     client certificate against the connection's source IP. On the overlay that is the member's
     own overlay address (the route to the overlay prefix has it as `src`)."""
-    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CN_PREFIX + name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=730))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(_sans(list(addresses))), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    out = MemberTls(
-        ca=files.ca_cert, cert=out_dir / f"etcd-{name}.pem", key=out_dir / f"etcd-{name}.key"
-    )
-    _write_private(out.key, _key_pem(key))
-    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key = pki.new_key()
+    cert = pki.issue(
+        CN_PREFIX + name, key, days=730, issuer=pki.Issuer.load(ca_cert, ca_key),
+        names=addresses, usages=[pki.SERVER_AUTH, pki.CLIENT_AUTH],
+    )  # fmt: skip
+    out = MemberTls(ca=ca_cert, cert=out_dir / f"etcd-{name}.pem", key=out_dir / f"etcd-{name}.key")
+    pki.write_private(out.key, pki.key_pem(key))
+    out.cert.write_bytes(pki.cert_pem(cert))
     return out
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import StoreError
-from .etcd_gateway import Gateway
-from .etcd_member import EtcdError, EtcdMember, MemberSpec, MemberTls, etcd_argv
+from pcloud.shared.errors import StoreError
+from pcloud.shared.etcd.gateway import Gateway
+from pcloud.shared.etcd.member import EtcdError, EtcdMember, MemberSpec, MemberTls, etcd_argv
 
 T = TypeVar("T")
 
