@@ -1,4 +1,5 @@
-"""Waiting on and reaping processes by PID, for every supervisor in the backend.
+"""Waiting on and reaping processes by PID, for every supervisor in the backend, and waiting
+until a daemon that was started answers on its URL (`wait_until_up`).
 
 Both the WireGuard userspace driver and the service supervisor (coordination server, K3s) watch
 processes they may not have started themselves (adopted after a backend restart), so exits are
@@ -11,6 +12,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
+import time
+from collections.abc import Callable
+
+import httpx
 
 
 async def wait_pid_exit(pid: int, within: float | None = None) -> bool:
@@ -57,3 +63,48 @@ async def terminate(pid: int, grace: float = 5.0) -> None:
             os.kill(pid, signal.SIGKILL)
         await wait_pid_exit(pid, 5.0)
     reap(pid)
+
+
+class NotUp(RuntimeError):
+    """A daemon did not come up: it died first (`died`), or `timeout` passed (the last answer)."""
+
+    def __init__(self, reason: str, *, died: bool) -> None:
+        super().__init__(reason)
+        self.died = died
+
+
+def _ok(answer: httpx.Response) -> bool:
+    return answer.status_code == 200
+
+
+async def wait_until_up(
+    url: str,
+    verify: Callable[[], ssl.SSLContext | bool | None],
+    *,
+    timeout: float,
+    died: Callable[[], str | None],
+    healthy: Callable[[httpx.Response], bool] = _ok,
+) -> None:
+    """Poll GET `url` until `healthy(answer)` (default: a 200) for the K3s API, pcloud-server
+    and etcd alike. `verify()` is the TLS context to check the daemon with, None while it cannot
+    be made yet (a CA file the daemon writes as it starts). Raises `NotUp` as soon as `died()`
+    names a reason, or with the last answer once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        reason = died()
+        if reason is not None:
+            raise NotUp(reason, died=True)
+        context = verify()
+        if context is not None:
+            try:
+                async with httpx.AsyncClient(verify=context, timeout=2.0) as client:
+                    answer = await client.get(url)
+                if healthy(answer):
+                    return
+                last = f"HTTP {answer.status_code}"
+            except (httpx.HTTPError, ValueError) as exc:
+                last = str(exc) or type(exc).__name__
+        if time.monotonic() > deadline:
+            raise NotUp(last, died=False)
+        await asyncio.sleep(0.2)  # polling a daemon that is starting: it offers no signal

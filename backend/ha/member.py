@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ import httpx
 from pcloud.backend.k3s.runner import RunError
 from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
+from pcloud.backend.proc import NotUp, wait_until_up
 from pcloud.backend.server_supervisor import Supervisor
 from pcloud.shared.etcd.cluster import ClusterAdmin, MemberInfo
 from pcloud.shared.etcd.gateway import ssl_context
@@ -201,27 +201,22 @@ class LocalMember:
         """Until this member's /health says true (it has a leader), answered by this member."""
         url = client_url(self.address()) + "/health"
         verify = ssl_context(self.tls.ca, self.tls.cert, self.tls.key)
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        async with httpx.AsyncClient(verify=verify, timeout=2.0) as client:
-            while True:
-                died = self.service.died()
-                if died is not None:
-                    raise HaError(f"etcd did not come up: {died}")
-                try:
-                    answer = await client.get(url)
-                    if answer.status_code == 200 and answer.json().get("health") == "true":
-                        self.service.came_up = True
-                        return
-                    last = f"HTTP {answer.status_code} {answer.text[:100]}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    last = str(exc) or type(exc).__name__
-                if time.monotonic() > deadline:
-                    raise HaError(
-                        f"etcd on {url} not healthy within {timeout:.0f}s ({last}); "
-                        f"{self.service.log_tail()}"
-                    )
-                await asyncio.sleep(0.2)  # polling a starting daemon: it offers no signal
+
+        def healthy(answer: httpx.Response) -> bool:
+            return answer.status_code == 200 and answer.json().get("health") == "true"
+
+        try:
+            await wait_until_up(
+                url, lambda: verify, timeout=timeout, died=self.service.died, healthy=healthy
+            )
+        except NotUp as exc:
+            if exc.died:
+                raise HaError(f"etcd did not come up: {exc}") from None
+            raise HaError(
+                f"etcd on {url} not healthy within {timeout:.0f}s ({exc}); "
+                f"{self.service.log_tail()}"
+            ) from None
+        self.service.came_up = True
 
     # -- membership (blocking calls, in a thread) ------------------------------------------
 
