@@ -15,6 +15,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 
@@ -66,11 +67,17 @@ async def terminate(pid: int, grace: float = 5.0) -> None:
 
 
 class NotUp(RuntimeError):
-    """A daemon did not come up: it died first (`died`), or `timeout` passed (the last answer)."""
+    """A daemon did not come up: it died first, or it did not answer in time."""
 
-    def __init__(self, reason: str, *, died: bool) -> None:
-        super().__init__(reason)
-        self.died = died
+
+class Daemon(Protocol):
+    """What `wait_until_up` needs of a supervised daemon (a ChildService or SystemdService)."""
+
+    came_up: bool
+
+    def died(self) -> str | None: ...
+
+    def log_tail(self) -> str: ...
 
 
 def _ok(answer: httpx.Response) -> bool:
@@ -78,33 +85,40 @@ def _ok(answer: httpx.Response) -> bool:
 
 
 async def wait_until_up(
+    what: str,
     url: str,
     verify: Callable[[], ssl.SSLContext | bool | None],
     *,
     timeout: float,
-    died: Callable[[], str | None],
+    daemon: Daemon | None,
+    error: Callable[[str], Exception] = NotUp,
     healthy: Callable[[httpx.Response], bool] = _ok,
 ) -> None:
-    """Poll GET `url` until `healthy(answer)` (default: a 200) for the K3s API, pcloud-server
-    and etcd alike. `verify()` is the TLS context to check the daemon with, None while it cannot
-    be made yet (a CA file the daemon writes as it starts). Raises `NotUp` as soon as `died()`
-    names a reason, or with the last answer once `timeout` seconds have passed."""
+    """Poll GET `url` until `healthy(answer)` (default: a 200), for the K3s API, pcloud-server
+    and etcd alike, then mark `daemon` as having come up (a later crash is only restarted).
+
+    `verify()` is the TLS context to check the daemon with, None while it cannot be made yet (a
+    CA file the daemon writes as it starts). Raises `error(message)` as soon as the daemon died,
+    or with the last answer and its log's tail once `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
-        reason = died()
+        reason = daemon.died() if daemon is not None else None
         if reason is not None:
-            raise NotUp(reason, died=True)
+            raise error(f"{what} did not come up: {reason}")
         context = verify()
         if context is not None:
             try:
                 async with httpx.AsyncClient(verify=context, timeout=2.0) as client:
                     answer = await client.get(url)
                 if healthy(answer):
-                    return
+                    break
                 last = f"HTTP {answer.status_code}"
             except (httpx.HTTPError, ValueError) as exc:
                 last = str(exc) or type(exc).__name__
         if time.monotonic() > deadline:
-            raise NotUp(last, died=False)
+            tail = daemon.log_tail() if daemon is not None else ""
+            raise error(f"{what} at {url} did not answer within {timeout:.0f}s ({last}); {tail}")
         await asyncio.sleep(0.2)  # polling a daemon that is starting: it offers no signal
+    if daemon is not None:
+        daemon.came_up = True

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeAlias
 from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner
 from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
 from pcloud.backend.persist import atomic_write
-from pcloud.backend.proc import NotUp, wait_until_up
+from pcloud.backend.proc import wait_until_up
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +258,7 @@ class Services:
             exists = ca_file.exists()
             return ssl.create_default_context(cafile=str(ca_file)) if exists else None
 
-        def died() -> str | None:
-            return self.child.died() if self.manager == "child" else None
-
-        try:
-            await wait_until_up(f"{url}/api/v1/health", verify, timeout=timeout, died=died)
-        except NotUp as exc:
-            if exc.died:
-                raise ServiceError(str(exc)) from None
-            tail = self.child.log_tail() if self.manager == "child" else ""
-            raise ServiceError(f"{url} did not answer within {timeout:.0f}s ({exc}) {tail}") from None
-        self.child.came_up = True
+        await wait_until_up(
+            "pcloud-server", f"{url}/api/v1/health", verify, timeout=timeout,
+            daemon=self.child if self.manager == "child" else None, error=ServiceError,
+        )  # fmt: skip

@@ -31,7 +31,7 @@ import httpx
 from pcloud.backend.k3s.runner import RunError
 from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
-from pcloud.backend.proc import NotUp, wait_until_up
+from pcloud.backend.proc import wait_until_up
 from pcloud.backend.server_supervisor import Supervisor
 from pcloud.shared.etcd.cluster import ClusterAdmin, MemberInfo
 from pcloud.shared.etcd.gateway import ssl_context
@@ -205,18 +205,10 @@ class LocalMember:
         def healthy(answer: httpx.Response) -> bool:
             return answer.status_code == 200 and answer.json().get("health") == "true"
 
-        try:
-            await wait_until_up(
-                url, lambda: verify, timeout=timeout, died=self.service.died, healthy=healthy
-            )
-        except NotUp as exc:
-            if exc.died:
-                raise HaError(f"etcd did not come up: {exc}") from None
-            raise HaError(
-                f"etcd on {url} not healthy within {timeout:.0f}s ({exc}); "
-                f"{self.service.log_tail()}"
-            ) from None
-        self.service.came_up = True
+        await wait_until_up(
+            "etcd", url, lambda: verify, timeout=timeout, daemon=self.service, error=HaError,
+            healthy=healthy,
+        )  # fmt: skip
 
     # -- membership (blocking calls, in a thread) ------------------------------------------
 

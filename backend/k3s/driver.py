@@ -31,7 +31,7 @@ from pcloud.backend.k3s import flags, install, token, yamlish
 from pcloud.backend.k3s.config import K3sConfig, Role
 from pcloud.backend.k3s.runner import Result, Runner, SubprocessRunner, redact
 from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
-from pcloud.backend.proc import NotUp, wait_until_up
+from pcloud.backend.proc import wait_until_up
 
 log = logging.getLogger(__name__)
 
@@ -240,16 +240,9 @@ class K3sDriver:
         """Wait until https://NODE_IP:PORT/ping answers; fail early if K3s died meanwhile."""
         host = f"[{node_ip}]" if ":" in node_ip else node_ip
         url = f"https://{host}:{port}/ping"
-        try:
-            await wait_until_up(url, self._ssl, timeout=timeout, died=self.service.died)
-        except NotUp as exc:
-            if exc.died:
-                raise K3sError(f"K3s did not come up: {exc}") from None
-            raise K3sError(
-                f"K3s API at {url} did not answer within {timeout:.0f}s ({exc}); "
-                f"{self.service.log_tail()}"
-            ) from None
-        self.service.came_up = True
+        await wait_until_up(
+            "K3s API", url, self._ssl, timeout=timeout, daemon=self.service, error=K3sError
+        )
 
     async def wait_node_ready(self, node_name: str, timeout: float = 300.0) -> Node:
         """Wait until `kubectl get nodes` lists `node_name` as Ready."""
