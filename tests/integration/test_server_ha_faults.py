@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from pcloud.shared.etcd.gateway import ssl_context
-from pcloud.shared.etcd.member import EtcdMember
 from tests.support.coord import CoordServer, etcd_args, share_ca, wait_until
 from tests.support.etcd import Cluster, cluster, needs_etcd
+from tests.support.etcd_member import EtcdMember
 
 pytestmark = needs_etcd
 

@@ -18,13 +18,8 @@ import pytest
 
 from pcloud.server.security.tls import TlsFiles, ensure_ca
 from pcloud.server.store.etcd import EtcdStore
-from pcloud.shared.etcd.member import (
-    EtcdMember,
-    MemberSpec,
-    MemberTls,
-    etcd_argv,
-    issue_member_cert,
-)
+from pcloud.shared.etcd.member import MemberSpec, MemberTls, etcd_argv, issue_member_cert
+from tests.support.etcd_member import EtcdMember
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
