@@ -17,7 +17,7 @@ from types import ModuleType
 
 pytest_plugins = ["tests.lab.fixtures"]
 
-BARE = {"server", "backend", "gui", "resources"}
+BARE = {"server", "backend", "gui", "resources", "shared"}
 
 
 class RefuseBareNames(importlib.abc.MetaPathFinder):

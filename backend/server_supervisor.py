@@ -20,7 +20,6 @@ carries the one-time setup code, goes nowhere: the code is read from its 0600 fi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import shlex
@@ -29,11 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-import httpx
-
 from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner
 from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
 from pcloud.backend.persist import atomic_write
+from pcloud.backend.proc import wait_until_up
 
 log = logging.getLogger(__name__)
 
@@ -254,27 +252,13 @@ class Services:
 
     async def wait_healthy(self, url: str, ca_file: Path, timeout: float = 30.0) -> None:
         """Wait until GET URL/api/v1/health answers over TLS with the network's CA."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last = "no answer"
-        while True:
-            if self.manager == "child" and self.child.died():
-                raise ServiceError(
-                    f"pcloud-server exited with code {self.child.exits[-1]}: "
-                    f"{self.child.log_tail()}"
-                )
-            if ca_file.exists():  # noqa: ASYNC240 - one stat of a local file
-                try:
-                    ctx = ssl.create_default_context(cafile=str(ca_file))
-                    async with httpx.AsyncClient(verify=ctx, timeout=2.0) as client:
-                        r = await client.get(f"{url}/api/v1/health")
-                    if r.status_code == 200:
-                        self.child.came_up = True
-                        return
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    last = str(exc) or type(exc).__name__
-            if loop.time() > deadline:
-                tail = self.child.log_tail() if self.manager == "child" else ""
-                raise ServiceError(f"{url} did not answer within {timeout:.0f}s ({last}) {tail}")
-            await asyncio.sleep(0.2)  # polling a daemon that is starting; no event to wait on
+
+        def verify() -> ssl.SSLContext | None:
+            # The server writes its CA as it starts: until then there is nothing to check with.
+            exists = ca_file.exists()
+            return ssl.create_default_context(cafile=str(ca_file)) if exists else None
+
+        await wait_until_up(
+            "pcloud-server", f"{url}/api/v1/health", verify, timeout=timeout,
+            daemon=self.child if self.manager == "child" else None, error=ServiceError,
+        )  # fmt: skip

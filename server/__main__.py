@@ -32,6 +32,7 @@ from .store.base import StoreError
 from .transport.fds import raise_open_files_limit
 from .transport.options import add_connection_arguments, connection_settings, transport_limits
 from .transport.protocol import guarded_protocol, tls_context
+from .transport.runtime import tune_runtime
 
 log = logging.getLogger("pcloud.server")
 
@@ -252,30 +253,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-# Bytes asyncio's TLS transport reads from a socket at a time: a poll or a registration is a
-# few hundred bytes, and every connection keeps a buffer this size (see tune_runtime).
-SSL_READ_BUFFER = 1024
-# Allocations (less deallocations) between two young-generation collections (default 700).
-GC_THRESHOLD = 20_000
-
-
-def tune_runtime() -> None:
-    """Process-wide settings for holding ~10,000 idle TLS connections (DESIGN section 7)."""
-    # asyncio's SSLProtocol allocates a zeroed read buffer of `max_size` (256 KiB) per
-    # connection: 2.5 GB at 10,000 long polls. A private attribute, hence the hasattr guard; one
-    # TLS record is at most 16 KiB, so a larger buffer only saves read calls on bulk transfers,
-    # which this server does not have.
-    import asyncio.sslproto
-
-    if hasattr(asyncio.sslproto.SSLProtocol, "max_size"):
-        asyncio.sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
-    # The heap holds ~100 objects per connected node that live as long as the connection; with
-    # the default thresholds the cyclic GC walked them over and over while 10,000 answers went
-    # out (a quarter of a fan-out's CPU in a profile). Collect young objects less often; the
-    # modules, app and state loaded at start are frozen out of collections in `serve`.
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
-
-
 class DrainingServer(uvicorn.Server):
     """uvicorn's server that, when stopping, answers the held long polls instead of letting the
     graceful-shutdown timeout cut them off with a 500.
@@ -386,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         from .admin import main as admin_main
 
         return admin_main(argv[1:])
+    if argv and argv[0] == "migrate-to-etcd":  # run by the backend's ha-enable job
+        from .store.migrate_cmd import main as migrate_main
+
+        return migrate_main(argv[1:])
     args = server_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,6 +1,6 @@
 """This server's own etcd member and the coordination server's store flags, for the HA jobs.
 
-The member runs Debian's `etcd` with the flags of `pcloud.server.store.etcd_member` (overlay
+The member runs Debian's `etcd` with the flags of `pcloud.shared.etcd.member` (overlay
 address only, ports 2479/2480, TLS both ways with a leaf from the network CA). Like
 `pcloud-server` it is a systemd unit (`pcloud-etcd.service`) where systemd runs, otherwise a child
 the backend supervises and adopts after a restart through its PID file (the K3s driver's
@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,16 +31,11 @@ import httpx
 from pcloud.backend.k3s.runner import RunError
 from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
+from pcloud.backend.proc import wait_until_up
 from pcloud.backend.server_supervisor import Supervisor
-from pcloud.server.security.tls import TlsFiles
-from pcloud.server.store.etcd_cluster import ClusterAdmin, MemberInfo
-from pcloud.server.store.etcd_gateway import ssl_context
-from pcloud.server.store.etcd_member import (
-    CLIENT_PORT,
-    MemberSpec,
-    MemberTls,
-    issue_member_cert,
-)
+from pcloud.shared.etcd.cluster import ClusterAdmin, MemberInfo
+from pcloud.shared.etcd.gateway import ssl_context
+from pcloud.shared.etcd.member import CLIENT_PORT, MemberSpec, MemberTls, issue_member_cert
 
 if TYPE_CHECKING:
     from pcloud.backend.local import LocalBackend
@@ -144,11 +138,11 @@ class LocalMember:
         tls = self.tls
         if tls.cert.exists() and tls.key.exists():
             return tls
-        files = TlsFiles.in_dir(self.server_dir)
-        if not files.ca_key.exists():
-            raise HaError(f"the network CA key is not on this server ({files.ca_key})")
+        ca_key = self.server_dir / "tls" / "ca.key"  # the coordination server's CA (tls.py)
+        if not ca_key.exists():
+            raise HaError(f"the network CA key is not on this server ({ca_key})")
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return issue_member_cert(files, self.name, [self.address()], self.dir)
+        return issue_member_cert(tls.ca, ca_key, self.name, [self.address()], self.dir)
 
     # -- the process -----------------------------------------------------------------------
 
@@ -207,27 +201,14 @@ class LocalMember:
         """Until this member's /health says true (it has a leader), answered by this member."""
         url = client_url(self.address()) + "/health"
         verify = ssl_context(self.tls.ca, self.tls.cert, self.tls.key)
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        async with httpx.AsyncClient(verify=verify, timeout=2.0) as client:
-            while True:
-                died = self.service.died()
-                if died is not None:
-                    raise HaError(f"etcd did not come up: {died}")
-                try:
-                    answer = await client.get(url)
-                    if answer.status_code == 200 and answer.json().get("health") == "true":
-                        self.service.came_up = True
-                        return
-                    last = f"HTTP {answer.status_code} {answer.text[:100]}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    last = str(exc) or type(exc).__name__
-                if time.monotonic() > deadline:
-                    raise HaError(
-                        f"etcd on {url} not healthy within {timeout:.0f}s ({last}); "
-                        f"{self.service.log_tail()}"
-                    )
-                await asyncio.sleep(0.2)  # polling a starting daemon: it offers no signal
+
+        def healthy(answer: httpx.Response) -> bool:
+            return answer.status_code == 200 and answer.json().get("health") == "true"
+
+        await wait_until_up(
+            "etcd", url, lambda: verify, timeout=timeout, daemon=self.service, error=HaError,
+            healthy=healthy,
+        )  # fmt: skip
 
     # -- membership (blocking calls, in a thread) ------------------------------------------
 

@@ -30,8 +30,6 @@ restarted once with `--force-new-cluster`, then normally, then the server on it 
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcloud.backend.control.pinning import ca_fingerprint, parse_join_link
@@ -46,32 +44,17 @@ from pcloud.backend.ha.member import (
     store_args,
     without_store_args,
 )
+from pcloud.backend.ha.migration import Copied, migrate_to_etcd
 from pcloud.backend.jobs.install_server import _listen
 from pcloud.backend.jobs.runner import JobSpec, Step, StepContext, StepSkipped
-from pcloud.server.store.etcd import EtcdStore
-from pcloud.server.store.etcd_gateway import b64, prefix_end
-from pcloud.server.store.etcd_member import etcd_argv, force_new_cluster_argv
-from pcloud.server.store.migrate import MigrationReport, migrate, read_marker
-from pcloud.server.store.sqlite import SqliteStore
+from pcloud.shared import pki
+from pcloud.shared.etcd.member import etcd_argv, force_new_cluster_argv
 
 if TYPE_CHECKING:
     from pcloud.backend.local import LocalBackend
 
 ENABLE, JOIN, FORCE = "ha-enable", "ha-join", "ha-force-new-cluster"
 CONFIRMATION = "yes-i-lost-the-other-servers"
-
-
-def _write_private(path: Path, data: str) -> None:
-    """0600 from the first byte (the CA key), replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def listen_url(argv: list[str]) -> str:
@@ -177,40 +160,21 @@ class HaJobs:
             member.save(store=None)
             await services.start_server_argv(old_argv)
             raise
-        counts = {k: v for k, v in report.target.counts.items() if v}
-        ctx.set_result(records=sum(report.source.counts.values()), digest=report.source.digest)
+        counts = {k: v for k, v in report.counts.items() if v}
+        ctx.set_result(records=report.records, digest=report.source_digest)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         how = "resumed, " if report.resumed else ""
-        return f"{how}{shown}; sha256 {report.target.digest[:16]} equal before and after; {url}"
+        return f"{how}{shown}; sha256 {report.target_digest[:16]} equal before and after; {url}"
 
-    async def copy(self, ctx: StepContext) -> MigrationReport:
-        """SQLite -> etcd, checked; a finished copy no server used is replaced (see above)."""
-        tls = self.member.tls
-        source = SqliteStore(self.backend.services.server_dir / "pcloud.db")
-        target = EtcdStore(
-            [client_url(self.member.address())], ca_file=tls.ca, cert_file=tls.cert,
-            key_file=tls.key, timeout=5.0,
-        )  # fmt: skip
-        loop = asyncio.get_running_loop()
-
-        def after_batch(written: int) -> None:
-            loop.call_soon_threadsafe(ctx.progress, f"{written} records copied")
-
-        def run() -> MigrationReport:
-            marker = read_marker(target)
-            if marker is not None and marker.get("state") == "done":
-                end = prefix_end(target.prefix)
-                target.gateway.call(
-                    "/v3/kv/deleterange", {"key": b64(target.prefix), "range_end": b64(end)}
-                )
-                target.revision = 0
-            return migrate(source, target, after_batch=after_batch)
-
-        try:
-            return await asyncio.to_thread(run)
-        finally:
-            source.close()
-            target.close()
+    async def copy(self, ctx: StepContext) -> Copied:
+        """SQLite -> etcd, checked, by `pcloud-server migrate-to-etcd`; a finished copy that no
+        server used is replaced (see above)."""
+        return await migrate_to_etcd(
+            self.backend.services.server_dir / "pcloud.db",
+            [client_url(self.member.address())],
+            self.member.tls,
+            lambda written: ctx.progress(f"{written} records copied"),
+        )
 
     async def other_servers(self, ctx: StepContext) -> str:
         me = self.backend.settings.hostname
@@ -232,7 +196,7 @@ class HaJobs:
         tls_dir = backend.services.server_dir / "tls"
         tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (tls_dir / "ca.pem").write_text(cert)
-        _write_private(tls_dir / "ca.key", key)
+        pki.write_private(tls_dir / "ca.key", key.encode())
         return f"CA sha256:{pinned[:16]} (the one pinned at login)"
 
     async def join_member(self, ctx: StepContext) -> str:

@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from pcloud.backend.k3s import flags, install, token, yamlish
 from pcloud.backend.k3s.config import K3sConfig, Role
 from pcloud.backend.k3s.runner import Result, Runner, SubprocessRunner, redact
 from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
+from pcloud.backend.proc import wait_until_up
 
 log = logging.getLogger(__name__)
 
@@ -241,27 +240,9 @@ class K3sDriver:
         """Wait until https://NODE_IP:PORT/ping answers; fail early if K3s died meanwhile."""
         host = f"[{node_ip}]" if ":" in node_ip else node_ip
         url = f"https://{host}:{port}/ping"
-        deadline = time.monotonic() + timeout
-        last = ""
-        while True:
-            died = self.service.died()
-            if died is not None:
-                raise K3sError(f"K3s did not come up: {died}")
-            try:
-                async with httpx.AsyncClient(verify=self._ssl(), timeout=2.0) as client:
-                    r = await client.get(url)
-                if r.status_code == 200:
-                    self.service.came_up = True
-                    return
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as exc:
-                last = str(exc) or type(exc).__name__
-            if time.monotonic() > deadline:
-                raise K3sError(
-                    f"K3s API at {url} did not answer within {timeout:.0f}s ({last}); "
-                    f"{self.service.log_tail()}"
-                )
-            await asyncio.sleep(_POLL)
+        await wait_until_up(
+            "K3s API", url, self._ssl, timeout=timeout, daemon=self.service, error=K3sError
+        )
 
     async def wait_node_ready(self, node_name: str, timeout: float = 300.0) -> Node:
         """Wait until `kubectl get nodes` lists `node_name` as Ready."""

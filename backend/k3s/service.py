@@ -16,12 +16,11 @@ import json
 import logging
 import os
 import shlex
-import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pcloud.backend.k3s.runner import RunError, Runner
-from pcloud.backend.proc import reap, wait_pid_exit
+from pcloud.backend.proc import reap, terminate, wait_pid_exit
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +238,7 @@ class ChildService:
         self.pid_file.write_text(f"{self.pid}\n{self._fingerprint()}\n")
 
     async def _terminate(self, pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not await wait_pid_exit(pid, 10.0):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            await wait_pid_exit(pid, 5.0)
-        reap(pid)
+        await terminate(pid, grace=10.0)
 
     async def _supervise(self) -> None:
         backoff = _BACKOFF_MIN

@@ -2,7 +2,7 @@
 
 K3s (supervisor/apiserver 6443, kubelet 10250, its embedded etcd 2379-2380, flannel VXLAN 8472/udp
 and flannel-wireguard 51820-51821/udp), our own etcd members (2479-2480, see
-`server/store/etcd_member.py`) and the coordination server (8443) run between server-role nodes
+`shared/etcd/member.py`) and the coordination server (8443) run between server-role nodes
 over the overlay. A policy document replaces the default rules, so without this rule any document
 that forgets `role:server` would cut the cluster apart (K3s nodes NotReady). These rules are added
 to every policy, default or document, by `PeerIndex`; the dry run lists them as built in.

@@ -12,6 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+# Defined with the shared etcd client that raises them; the server's code takes them from here.
+from pcloud.shared.errors import StoreError as StoreError
+from pcloud.shared.errors import Unavailable as Unavailable
+
 # "addr" holds one record per allocated overlay address (key: the IP, value: {"node": id}),
 # written with `Claim` so two servers can never hand out the same address.
 Kind = Literal["user", "token", "authkey", "node", "policy", "meta", "addr"]
@@ -56,10 +60,6 @@ class Snapshot:
     records: dict[Kind, dict[str, dict[str, Any]]]
 
 
-class StoreError(Exception):
-    """The store could not complete a transaction; nothing of it was applied."""
-
-
 class Conflict(StoreError):
     """Another writer committed since this store last read or wrote: reload, then retry.
 
@@ -71,15 +71,6 @@ class Conflict(StoreError):
         super().__init__(message)
         self.revision = revision
         self.version = version
-
-
-class Unavailable(StoreError):
-    """No replica could take the transaction (no quorum, every endpoint down or timing out).
-
-    The outcome is unknown: the write may still be applied once quorum returns (etcd keeps the
-    proposal in the leader's log). The server answers 503, keeps serving reads from memory and
-    resynchronises (reload, or the watch) before trusting its view for the next change.
-    """
 
 
 class ClaimTaken(StoreError):

@@ -14,7 +14,7 @@ sit in the leader's log and be applied once quorum returns. Its token is then fo
 lands, `watch` delivers it like any other writer's change (and the next commit gets `Conflict`).
 
 Big commits: etcd refuses a txn with more than --max-txn-ops ops (default 128). Our members run
-with --max-txn-ops=1024 (etcd_cluster.py); a commit above `max_txn_ops` is refused here with a
+with --max-txn-ops=1024 (shared/etcd/member.py); a commit above `max_txn_ops` is refused here with a
 clear StoreError rather than split, since a split commit would not be atomic.
 """
 
@@ -25,11 +25,21 @@ import json
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from pcloud.shared.etcd.gateway import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_TIMEOUT_S,
+    Gateway,
+    GatewayError,
+    as_int,
+    b64,
+    prefix_end,
+    unb64,
+)
 
 from .base import (
     KINDS,
@@ -42,48 +52,14 @@ from .base import (
     Snapshot,
     StoreError,
 )
-from .etcd_gateway import (
-    DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_TIMEOUT_S,
-    Gateway,
-    GatewayError,
-    as_int,
-    b64,
-    prefix_end,
-    unb64,
-)
+from .etcd_watch import Compacted as Compacted
+from .etcd_watch import WatchBatch as WatchBatch
+from .etcd_watch import batches
 
 PREFIX = "/pcloud/"
 VERSION_KEY = "meta/version"
-MAX_TXN_OPS = 1024  # what etcd_cluster passes as --max-txn-ops
+MAX_TXN_OPS = 1024  # what pcloud.shared.etcd.member passes as --max-txn-ops
 PAGE = 500  # keys per range page at load: bounded answers whatever the store's size
-
-
-class Compacted(StoreError):
-    """The watch's start revision was compacted away: reload everything, then watch again."""
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"etcd history compacted up to revision {compact_revision}")
-        self.compact_revision = compact_revision
-
-
-@dataclass(frozen=True)
-class Change:
-    kind: Kind
-    key: str
-    value: dict[str, Any] | None  # None: deleted
-    revision: int
-
-
-@dataclass
-class WatchBatch:
-    """Everything one foreign commit changed (one etcd revision), counter excluded."""
-
-    revision: int
-    version: int | None  # None: a write that did not go through commit() (etcdctl, repair)
-    writer: str | None
-    commit: str | None = None  # the committing txn's token
-    changes: list[Change] = field(default_factory=list)
 
 
 def _dump(value: Any) -> bytes:
@@ -107,13 +83,9 @@ class EtcdStore:
         watch_idle_timeout: float = 20.0,
     ) -> None:
         self.gateway = Gateway(
-            endpoints,
-            ca_file=ca_file,
-            cert_file=cert_file,
-            key_file=key_file,
-            timeout=timeout,
-            max_in_flight=max_in_flight,
-        )
+            endpoints, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+            timeout=timeout, max_in_flight=max_in_flight,
+        )  # fmt: skip
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.max_txn_ops = max_txn_ops
         self.watch_idle_timeout = watch_idle_timeout
@@ -334,26 +306,6 @@ class EtcdStore:
             self.revision = batch.revision
             self.version = batch.version
 
-    def _batches(self, events: list[dict[str, Any]]) -> list[WatchBatch]:
-        out: dict[int, WatchBatch] = {}
-        for ev in events:
-            kv = ev.get("kv", {})
-            rev = as_int(kv.get("mod_revision"))
-            batch = out.setdefault(rev, WatchBatch(revision=rev, version=None, writer=None))
-            raw = unb64(kv.get("key"))
-            deleted = ev.get("type") == "DELETE"
-            if raw.decode() == self.version_key and not deleted:
-                counter = json.loads(unb64(kv.get("value")))
-                batch.version = int(counter.get("version", 0))
-                batch.writer = counter.get("writer")
-                batch.commit = counter.get("commit")
-                continue
-            where = self.split(raw)
-            if where is not None:
-                value = None if deleted else json.loads(unb64(kv.get("value")))
-                batch.changes.append(Change(where[0], where[1], value, rev))
-        return [out[r] for r in sorted(out)]
-
     async def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchBatch]:
         """Other writers' commits from `from_revision` on (default: just after the last load).
 
@@ -386,7 +338,7 @@ class EtcdStore:
                                 raise Compacted(compact)
                             break
                         backoff = 0.05
-                        for batch in self._batches(result.get("events", [])):
+                        for batch in batches(result.get("events", []), self.version_key, self.split):
                             next_rev = batch.revision + 1
                             if batch.commit is not None and batch.commit in self._mine:
                                 del self._mine[batch.commit]  # our own acknowledged commit

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pcloud.shared.etcd.gateway import b64, prefix_end, unb64
+
 from .base import KINDS, Delete, Op, Put, Snapshot, Store, StoreError
 from .etcd import EtcdStore
-from .etcd_gateway import b64, unb64
 
 MARKER = "_migration"
 
@@ -70,6 +71,14 @@ def read_marker(target: EtcdStore) -> dict[str, Any] | None:
     answer = target.gateway.call("/v3/kv/range", {"key": b64(_marker_key(target))})
     kvs = answer.get("kvs", [])
     return json.loads(unb64(kvs[0].get("value"))) if kvs else None
+
+
+def clear(target: EtcdStore) -> None:
+    """Delete everything under the store's prefix (a finished copy that no server ever served
+    from, to be replaced by a fresh one: the source may have changed since)."""
+    end = prefix_end(target.prefix)
+    target.gateway.call("/v3/kv/deleterange", {"key": b64(target.prefix), "range_end": b64(end)})
+    target.revision = 0
 
 
 def _write_marker(target: EtcdStore, state: str, source: Fingerprint, *, create: bool) -> None:

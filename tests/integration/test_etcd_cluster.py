@@ -14,14 +14,15 @@ import pytest
 
 from pcloud.server.store.base import Conflict, Put, Unavailable
 from pcloud.server.store.etcd import EtcdStore, WatchBatch
-from pcloud.server.store.etcd_cluster import ClusterAdmin
-from pcloud.server.store.etcd_member import (
+from pcloud.shared.etcd.cluster import ClusterAdmin
+from pcloud.shared.etcd.member import (
     EtcdError,
     NotConfirmed,
     etcd_argv,
     force_new_cluster_argv,
 )
 from tests.support.etcd import ADDRESSES, Cluster, cluster, needs_etcd
+from tests.support.etcd_member import join
 
 pytestmark = needs_etcd
 
@@ -54,7 +55,7 @@ def grow_to_three(c: Cluster) -> ClusterAdmin:
     admin = ClusterAdmin([c.specs["m1"].client_url], c.client_tls)
     for i in (2, 3):
         spec = c.spec(f"m{i}", ADDRESSES[i - 1])
-        c.members[spec.name] = admin.join(spec, deadline_s=60)
+        c.members[spec.name] = join(admin, spec, deadline_s=60)
     return admin
 
 
@@ -203,7 +204,7 @@ def test_a_member_that_cannot_start_fails_join_with_its_log(tmp_path: Path) -> N
         clash = dataclasses.replace(c.spec("mx", m1.address), client_port=m1.client_port, name="mx")
         start = time.monotonic()
         with pytest.raises(EtcdError, match="exited"):
-            admin.join(clash, deadline_s=20)
+            join(admin, clash, deadline_s=20)
         assert time.monotonic() - start < 15
         assert _etcd_named("mx") == []
         # The learner that never started does not count toward quorum: writes go on.

@@ -24,7 +24,7 @@ from pcloud.server.store.base import (
     Unavailable,
 )
 from pcloud.server.store.etcd import EtcdStore, WatchBatch
-from pcloud.server.store.etcd_gateway import ssl_context
+from pcloud.shared.etcd.gateway import ssl_context
 from tests.support.etcd import Cluster, cluster, needs_etcd
 
 pytestmark = needs_etcd

@@ -31,7 +31,7 @@ from tests.lab import Host, Lab, wait_for  # noqa: E402
 pytest_plugins = ["tests.lab.fixtures"]
 
 CACHE = Path(os.environ.get("PCLOUD_TEST_CACHE", "/var/tmp/pcloud-test-cache"))
-SOURCES = ["pyproject.toml", "packaging", "server", "backend", "resources"]
+SOURCES = ["pyproject.toml", "packaging", "server", "backend", "resources", "shared"]
 VERSION = "0.1.0"
 BIN = Path(sys.executable).parent
 SERVER_DIR = "/var/lib/pcloud/server"

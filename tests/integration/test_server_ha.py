@@ -23,7 +23,7 @@ from pcloud.backend.ha.coord import server_urls
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.schemas import LoginRequest
 from pcloud.backend.wg.fake import FakeDriver
-from pcloud.server.store.etcd_cluster import ClusterAdmin
+from pcloud.shared.etcd.cluster import ClusterAdmin
 from tests.support.coord import CoordServer, etcd_args, key_pair, share_ca, wait_until
 from tests.support.etcd import Cluster, cluster, needs_etcd
 

@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pcloud.server.store.etcd_gateway import ssl_context
-from pcloud.server.store.etcd_member import EtcdMember
+from pcloud.shared.etcd.gateway import ssl_context
 from tests.support.coord import CoordServer, etcd_args, share_ca, wait_until
 from tests.support.etcd import Cluster, cluster, needs_etcd
+from tests.support.etcd_member import EtcdMember
 
 pytestmark = needs_etcd
 

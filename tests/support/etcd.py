@@ -18,13 +18,8 @@ import pytest
 
 from pcloud.server.security.tls import TlsFiles, ensure_ca
 from pcloud.server.store.etcd import EtcdStore
-from pcloud.server.store.etcd_member import (
-    EtcdMember,
-    MemberSpec,
-    MemberTls,
-    etcd_argv,
-    issue_member_cert,
-)
+from pcloud.shared.etcd.member import MemberSpec, MemberTls, etcd_argv, issue_member_cert
+from tests.support.etcd_member import EtcdMember
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
@@ -50,7 +45,8 @@ class Cluster:
         # etcd checks a peer's client certificate against the connection's source address; on
         # loopback the kernel picks 127.0.0.1 as the source whatever address is dialled (on the
         # overlay it is the member's own address), so the test leaves carry it too.
-        tls = issue_member_cert(self.ca, name, [address, "127.0.0.1"], self.root / "tls")
+        names = [address, "127.0.0.1"]
+        tls = issue_member_cert(self.ca.ca_cert, self.ca.ca_key, name, names, self.root / "tls")
         spec = MemberSpec(
             name=name,
             address=address,
@@ -91,7 +87,7 @@ def cluster(root: Path, size: int) -> Iterator[Cluster]:
     """`size` members started together (initial-cluster-state new), healthy on return."""
     ca = TlsFiles.in_dir(root / "ca")
     ensure_ca(ca, "test")
-    client = issue_member_cert(ca, "client", ["127.0.0.1"], root / "tls")
+    client = issue_member_cert(ca.ca_cert, ca.ca_key, "client", ["127.0.0.1"], root / "tls")
     c = Cluster(root=root, ca=ca, client_tls=client)
     try:
         specs = [c.spec(f"m{i + 1}", ADDRESSES[i]) for i in range(size)]

@@ -19,6 +19,7 @@ MAPPING = {
     "pcloud.backend": "backend",
     "pcloud.gui": "gui",
     "pcloud.resources": "resources",
+    "pcloud.shared": "shared",
 }
 
 

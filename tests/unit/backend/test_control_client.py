@@ -3,17 +3,12 @@ backoff and failover order. (Talking to the real server: tests/integration/test_
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import random
 import ssl
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pcloud.backend.control.client import ControlError, ControlUnreachable, _error
 from pcloud.backend.control.pinning import (
@@ -24,6 +19,7 @@ from pcloud.backend.control.pinning import (
     pinned_context,
 )
 from pcloud.backend.control.poller import BACKOFF_CAP_S, ServerList, backoff_delay
+from pcloud.shared import pki
 
 FP = "ab" * 32
 
@@ -50,16 +46,8 @@ def test_base_url() -> None:
 
 
 def self_signed_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    ca = pki.issue("test CA", pki.new_key(), days=1, ca=True, path_length=0)
+    return pki.cert_pem(ca).decode()
 
 
 def test_fingerprint_is_sha256_of_der_and_context_trusts_only_it() -> None:

@@ -19,7 +19,7 @@ from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.server_supervisor import Services
 from pcloud.server.protocol import Netmap, Peer
 from pcloud.server.security.tls import TlsFiles, ensure_ca
-from pcloud.server.store.etcd_member import MemberTls
+from pcloud.shared.etcd.member import MemberTls
 
 
 def peer(name: str, n: int, role: str = "server", online: bool = True) -> Peer:

@@ -15,7 +15,7 @@ from pcloud.backend.jobs import remove_server
 from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.k3s.driver import Node
 from pcloud.backend.server_supervisor import Services
-from pcloud.server.store.etcd_cluster import MemberInfo
+from pcloud.shared.etcd.cluster import MemberInfo
 
 SERVER_ROLES = ["control-plane", "etcd", "master"]
 

@@ -24,9 +24,10 @@ from pcloud.server.store.base import (
     Unavailable,
 )
 from pcloud.server.store.etcd import EtcdStore
-from pcloud.server.store.etcd_cluster import disable_debian_unit, retry
-from pcloud.server.store.etcd_gateway import prefix_end
-from pcloud.server.store.etcd_member import (
+from pcloud.server.store.etcd_watch import batches
+from pcloud.shared.etcd.cluster import disable_debian_unit, retry
+from pcloud.shared.etcd.gateway import prefix_end
+from pcloud.shared.etcd.member import (
     MemberSpec,
     MemberTls,
     NotConfirmed,
@@ -120,7 +121,7 @@ def test_watch_events_group_by_revision_and_name_their_writer() -> None:
         {"type": "DELETE", "kv": {"key": b64("/pcloud/addr/10.0.0.1"), "mod_revision": "9"}},
         {"kv": {"key": b64("/pcloud/_migration"), "mod_revision": "9", "value": b64("{}")}},
     ]  # fmt: skip
-    first, second = s._batches(events)
+    first, second = batches(events, s.version_key, s.split)
     assert (first.revision, first.version, first.writer) == (8, 3, "w2")
     assert [(c.kind, c.key, c.value) for c in first.changes] == [("node", "1", {"id": 1})]
     assert (second.revision, second.version) == (9, None)
@@ -143,7 +144,7 @@ def test_prefix_end() -> None:
 def tls(tmp_path: Path) -> tuple[TlsFiles, MemberTls]:
     ca = TlsFiles.in_dir(tmp_path)
     ensure_ca(ca, "unit")
-    return ca, issue_member_cert(ca, "m1", ["10.0.0.1"], tmp_path / "etcd")
+    return ca, issue_member_cert(ca.ca_cert, ca.ca_key, "m1", ["10.0.0.1"], tmp_path / "etcd")
 
 
 def test_member_certificate_is_a_ca_signed_server_and_client_leaf(

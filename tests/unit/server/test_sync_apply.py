@@ -7,7 +7,7 @@ from pathlib import Path
 from pcloud.server.config import Listen, Settings
 from pcloud.server.model import NodeRec, now, to_record
 from pcloud.server.state import State
-from pcloud.server.store.etcd import Change, WatchBatch
+from pcloud.server.store.etcd_watch import Change, WatchBatch
 from pcloud.server.store.sqlite import SqliteStore
 from pcloud.server.sync import apply_batch
 

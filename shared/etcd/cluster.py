@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import StoreError
-from .etcd_gateway import Gateway
-from .etcd_member import EtcdError, EtcdMember, MemberSpec, MemberTls, etcd_argv
+from pcloud.shared.errors import StoreError
+from pcloud.shared.etcd.gateway import Gateway
+from pcloud.shared.etcd.member import EtcdError, MemberTls
 
 T = TypeVar("T")
 
@@ -167,22 +167,6 @@ class ClusterAdmin:
             self.gateway.call("/v3/cluster/member/remove", {"ID": member_id})
 
         retry(remove, deadline_s=deadline_s, transient=_transient)
-
-    def join(self, spec: MemberSpec, *, deadline_s: float = 60.0) -> EtcdMember:
-        """Add `spec` as a learner, start it, wait until healthy, promote it to a voter."""
-        cluster = self.add_learner(spec.name, spec.peer_url, deadline_s=deadline_s)
-        member = EtcdMember(spec, etcd_argv(spec, cluster, "existing"))
-        member.start()
-        try:
-            member.wait_healthy(deadline_s)
-            new_id = next(m.id for m in self.members() if spec.peer_url in m.peer_urls)
-            self.promote(new_id, deadline_s=deadline_s)
-        except BaseException:
-            # Leave no half-joined process behind; the learner entry stays, and join() again
-            # finds it by its peer URL and starts the member on the same data dir.
-            member.stop()
-            raise
-        return member
 
     def close(self) -> None:
         self.gateway.close()

@@ -17,14 +17,14 @@ import base64
 import json
 import ssl
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .base import StoreError, Unavailable
+from pcloud.shared.errors import StoreError, Unavailable
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_MAX_IN_FLIGHT = 8
@@ -92,6 +92,47 @@ def _retryable(resp: httpx.Response) -> bool:
     # 5xx: this member has no leader, timed out on a proposal or is shutting down; another
     # member may well answer. A 4xx would be the same everywhere.
     return resp.status_code >= 500
+
+
+def _decode(resp: httpx.Response) -> Any:
+    if resp.status_code != 200:
+        code, message = _error_of(resp)
+        raise GatewayError(resp.status_code, code, message)
+    return resp.json()
+
+
+class _Attempts:
+    """One call's pass over the endpoints (sync and async alike): the URL to try next, what
+    came of each try, and the answer or why there is none."""
+
+    def __init__(self, gateway: Gateway, path: str) -> None:
+        self.gateway = gateway
+        self.path = path
+        self.endpoint = ""
+        self.last = "no endpoint tried"
+        self.answer: httpx.Response | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for endpoint in self.gateway._urls():
+            self.endpoint = endpoint
+            yield endpoint + self.path
+            if self.answer is not None:
+                return
+
+    def took(self, resp: httpx.Response) -> None:
+        if _retryable(resp):
+            self.last = f"{self.endpoint}: HTTP {resp.status_code} {_error_of(resp)[1]}"
+        else:
+            self.gateway._answered(self.endpoint)
+            self.answer = resp
+
+    def failed(self, exc: httpx.TransportError) -> None:
+        self.last = f"{self.endpoint}: {type(exc).__name__} {exc}"
+
+    def result(self) -> Any:
+        if self.answer is None:
+            raise Unavailable(f"etcd unavailable ({self.last})")
+        return _decode(self.answer)
 
 
 class Gateway:
@@ -171,46 +212,28 @@ class Gateway:
 
     def call(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
         """One unary call; returns the decoded JSON answer."""
-        last = "no endpoint tried"
         with self._sync_slots:
-            client = self._sync()
-            for endpoint in self._urls():
+            client, attempts = self._sync(), _Attempts(self, path)
+            for url in attempts:
                 try:
-                    resp = client.post(endpoint + path, json=body, timeout=timeout or self.timeout)
+                    attempts.took(client.post(url, json=body, timeout=timeout or self.timeout))
                 except httpx.TransportError as exc:
-                    last = f"{endpoint}: {type(exc).__name__} {exc}"
-                    continue
-                if _retryable(resp):
-                    last = f"{endpoint}: HTTP {resp.status_code} {_error_of(resp)[1]}"
-                    continue
-                self._answered(endpoint)
-                return self._decode(resp)
-        raise Unavailable(f"etcd unavailable ({last})")
+                    attempts.failed(exc)
+            return attempts.result()
 
     async def acall(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
-        last = "no endpoint tried"
+        """`call` for the event loop."""
         client, slots = self._async()
+        attempts = _Attempts(self, path)
         async with slots:
-            for endpoint in self._urls():
-                url = endpoint + path
+            for url in attempts:
                 try:
                     resp = await client.post(url, json=body, timeout=timeout or self.timeout)
                 except httpx.TransportError as exc:
-                    last = f"{endpoint}: {type(exc).__name__} {exc}"
+                    attempts.failed(exc)
                     continue
-                if _retryable(resp):
-                    last = f"{endpoint}: HTTP {resp.status_code} {_error_of(resp)[1]}"
-                    continue
-                self._answered(endpoint)
-                return self._decode(resp)
-        raise Unavailable(f"etcd unavailable ({last})")
-
-    @staticmethod
-    def _decode(resp: httpx.Response) -> Any:
-        if resp.status_code != 200:
-            code, message = _error_of(resp)
-            raise GatewayError(resp.status_code, code, message)
-        return resp.json()
+                attempts.took(resp)
+        return attempts.result()
 
     @asynccontextmanager
     async def stream(
