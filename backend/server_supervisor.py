@@ -31,9 +31,9 @@ from typing import Any, Literal, TypeAlias
 
 import httpx
 
-from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner
-from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
 from pcloud.backend.persist import atomic_write
+from pcloud.backend.services.runner import RunError, Runner, SubprocessRunner
+from pcloud.backend.services.service import ChildService, SystemdService, systemd_running
 
 log = logging.getLogger(__name__)
 

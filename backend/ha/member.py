@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from pcloud.backend.k3s.runner import RunError
-from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
 from pcloud.backend.server_supervisor import Supervisor
+from pcloud.backend.services.runner import RunError
+from pcloud.backend.services.service import ChildService
 from pcloud.server.security.tls import TlsFiles
 from pcloud.server.store.etcd_cluster import ClusterAdmin, MemberInfo
 from pcloud.server.store.etcd_gateway import ssl_context
