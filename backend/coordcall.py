@@ -18,7 +18,7 @@ from pcloud.backend.control.pinning import base_url, pinned_context
 from pcloud.backend.errors import NotLoggedIn, OperationError
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.host import NodeHost
 
 API = "/api/v1"
 
@@ -100,7 +100,7 @@ def allowed(method: str, path: str) -> bool:
 
 
 async def passthrough(
-    backend: LocalBackend, method: str, path: str, *, body: Any = None, token: str | None = None
+    backend: NodeHost, method: str, path: str, *, body: Any = None, token: str | None = None
 ) -> tuple[int, Any]:
     """`POST /v1/coord`: relay one allowed admin call to the server we are logged in to."""
     method = method.upper()

@@ -16,10 +16,10 @@ from pcloud.backend.control.pinning import base_url
 from pcloud.backend.errors import NotLoggedIn
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.host import NodeHost
 
 
-def server_urls(backend: LocalBackend, avoid: Iterable[str] = ()) -> list[str]:
+def server_urls(backend: NodeHost, avoid: Iterable[str] = ()) -> list[str]:
     """Coordination servers to try, in order: the netmap's list, then the join link's."""
     if backend.node is None:
         raise NotLoggedIn()
@@ -30,7 +30,7 @@ def server_urls(backend: LocalBackend, avoid: Iterable[str] = ()) -> list[str]:
 
 
 async def call_any(
-    backend: LocalBackend,
+    backend: NodeHost,
     method: str,
     path: str,
     *,

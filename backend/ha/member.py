@@ -44,7 +44,7 @@ from pcloud.server.store.etcd_member import (
 )
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.host import NodeHost
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def without_store_args(argv: Sequence[str]) -> list[str]:
 class LocalMember:
     """The etcd member on this machine: certificate, process, health, membership calls."""
 
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: NodeHost) -> None:
         self.backend = backend
         state_dir = backend.settings.state_dir
         self.dir = state_dir / "etcd"
@@ -253,7 +253,7 @@ class LocalMember:
         return {name: ok for name, ok in health.items() if name in voters}
 
 
-def peer_server_addresses(backend: LocalBackend) -> list[str]:
+def peer_server_addresses(backend: NodeHost) -> list[str]:
     """Overlay addresses of the other server-role nodes in our netmap."""
     netmap = backend.netmap
     if netmap is None:

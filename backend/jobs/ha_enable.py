@@ -55,7 +55,7 @@ from pcloud.server.store.migrate import MigrationReport, migrate, read_marker
 from pcloud.server.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 ENABLE, JOIN, FORCE = "ha-enable", "ha-join", "ha-force-new-cluster"
 CONFIRMATION = "yes-i-lost-the-other-servers"
@@ -81,7 +81,7 @@ def listen_url(argv: list[str]) -> str:
 
 
 class HaJobs:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
         self.member = LocalMember(backend)
 
@@ -312,13 +312,13 @@ class HaJobs:
         return f"{url} on the 1-member cluster; add servers with `pcloud ha join` there"
 
 
-def start(backend: LocalBackend, kind: str, params: dict[str, Any]) -> str:
+def start(backend: JobHost, kind: str, params: dict[str, Any]) -> str:
     jobs = HaJobs(backend)
     spec = {ENABLE: jobs.enable_spec, JOIN: jobs.join_spec, FORCE: jobs.force_spec}[kind]()
     clean = {k: v for k, v in params.items() if v is not None}
     return backend.jobs.start(spec, params=clean)
 
 
-async def resume(backend: LocalBackend) -> None:
+async def resume(backend: JobHost) -> None:
     """At backend start: supervise the etcd member again if this server runs one."""
     await LocalMember(backend).resume()

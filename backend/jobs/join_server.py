@@ -30,7 +30,7 @@ from pcloud.backend.jobs.runner import JobSpec, Step, StepContext
 from pcloud.server.protocol import K3sToken
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 KIND = "join-server"
 # Approval secrets (a pre-auth key or an admin's user token) for running jobs, by job id.
@@ -38,7 +38,7 @@ _approvals: dict[str, dict[str, str]] = {}
 
 
 class JoinServer:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
 
     def spec(self) -> JobSpec:
@@ -140,7 +140,7 @@ class JoinServer:
         return f"K3s API {own} published"
 
 
-def start(backend: LocalBackend, params: dict[str, Any], approval: dict[str, str]) -> str:
+def start(backend: JobHost, params: dict[str, Any], approval: dict[str, str]) -> str:
     """Start (or resume) the join-server job; returns its id."""
     job = JoinServer(backend)
     clean = {k: v for k, v in params.items() if v is not None}

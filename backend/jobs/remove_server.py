@@ -33,14 +33,14 @@ from pcloud.backend.jobs.runner import JobSpec, Step, StepContext, StepSkipped
 from pcloud.backend.k3s.driver import K3sDriver, K3sError
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 KIND = "remove-server"
 K3S_SERVER_ROLES = ("control-plane", "etcd", "master")
 
 
 class RemoveServer:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
         self.member = LocalMember(backend)
         self.name = backend.settings.hostname
@@ -216,7 +216,7 @@ class RemoveServer:
         return f"role client, address {backend.node.address} kept"
 
 
-def start(backend: LocalBackend, params: dict[str, Any]) -> str:
+def start(backend: JobHost, params: dict[str, Any]) -> str:
     job = RemoveServer(backend)
     clean = {k: v for k, v in params.items() if v is not None}
     return backend.jobs.start(job.spec(), params=clean)
