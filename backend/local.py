@@ -36,6 +36,7 @@ from pcloud.backend.control.pinning import (
     pinned_context,
 )
 from pcloud.backend.control.poller import Poller, ServerList
+from pcloud.backend.control.relay import NotRelayed, check, relay
 from pcloud.backend.dns.manager import DnsManager
 from pcloud.backend.endpoints import (
     EndpointSelector,
@@ -43,7 +44,7 @@ from pcloud.backend.endpoints import (
     local_endpoints,
     local_networks,
 )
-from pcloud.backend.errors import LoginFailed, NotLoggedIn
+from pcloud.backend.errors import LoginFailed, NotLoggedIn, OperationError
 from pcloud.backend.events import Event, EventBus
 from pcloud.backend.filter.enforcer import PacketFilter
 from pcloud.backend.headless import headless_login
@@ -341,6 +342,24 @@ class LocalBackend:
             if self.driver_up:
                 await self._apply()
             log.info("rotated key: public key now %s", new.public_key())
+
+    async def relay(
+        self, method: str, path: str, *, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        """`POST /v1/coord`: one allowed admin call to the server we are logged in to, its
+        answer as it came (error answers included)."""
+        try:
+            check(method, path)  # refused before anything else, logged in or not
+            ca = self.store.load_ca()
+            if self.node is None or ca is None:
+                raise NotLoggedIn()
+            return await relay(
+                ca, base_url(self.node.server_url), method, path, body=body, token=token
+            )
+        except NotRelayed as e:
+            raise OperationError(str(e), code="path_not_allowed", http_status=400) from None
+        except ControlUnreachable as e:
+            raise OperationError(str(e), code="server_unreachable", http_status=502) from None
 
     async def key_proof(self, server: str, purpose: ProofPurpose) -> str:
         """A proof of our WireGuard key for `server` (jobs: promote to server)."""

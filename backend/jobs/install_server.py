@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from pcloud.backend import coordcall
+from pcloud.backend.control import client as control
 from pcloud.backend.control.pinning import (
     ca_fingerprint,
     install_line,
@@ -236,7 +236,7 @@ class InstallServer:
         ctx.progress(f"starting K3s, waiting for https://{node_ip}:{K3S_PORT}")
         token = await driver.init_server(cfg)
         k3s_url = f"https://{node_ip}:{K3S_PORT}"
-        await coordcall.checked(
+        await control.call(
             ca, server, "PUT", "/cluster/k3s",
             token=backend.node.node_token, body={"token": token, "server_urls": [k3s_url]},
         )  # fmt: skip
@@ -252,7 +252,7 @@ class InstallServer:
             install_line=install_line(server, pin),
             address=backend.node.address if backend.node else None,
         )
-        health = Health.model_validate(await coordcall.checked(ca, server, "GET", "/health"))
+        health = Health.model_validate(await control.call(ca, server, "GET", "/health"))
         credentials = _credentials.pop(ctx.job_id, None)
         if not health.needs_setup:
             return "an admin exists already"
@@ -262,7 +262,7 @@ class InstallServer:
             ctx.set_result(setup_code=code)
             return "setup code shown: create the first admin with it"
         username, password = credentials
-        await coordcall.checked(
+        await control.call(
             ca, server, "POST", "/setup",
             body={"setup_code": code, "username": username, "password": password},
         )  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pcloud.backend import coordcall
+from pcloud.backend.control import client as control
 from pcloud.backend.jobs.install_server import (
     K3S_PORT,
     StepFailed,
@@ -64,7 +64,7 @@ class JoinServer:
             return "already a server"
         approval = _approvals.get(ctx.job_id, {})
         if approval.get("auth_key"):
-            await coordcall.checked(
+            await control.call(
                 ca, server, "POST", "/nodes/self/promote",
                 token=backend.node.node_token,
                 body={
@@ -75,7 +75,7 @@ class JoinServer:
             )  # fmt: skip
             how = "with a server-role pre-auth key"
         elif approval.get("token"):
-            await coordcall.checked(
+            await control.call(
                 ca, server, "PATCH", f"/nodes/{backend.node.node_id}",
                 token=approval["token"], body={"role": "server"},
             )  # fmt: skip
@@ -92,7 +92,7 @@ class JoinServer:
         backend = self.backend
         ca, server = server_of(backend)
         assert backend.node is not None
-        answer = await coordcall.checked(
+        answer = await control.call(
             ca, server, "GET", "/cluster/k3s", token=backend.node.node_token
         )
         published = K3sToken.model_validate(answer)
@@ -130,7 +130,7 @@ class JoinServer:
         assert backend.node is not None
         own = f"https://{backend.node.address}:{K3S_PORT}"
         driver = k3s_driver(backend, None)
-        await coordcall.checked(
+        await control.call(
             ca, server, "PUT", "/cluster/k3s",
             token=backend.node.node_token,
             # Exactly the token we joined with: the cluster has one.

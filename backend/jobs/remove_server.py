@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from pcloud.backend.coordcall import CoordRefused
+from pcloud.backend.control.errors import ControlError
 from pcloud.backend.ha import quorum
 from pcloud.backend.ha.coord import call_any
 from pcloud.backend.ha.member import HaError, LocalMember, client_url
@@ -114,7 +114,7 @@ class RemoveServer:
         withdrawn = "; its K3s URL withdrawn from the published list"
         try:
             await call_any(self.backend, "POST", "/cluster/k3s/withdraw", body={})
-        except CoordRefused as exc:
+        except ControlError as exc:
             if exc.status != 404:
                 raise
             withdrawn = "; this coordination server cannot withdraw K3s URLs yet"
@@ -183,7 +183,7 @@ class RemoveServer:
         avoid = [str(ctx.data["own_server"])] if ctx.data.get("own_server") else []
         try:
             answer = await call_any(self.backend, "DELETE", "/cluster/servers/self", avoid=avoid)
-        except CoordRefused as exc:
+        except ControlError as exc:
             if exc.status == 404:  # a coordination server older than the route
                 return []
             raise

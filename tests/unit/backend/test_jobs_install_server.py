@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pcloud.backend.config import BackendSettings
-from pcloud.backend.coordcall import allowed
+from pcloud.backend.control.relay import allowed
 from pcloud.backend.jobs import install_server
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.client import BackendError, LocalClient
