@@ -145,6 +145,18 @@ async def test_bad_credentials_are_reported(
     assert b.state is State.RUNNING
 
 
+async def test_relay_hands_on_the_servers_own_answers(
+    coord: CoordServer, auth_key: str, make_backend: Any
+) -> None:
+    b: LocalBackend = await make_backend("laptop")
+    await b.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
+    status, health = await b.relay("get", "/health")
+    assert status == 200 and health["status"] == "ok"
+    # An error answer comes back as the server gave it, for the GUI to show.
+    status, refused = await b.relay("GET", "/users", token="not-a-token")
+    assert status == 401 and refused["error"]["code"]
+
+
 async def test_two_devices_get_each_other_with_endpoints(
     coord: CoordServer, auth_key: str, make_backend: Any
 ) -> None:
