@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeAlias
 
 import httpx
 
+from pcloud.backend.k3s.config import Role
 from pcloud.backend.persist import atomic_write
 from pcloud.backend.services.runner import RunError, Runner, SubprocessRunner
 from pcloud.backend.services.service import ChildService, SystemdService, systemd_running
@@ -170,11 +171,11 @@ class Services:
         atomic_write(self.record, json.dumps(data, indent=1).encode())
 
     @property
-    def k3s_role(self) -> str | None:
+    def k3s_role(self) -> Role | None:
         role = self._load().get("k3s_role")
-        return str(role) if role else None
+        return "server" if role == "server" else "agent" if role == "agent" else None
 
-    def remember_k3s(self, role: str) -> None:
+    def remember_k3s(self, role: Role) -> None:
         self._save(k3s_role=role)
 
     # -- the coordination server ---------------------------------------------------------------

@@ -118,7 +118,7 @@ async def resume_services(backend: JobHost) -> None:
         driver = k3s_driver(backend, None)
         if driver.paths.config.exists() and driver.paths.binary.exists():
             try:
-                await driver.start(role)  # type: ignore[arg-type]
+                await driver.start(role)
             except K3sError as exc:
                 log.error("cannot resume K3s: %s", exc)
 

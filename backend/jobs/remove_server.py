@@ -193,7 +193,7 @@ class RemoveServer:
         driver = self.driver()
         if driver is None:
             raise StepSkipped("K3s is not installed here")
-        await driver.uninstall(self.backend.services.k3s_role or "server")  # type: ignore[arg-type]
+        await driver.uninstall(self.backend.services.k3s_role or "server")
         self.backend.services.forget_k3s()
         return "K3s stopped and removed"
 
