@@ -15,7 +15,7 @@ from pcloud.backend.control.pinning import base_url
 from pcloud.backend.errors import NotLoggedIn
 
 if TYPE_CHECKING:
-    from pcloud.backend.host import NodeHost
+    from pcloud.backend.node_host import NodeHost
 
 
 def server_urls(backend: NodeHost, avoid: Iterable[str] = ()) -> list[str]:

@@ -44,7 +44,7 @@ from pcloud.server.store.etcd_member import (
 )
 
 if TYPE_CHECKING:
-    from pcloud.backend.host import NodeHost
+    from pcloud.backend.node_host import NodeHost
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from pcloud.backend.events import EventBus
-from pcloud.backend.host import NodeHost
 from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.k3s.driver import K3sDriver
+from pcloud.backend.node_host import NodeHost
 from pcloud.backend.state import State
 from pcloud.server.protocol import ProofPurpose, RegisterAnswer
 
