@@ -26,6 +26,8 @@ DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
 Driver = Literal["auto", "kernel", "userspace", "fake"]
 # auto: systemd if it is PID 1 and the system root is "/", else the backend supervises
 ServiceManager = Literal["auto", "systemd", "child"]
+# names for devices (backend/dns), see BackendSettings.dns
+DnsMode = Literal["auto", "resolved", "file", "off"]
 
 
 class ConfigError(Exception):
@@ -73,7 +75,7 @@ class BackendSettings:
     k3s_binary: Path | None = None
     # Names for devices (backend/dns): "auto" uses systemd-resolved when it runs, else a managed
     # /etc/resolv.conf; "resolved" or "file" force one; "off" leaves the system's DNS alone.
-    dns: str = "auto"
+    dns: DnsMode = "auto"
     # Where the resolver listens in "file" mode (resolv.conf has no port: it must be port 53);
     # in "resolved" mode it listens on the device's overlay address instead.
     dns_listen: str = "127.0.10.53"
@@ -104,7 +106,7 @@ _PATHS = {
     "state_dir", "socket", "auth_key_file", "wg_socket_dir", "system_root", "k3s_binary",
     "resolv_conf",
 }  # fmt: skip
-DNS_MODES = ("auto", "resolved", "file", "off")
+DNS_MODES: tuple[DnsMode, ...] = get_args(DnsMode)
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "headless": bool,
     "readonly_socket": bool,

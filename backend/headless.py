@@ -9,17 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from pcloud.backend.config import ConfigError
+from pcloud.backend.config import BackendSettings, ConfigError
 from pcloud.backend.control.poller import backoff_delay
 from pcloud.backend.errors import LoginFailed
 from pcloud.backend.localapi.schemas import LoginRequest
-
-if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+from pcloud.backend.persist import NodeInfo
 
 log = logging.getLogger(__name__)
+
+
+class HeadlessHost(Protocol):
+    """What the headless login uses of the backend (`LocalBackend` is one)."""
+
+    @property
+    def settings(self) -> BackendSettings: ...
+
+    @property
+    def node(self) -> NodeInfo | None: ...
+
+    @property
+    def warning(self) -> str | None: ...
+
+    async def login(self, req: LoginRequest) -> None: ...
+
+    def set_fatal(self, reason: str) -> None: ...
+
+    def set_warning(self, text: str | None) -> None: ...
 
 
 def _transient(e: LoginFailed) -> bool:
@@ -28,7 +45,7 @@ def _transient(e: LoginFailed) -> bool:
     )
 
 
-async def headless_login(backend: LocalBackend) -> None:
+async def headless_login(backend: HeadlessHost) -> None:
     try:
         key = backend.settings.read_auth_key()
     except ConfigError as e:

@@ -28,10 +28,11 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from pcloud.backend.k3s.runner import RunError, Runner, SubprocessRunner
-from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
+from pcloud.backend.k3s.config import Role
 from pcloud.backend.persist import atomic_write
 from pcloud.backend.proc import wait_until_up
+from pcloud.backend.services.runner import RunError, Runner, SubprocessRunner
+from pcloud.backend.services.service import ChildService, SystemdService, systemd_running
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,11 @@ class Services:
         atomic_write(self.record, json.dumps(data, indent=1).encode())
 
     @property
-    def k3s_role(self) -> str | None:
+    def k3s_role(self) -> Role | None:
         role = self._load().get("k3s_role")
-        return str(role) if role else None
+        return "server" if role == "server" else "agent" if role == "agent" else None
 
-    def remember_k3s(self, role: str) -> None:
+    def remember_k3s(self, role: Role) -> None:
         self._save(k3s_role=role)
 
     # -- the coordination server ---------------------------------------------------------------

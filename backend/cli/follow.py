@@ -69,7 +69,7 @@ async def follow(client: LocalClient, job_id: str, console: Console | None = Non
                 break
     finally:
         printer.stop()
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     if job is None:
         raise CliError("the backend closed its event stream before the job ended")
     return job

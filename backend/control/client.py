@@ -1,20 +1,26 @@
-"""One-shot HTTPS calls to the coordination server (DESIGN section 2), on a pinned TLS context.
+"""The backend's one client of the coordination server (DESIGN section 2), on a pinned TLS
+context: the typed calls of the device's own life (login, register, netmap, endpoints, keys),
+and `call`/`request` for any other route (the jobs, the local API's relay).
 
-Errors: `ControlError` carries the server's `{"error": {code, message}}` and the HTTP status;
-`ControlUnreachable` means no answer at all (connect refused, TLS failure, timeout), which the
-poller treats as "try the next server later". Tokens travel only in the Authorization header and
-are never logged.
+Errors (`control/errors.py`): `ControlError` carries the server's `{"error": {code, message}}`
+and the HTTP status; `ControlUnreachable` means no answer at all (connect refused, TLS failure,
+timeout), which the poller treats as "try the next server later". Tokens travel only in the
+Authorization header and are never logged.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from pcloud.backend.control.errors import ControlError, ControlUnreachable, error_of
+from pcloud.backend.control.pinning import pinned_context
 from pcloud.backend.control.proof import make_proof
 from pcloud.backend.control.reach import describe
 from pcloud.backend.keys import PrivateKey
@@ -37,17 +43,7 @@ API = "/api/v1"
 M = TypeVar("M", bound=BaseModel)
 EventHooks = Mapping[str, list[Callable[..., Awaitable[Any]]]]
 
-
-class ControlError(Exception):
-    """The server answered with an error."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{message} ({code}, HTTP {status})")
-        self.status, self.code, self.message = status, code, message
-
-
-class ControlUnreachable(Exception):
-    """No usable answer from the server."""
+__all__ = ["ControlClient", "ControlError", "ControlUnreachable", "EventHooks", "call"]
 
 
 class ControlClient:
@@ -65,8 +61,78 @@ class ControlClient:
             event_hooks={k: list(v) for k, v in (event_hooks or {}).items()},
         )
 
+    @classmethod
+    def pinned(cls, ca_pem: str, *, timeout: float = 15.0) -> ControlClient:
+        """A client that trusts only the network CA `ca_pem`."""
+        return cls(pinned_context(ca_pem), timeout=timeout)
+
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def __aenter__(self) -> ControlClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        server: str,
+        path: str,
+        *,
+        token: str | None,
+        content: bytes | str | None,
+        params: Mapping[str, Any] | None = None,
+        wait_s: float | None = None,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            return await self._http.request(
+                method,
+                f"{server}{API}{path}",
+                headers=headers,
+                content=content,
+                params=params,
+                timeout=wait_s or self._timeout,
+            )
+        except httpx.HTTPError as e:
+            raise ControlUnreachable(describe(e, server)) from None
+
+    async def request(
+        self, method: str, server: str, path: str, *, token: str | None = None, body: Any = None
+    ) -> tuple[int, Any]:
+        """Any route: (status, JSON body or None), error answers as values (the local API's
+        relay hands the server's own answer on). ControlUnreachable if no answer."""
+        content = None if body is None else json.dumps(body)
+        answer = await self._send(method, server, path, token=token, content=content)
+        if not answer.content:
+            return answer.status_code, None
+        try:
+            return answer.status_code, answer.json()
+        except ValueError:
+            err = error_of(answer.status_code, answer.content, answer.reason_phrase)
+            return answer.status_code, {"error": {"code": err.code, "message": err.message}}
+
+    async def call(
+        self, method: str, server: str, path: str, *, token: str | None = None, body: Any = None
+    ) -> Any:
+        """Any route: its JSON body (None if empty); ControlError on any error answer (5xx
+        included: a job's caller decides whether another server is worth asking)."""
+        content = None if body is None else json.dumps(body)
+        answer = await self._send(method, server, path, token=token, content=content)
+        if answer.status_code >= 400:
+            raise error_of(answer.status_code, answer.content, answer.reason_phrase)
+        if not answer.content:
+            return None
+        try:
+            return answer.json()
+        except ValueError:
+            raise ControlUnreachable(f"{server}: the answer to {path} is not JSON") from None
 
     async def _call(
         self,
@@ -80,20 +146,10 @@ class ControlClient:
         wait_s: float | None = None,
         model: type[M] | None = None,
     ) -> M | None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            answer = await self._http.request(
-                method,
-                f"{server}{API}{path}",
-                headers=headers,
-                content=body.model_dump_json(exclude_none=True) if body else None,
-                params=params,
-                timeout=wait_s or self._timeout,
-            )
-        except httpx.HTTPError as e:
-            raise ControlUnreachable(describe(e, server)) from None
+        content = body.model_dump_json(exclude_none=True) if body is not None else None
+        answer = await self._send(
+            method, server, path, token=token, content=content, params=params, wait_s=wait_s
+        )
         if answer.status_code >= 400:
             raise _error(answer, server)
         if model is None:
@@ -177,12 +233,24 @@ class ControlClient:
 
 
 def _error(answer: httpx.Response, server: str) -> Exception:
-    try:
-        detail = answer.json()["error"]
-        code, message = str(detail["code"]), str(detail["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = "http_error", answer.text[:200] or answer.reason_phrase
-    if answer.status_code >= 500:
+    err = error_of(answer.status_code, answer.content, answer.reason_phrase)
+    if err.status >= 500:
         # A server in trouble is, for us, a server not answering: retry, maybe elsewhere.
-        return ControlUnreachable(f"{server}: {message} ({code}, HTTP {answer.status_code})")
-    return ControlError(answer.status_code, code, message)
+        return ControlUnreachable(f"{server}: {err}")
+    return err
+
+
+async def call(
+    ca_pem: str,
+    server: str,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    timeout: float = 30.0,
+) -> Any:
+    """One `METHOD server/api/v1/path` on a short-lived pinned client (the jobs' calls, which
+    may outlive a login): its JSON body; ControlError / ControlUnreachable as `ControlClient`."""
+    async with ControlClient.pinned(ca_pem, timeout=timeout) as client:
+        return await client.call(method, server, path, token=token, body=body)

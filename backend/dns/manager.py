@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pcloud.backend.config import DnsMode
 from pcloud.backend.dns import resolved
 from pcloud.backend.dns.names import NameTable, build_table
 from pcloud.backend.dns.resolvconf import DEFAULT_NAMESERVER, ManagedResolvConf, parse, render
@@ -27,7 +28,7 @@ class DnsManager:
     def __init__(
         self,
         *,
-        mode: str,
+        mode: DnsMode,
         state_dir: Path,
         interface: str,
         listen: str,

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import struct
 from collections.abc import Sequence
+from typing import cast
 
 from dnslib import AAAA, QTYPE, RCODE, RR, SOA, A, DNSError, DNSRecord
 from dnslib.dns import PTR
@@ -209,7 +210,9 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's transport, though Python 3.11's class does not say so (it is
+        # no DatagramTransport subclass, so an isinstance check would fail).
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         server, transport = self.server, self.transport

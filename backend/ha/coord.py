@@ -1,9 +1,8 @@
-"""Calls to whichever coordination server answers, for jobs that outlive a single server.
+"""Which coordination servers a job asks, and asking them (`control/failover.py` does the calls).
 
 remove-server stops this machine's own server halfway, and with HA every server serves the same
 store: so a job tries the servers the netmap lists (`servers`), then the join link's, skipping any
-it is told to avoid (its own, once stopped). An error answer is final (another server would give
-the same answer from the same store); only an unreachable server moves on to the next.
+it is told to avoid (its own, once stopped).
 """
 
 from __future__ import annotations
@@ -11,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from pcloud.backend import coordcall
+from pcloud.backend.control import failover
 from pcloud.backend.control.pinning import base_url
 from pcloud.backend.errors import NotLoggedIn
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.node_host import NodeHost
 
 
-def server_urls(backend: LocalBackend, avoid: Iterable[str] = ()) -> list[str]:
+def server_urls(backend: NodeHost, avoid: Iterable[str] = ()) -> list[str]:
     """Coordination servers to try, in order: the netmap's list, then the join link's."""
     if backend.node is None:
         raise NotLoggedIn()
@@ -30,7 +29,7 @@ def server_urls(backend: LocalBackend, avoid: Iterable[str] = ()) -> list[str]:
 
 
 async def call_any(
-    backend: LocalBackend,
+    backend: NodeHost,
     method: str,
     path: str,
     *,
@@ -38,22 +37,12 @@ async def call_any(
     token: str | None = None,
     avoid: Iterable[str] = (),
 ) -> Any:
-    """`METHOD path` on the first server that answers, with this node's token by default."""
+    """`METHOD path` on the first server that answers, with this node's token by default;
+    ControlError on an error answer (final), ControlUnreachable when none answers."""
     ca = backend.store.load_ca()
     if backend.node is None or ca is None:
         raise NotLoggedIn()
     token = token or backend.node.node_token
-    last: coordcall.Unreachable | None = None
-    urls = server_urls(backend, avoid)
-    for url in urls:
-        try:
-            status, answer = await coordcall.call(
-                ca, url, method, path, token=token, body=body, timeout=10.0
-            )
-        except coordcall.Unreachable as exc:
-            last = exc
-            continue
-        if status >= 400:
-            raise coordcall.CoordRefused(status, answer)
-        return answer
-    raise last or coordcall.Unreachable(f"no coordination server to ask (tried {urls})")
+    return await failover.call_any(
+        ca, server_urls(backend, avoid), method, path, token=token, body=body
+    )

@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from pcloud.backend.k3s.runner import RunError
-from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.persist import atomic_write
 from pcloud.backend.proc import wait_until_up
 from pcloud.backend.server_supervisor import Supervisor
+from pcloud.backend.services.runner import RunError
+from pcloud.backend.services.service import ChildService
 from pcloud.shared.etcd.cluster import ClusterAdmin, MemberInfo
 from pcloud.shared.etcd.gateway import ssl_context
 from pcloud.shared.etcd.member import CLIENT_PORT, MemberSpec, MemberTls, issue_member_cert
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.node_host import NodeHost
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def without_store_args(argv: Sequence[str]) -> list[str]:
 class LocalMember:
     """The etcd member on this machine: certificate, process, health, membership calls."""
 
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: NodeHost) -> None:
         self.backend = backend
         state_dir = backend.settings.state_dir
         self.dir = state_dir / "etcd"
@@ -234,7 +234,7 @@ class LocalMember:
         return {name: ok for name, ok in health.items() if name in voters}
 
 
-def peer_server_addresses(backend: LocalBackend) -> list[str]:
+def peer_server_addresses(backend: NodeHost) -> list[str]:
     """Overlay addresses of the other server-role nodes in our netmap."""
     netmap = backend.netmap
     if netmap is None:

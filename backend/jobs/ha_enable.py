@@ -51,7 +51,7 @@ from pcloud.shared import pki
 from pcloud.shared.etcd.member import etcd_argv, force_new_cluster_argv
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 ENABLE, JOIN, FORCE = "ha-enable", "ha-join", "ha-force-new-cluster"
 CONFIRMATION = "yes-i-lost-the-other-servers"
@@ -64,7 +64,7 @@ def listen_url(argv: list[str]) -> str:
 
 
 class HaJobs:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
         self.member = LocalMember(backend)
 
@@ -276,13 +276,13 @@ class HaJobs:
         return f"{url} on the 1-member cluster; add servers with `pcloud ha join` there"
 
 
-def start(backend: LocalBackend, kind: str, params: dict[str, Any]) -> str:
+def start(backend: JobHost, kind: str, params: dict[str, Any]) -> str:
     jobs = HaJobs(backend)
     spec = {ENABLE: jobs.enable_spec, JOIN: jobs.join_spec, FORCE: jobs.force_spec}[kind]()
     clean = {k: v for k, v in params.items() if v is not None}
     return backend.jobs.start(spec, params=clean)
 
 
-async def resume(backend: LocalBackend) -> None:
+async def resume(backend: JobHost) -> None:
     """At backend start: supervise the etcd member again if this server runs one."""
     await LocalMember(backend).resume()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from pcloud.backend import coordcall
+from pcloud.backend.control import client as control
 from pcloud.backend.control.pinning import (
     ca_fingerprint,
     install_line,
@@ -45,7 +45,7 @@ from pcloud.backend.k3s.driver import K3sDriver, K3sError
 from pcloud.server.protocol import Health, RegisterAnswer, RegisterRequest
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class StepFailed(RuntimeError):
 # -- shared with join-server ---------------------------------------------------------------------
 
 
-def k3s_driver(backend: LocalBackend, binary: str | None) -> K3sDriver:
+def k3s_driver(backend: JobHost, binary: str | None) -> K3sDriver:
     """The backend's one K3s driver: two would each supervise (and restart) the same K3s.
 
     `binary` is the request's --k3s-binary; without one, the backend's own `k3s_binary` setting
@@ -83,7 +83,7 @@ def k3s_driver(backend: LocalBackend, binary: str | None) -> K3sDriver:
 
 
 async def wait_backend(
-    backend: LocalBackend, ready: Callable[[], bool], what: str, timeout: float = 60.0
+    backend: JobHost, ready: Callable[[], bool], what: str, timeout: float = 60.0
 ) -> None:
     """Wait until `ready()` holds, re-checking on each backend event (no polling loop)."""
     deadline = time.monotonic() + timeout
@@ -98,11 +98,11 @@ async def wait_backend(
                 continue
 
 
-def running(backend: LocalBackend) -> bool:
+def running(backend: JobHost) -> bool:
     return backend.state.value == "Running"
 
 
-def server_of(backend: LocalBackend) -> tuple[str, str]:
+def server_of(backend: JobHost) -> tuple[str, str]:
     """(CA PEM, base URL) of the server this backend is logged in to."""
     ca = backend.store.load_ca()
     if backend.node is None or ca is None:
@@ -110,7 +110,7 @@ def server_of(backend: LocalBackend) -> tuple[str, str]:
     return ca, parse_join_link(backend.node.server_url).base_url
 
 
-async def resume_services(backend: LocalBackend) -> None:
+async def resume_services(backend: JobHost) -> None:
     """At backend start: supervise again what install/join-server left running."""
     await backend.services.resume()
     role = backend.services.k3s_role
@@ -118,7 +118,7 @@ async def resume_services(backend: LocalBackend) -> None:
         driver = k3s_driver(backend, None)
         if driver.paths.config.exists() and driver.paths.binary.exists():
             try:
-                await driver.start(role)  # type: ignore[arg-type]
+                await driver.start(role)
             except K3sError as exc:
                 log.error("cannot resume K3s: %s", exc)
 
@@ -151,7 +151,7 @@ def _listen(params: dict[str, Any], interface: str) -> tuple[str, str]:
 
 
 class InstallServer:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
         self.server_dir = backend.services.server_dir
 
@@ -236,7 +236,7 @@ class InstallServer:
         ctx.progress(f"starting K3s, waiting for https://{node_ip}:{K3S_PORT}")
         token = await driver.init_server(cfg)
         k3s_url = f"https://{node_ip}:{K3S_PORT}"
-        await coordcall.checked(
+        await control.call(
             ca, server, "PUT", "/cluster/k3s",
             token=backend.node.node_token, body={"token": token, "server_urls": [k3s_url]},
         )  # fmt: skip
@@ -252,7 +252,7 @@ class InstallServer:
             install_line=install_line(server, pin),
             address=backend.node.address if backend.node else None,
         )
-        health = Health.model_validate(await coordcall.checked(ca, server, "GET", "/health"))
+        health = Health.model_validate(await control.call(ca, server, "GET", "/health"))
         credentials = _credentials.pop(ctx.job_id, None)
         if not health.needs_setup:
             return "an admin exists already"
@@ -262,7 +262,7 @@ class InstallServer:
             ctx.set_result(setup_code=code)
             return "setup code shown: create the first admin with it"
         username, password = credentials
-        await coordcall.checked(
+        await control.call(
             ca, server, "POST", "/setup",
             body={"setup_code": code, "username": username, "password": password},
         )  # fmt: skip
@@ -271,7 +271,7 @@ class InstallServer:
 
 
 def start(
-    backend: LocalBackend, params: dict[str, Any], credentials: tuple[str, str] | None
+    backend: JobHost, params: dict[str, Any], credentials: tuple[str, str] | None
 ) -> str:
     """Start (or resume) the install-server job; returns its id."""
     job = InstallServer(backend)

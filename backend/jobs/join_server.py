@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pcloud.backend import coordcall
+from pcloud.backend.control import client as control
 from pcloud.backend.jobs.install_server import (
     K3S_PORT,
     StepFailed,
@@ -30,7 +30,7 @@ from pcloud.backend.jobs.runner import JobSpec, Step, StepContext
 from pcloud.server.protocol import K3sToken
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 KIND = "join-server"
 # Approval secrets (a pre-auth key or an admin's user token) for running jobs, by job id.
@@ -38,7 +38,7 @@ _approvals: dict[str, dict[str, str]] = {}
 
 
 class JoinServer:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
 
     def spec(self) -> JobSpec:
@@ -64,7 +64,7 @@ class JoinServer:
             return "already a server"
         approval = _approvals.get(ctx.job_id, {})
         if approval.get("auth_key"):
-            await coordcall.checked(
+            await control.call(
                 ca, server, "POST", "/nodes/self/promote",
                 token=backend.node.node_token,
                 body={
@@ -75,7 +75,7 @@ class JoinServer:
             )  # fmt: skip
             how = "with a server-role pre-auth key"
         elif approval.get("token"):
-            await coordcall.checked(
+            await control.call(
                 ca, server, "PATCH", f"/nodes/{backend.node.node_id}",
                 token=approval["token"], body={"role": "server"},
             )  # fmt: skip
@@ -92,7 +92,7 @@ class JoinServer:
         backend = self.backend
         ca, server = server_of(backend)
         assert backend.node is not None
-        answer = await coordcall.checked(
+        answer = await control.call(
             ca, server, "GET", "/cluster/k3s", token=backend.node.node_token
         )
         published = K3sToken.model_validate(answer)
@@ -130,7 +130,7 @@ class JoinServer:
         assert backend.node is not None
         own = f"https://{backend.node.address}:{K3S_PORT}"
         driver = k3s_driver(backend, None)
-        await coordcall.checked(
+        await control.call(
             ca, server, "PUT", "/cluster/k3s",
             token=backend.node.node_token,
             # Exactly the token we joined with: the cluster has one.
@@ -140,7 +140,7 @@ class JoinServer:
         return f"K3s API {own} published"
 
 
-def start(backend: LocalBackend, params: dict[str, Any], approval: dict[str, str]) -> str:
+def start(backend: JobHost, params: dict[str, Any], approval: dict[str, str]) -> str:
     """Start (or resume) the join-server job; returns its id."""
     job = JoinServer(backend)
     clean = {k: v for k, v in params.items() if v is not None}

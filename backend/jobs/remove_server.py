@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from pcloud.backend.coordcall import CoordRefused
+from pcloud.backend.control.errors import ControlError
 from pcloud.backend.ha import quorum
 from pcloud.backend.ha.coord import call_any
 from pcloud.backend.ha.member import HaError, LocalMember, client_url
@@ -33,14 +33,14 @@ from pcloud.backend.jobs.runner import JobSpec, Step, StepContext, StepSkipped
 from pcloud.backend.k3s.driver import K3sDriver, K3sError
 
 if TYPE_CHECKING:
-    from pcloud.backend.local import LocalBackend
+    from pcloud.backend.jobs.host import JobHost
 
 KIND = "remove-server"
 K3S_SERVER_ROLES = ("control-plane", "etcd", "master")
 
 
 class RemoveServer:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: JobHost) -> None:
         self.backend = backend
         self.member = LocalMember(backend)
         self.name = backend.settings.hostname
@@ -114,7 +114,7 @@ class RemoveServer:
         withdrawn = "; its K3s URL withdrawn from the published list"
         try:
             await call_any(self.backend, "POST", "/cluster/k3s/withdraw", body={})
-        except CoordRefused as exc:
+        except ControlError as exc:
             if exc.status != 404:
                 raise
             withdrawn = "; this coordination server cannot withdraw K3s URLs yet"
@@ -183,7 +183,7 @@ class RemoveServer:
         avoid = [str(ctx.data["own_server"])] if ctx.data.get("own_server") else []
         try:
             answer = await call_any(self.backend, "DELETE", "/cluster/servers/self", avoid=avoid)
-        except CoordRefused as exc:
+        except ControlError as exc:
             if exc.status == 404:  # a coordination server older than the route
                 return []
             raise
@@ -193,7 +193,7 @@ class RemoveServer:
         driver = self.driver()
         if driver is None:
             raise StepSkipped("K3s is not installed here")
-        await driver.uninstall(self.backend.services.k3s_role or "server")  # type: ignore[arg-type]
+        await driver.uninstall(self.backend.services.k3s_role or "server")
         self.backend.services.forget_k3s()
         return "K3s stopped and removed"
 
@@ -216,7 +216,7 @@ class RemoveServer:
         return f"role client, address {backend.node.address} kept"
 
 
-def start(backend: LocalBackend, params: dict[str, Any]) -> str:
+def start(backend: JobHost, params: dict[str, Any]) -> str:
     job = RemoveServer(backend)
     clean = {k: v for k, v in params.items() if v is not None}
     return backend.jobs.start(job.spec(), params=clean)

@@ -29,9 +29,9 @@ from typing import Any
 
 from pcloud.backend.k3s import flags, install, token, yamlish
 from pcloud.backend.k3s.config import K3sConfig, Role
-from pcloud.backend.k3s.runner import Result, Runner, SubprocessRunner, redact
-from pcloud.backend.k3s.service import ChildService, SystemdService, systemd_running
 from pcloud.backend.proc import wait_until_up
+from pcloud.backend.services.runner import Result, Runner, SubprocessRunner, redact
+from pcloud.backend.services.service import ChildService, SystemdService, systemd_running
 
 log = logging.getLogger(__name__)
 

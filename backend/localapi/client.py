@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -254,7 +254,7 @@ class LocalClient:
         data: dict[str, Any] = await self._request("GET", "/v1/status")
         return data
 
-    async def events(self) -> AsyncIterator[StatusEvent | JobEvent]:
+    async def events(self) -> AsyncGenerator[StatusEvent | JobEvent, None]:
         """Server-sent events, parsed: the current status first, then every change."""
         while True:
             try:

@@ -31,7 +31,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
-from pcloud.backend import coordcall
 from pcloud.backend.errors import OperationError
 from pcloud.backend.jobs import ha_enable, install_server, join_server, remove_server
 from pcloud.backend.local import LocalBackend
@@ -227,8 +226,8 @@ def create_app(
 
     @app.post("/v1/coord", response_model=CoordAnswer)
     async def post_coord(body: CoordRequest) -> CoordAnswer:
-        status, answer = await coordcall.passthrough(
-            backend, body.method, body.path, body=body.body, token=body.token)
+        status, answer = await backend.relay(
+            body.method, body.path, body=body.body, token=body.token)
         return CoordAnswer(status=status, body=answer)
 
     @app.get("/v1/jobs/{job_id}", response_model=Job)

@@ -110,13 +110,13 @@ async def test_login_pins_ca_runs_and_never_leaks_the_private_key(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert b.store.load_ca() == (coord.state_dir / "tls" / "ca.pem").read_text()
     # Let the housekeeping loop report endpoints and the long poll run a little.
-    await until(lambda: b._reported is not None, "endpoints reported")
+    await until(lambda: b.housekeeping.reported is not None, "endpoints reported")
     private = b.store.key_path.read_text().strip()
     forms = [private.encode(), base64.b64decode(private).hex().encode(),
              base64.urlsafe_b64encode(base64.b64decode(private)).rstrip(b"=")]
     sent = captured.blob()
     assert b"/api/v1/nodes/register" in sent and b"/api/v1/netmap" in sent
-    assert b._key.public_key().encode() in sent
+    assert b.session.key.public_key().encode() in sent
     for form in forms:
         assert form not in sent, "private key sent to the coordination server"
         assert form.decode() not in caplog.text, "private key written to the log"
@@ -143,6 +143,18 @@ async def test_bad_credentials_are_reported(
         await b.login(LoginRequest(server_url=coord.join_link, auth_key="pcak_nope_nope"))
     await b.login(LoginRequest(server_url=coord.join_link, username="alice", password=PASSWORD))
     assert b.state is State.RUNNING
+
+
+async def test_relay_hands_on_the_servers_own_answers(
+    coord: CoordServer, auth_key: str, make_backend: Any
+) -> None:
+    b: LocalBackend = await make_backend("laptop")
+    await b.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
+    status, health = await b.relay("get", "/health")
+    assert status == 200 and health["status"] == "ok"
+    # An error answer comes back as the server gave it, for the GUI to show.
+    status, refused = await b.relay("GET", "/users", token="not-a-token")
+    assert status == 401 and refused["error"]["code"]
 
 
 async def test_two_devices_get_each_other_with_endpoints(
@@ -180,16 +192,16 @@ async def test_down_up_and_rotate_key(coord: CoordServer, auth_key: str, make_ba
     a: LocalBackend = await make_backend("laptop")
     await a.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
     assert a.node
-    address, old_key = a.node.address, a._key.public_key()
+    address, old_key = a.node.address, a.session.key.public_key()
     await a.down()
     assert a.state is State.STOPPED and isinstance(a.driver, FakeDriver) and a.driver.removed
     assert a.store.load_prefs().want_running is False
     await a.up()
     assert a.state is State.RUNNING and a.store.load_prefs().want_running is True
     await a.rotate_key()
-    assert a._key.public_key() != old_key and a.node.address == address
-    assert a.driver.config and a.driver.config.private_key == a._key.b64()
-    assert a.store.key_path.read_text().strip() == a._key.b64()
+    assert a.session.key.public_key() != old_key and a.node.address == address
+    assert a.driver.config and a.driver.config.private_key == a.session.key.b64()
+    assert a.store.key_path.read_text().strip() == a.session.key.b64()
 
 
 async def test_restart_with_server_down_reconciles_and_recovers(
@@ -318,7 +330,7 @@ async def test_cli_status_json_peers_and_rotate_key(
     await a.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
     await b.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
     assert a.node and b.node and isinstance(a.driver, FakeDriver)
-    b_key = b._key.public_key()
+    b_key = b.session.key.public_key()
     await until(lambda: a.netmap and any(p.public_key == b_key and p.online
                                          for p in a.netmap.peers), "a to see b online")
     def b_endpoint() -> str | None:
@@ -344,10 +356,10 @@ async def test_cli_status_json_peers_and_rotate_key(
     assert header == ["HOSTNAME", "IP", "ONLINE", "LAST-HANDSHAKE", "ENDPOINT"]
     assert row[:3] == ["rpi111", b.node.address, "yes"] and row[-1] == endpoint
 
-    address, old_key = a.node.address, a._key.public_key()
+    address, old_key = a.node.address, a.session.key.public_key()
     code, out, err = await pcloud(sock, "rotate-key")
     assert code == 0, err
-    new_key = a._key.public_key()
+    new_key = a.session.key.public_key()
     assert new_key != old_key
     assert out.splitlines() == [f"New public key: {new_key}", f"Address unchanged: {address}"]
     # The rotation reached the server: b's netmap carries a's new key at the same address.

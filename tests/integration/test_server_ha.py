@@ -373,7 +373,7 @@ async def test_a_server_list_only_change_reaches_the_backends_saved_netmap(
         # is now (endpoints, online), so the withdrawal's delta below differs from what we
         # hold in the server list alone.
         await asyncio.to_thread(
-            wait_until, lambda: backend._reported is not None, 10, "endpoints reported"
+            wait_until, lambda: backend.housekeeping.reported is not None, 10, "endpoints reported"
         )
         register(ha.a, ha.admin, "peer")
         await asyncio.to_thread(

@@ -87,3 +87,21 @@ def test_server_list_failover_order() -> None:
     assert [servers.advance() for _ in range(3)] == ["https://c:1", "https://b:1", "https://a:1"]
     servers.update(["https://d:1"])  # the current one stays, even if no longer listed
     assert servers.urls == ["https://a:1", "https://d:1"]
+
+
+def test_one_reading_of_the_error_body() -> None:
+    from pcloud.backend.control.errors import error_of
+
+    err = error_of(409, b'{"error": {"code": "taken", "message": "name taken"}}')
+    assert (err.status, err.code, err.message) == (409, "taken", "name taken")
+    bare = error_of(502, b"<html>bad gateway</html>", "Bad Gateway")
+    assert (bare.code, bare.message) == ("http_error", "<html>bad gateway</html>")
+    assert error_of(500, b"", "Internal Server Error").message == "Internal Server Error"
+
+
+def test_relay_refuses_routes_off_the_list() -> None:
+    from pcloud.backend.control.relay import NotRelayed, check
+
+    assert check("get", "/nodes") == "GET"
+    with pytest.raises(NotRelayed, match="not one of the routes"):
+        check("DELETE", "/cluster/servers/self")

@@ -17,15 +17,15 @@ import httpx
 import pytest
 
 from pcloud.backend.config import BackendSettings
-from pcloud.backend.coordcall import allowed
+from pcloud.backend.control.relay import allowed
 from pcloud.backend.jobs import install_server
-from pcloud.backend.k3s.runner import Result
 from pcloud.backend.local import LocalBackend
 from pcloud.backend.localapi.client import BackendError, LocalClient
 from pcloud.backend.localapi.routes import _redacted, create_app
 from pcloud.backend.localapi.server import bind_socket, make_server
 from pcloud.backend.proc import wait_pid_exit
 from pcloud.backend.server_supervisor import Services
+from pcloud.backend.services.runner import Result
 from pcloud.backend.wg.fake import FakeDriver
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from pcloud.backend.k3s import flags, install
 from pcloud.backend.k3s.driver import K3sDriver, K3sError
-from pcloud.backend.k3s.runner import Result, redact
+from pcloud.backend.services.runner import Result, redact
 
 NODES_JSON = {
     "items": [

@@ -196,3 +196,18 @@ def test_local_endpoints() -> None:
              ("eth1", "169.254.1.1"), ("eth2", "fe80::1"), ("wlan0", "172.16.5.4"),
              ("eth0", "192.168.0.11")]
     assert local_endpoints(addrs, 51820, "pcloud0") == ["172.16.5.4:51820", "192.168.0.11:51820"]
+
+
+def test_intake_tells_news_from_a_quiet_answer_and_a_server_list_change() -> None:
+    from pcloud.backend.local.intake import intake
+
+    held = full(1, peer(2))
+    quiet = Netmap(version=1, full=False, self=ME)
+    assert intake(held, quiet) == (None, False)
+    assert intake(None, quiet) == (None, False)  # a delta before any full map waits
+    servers = Netmap(version=2, full=False, self=ME,
+                     servers=["https://10.0.0.1:8443", "https://10.0.0.2:8443"])
+    merged, tunnels = intake(held, servers)
+    assert merged is not None and len(merged.servers) == 2 and not tunnels
+    merged, tunnels = intake(held, Netmap(version=3, full=False, self=ME, peers_removed=[2]))
+    assert merged is not None and merged.peers == [] and tunnels

@@ -80,7 +80,7 @@ async def test_no_tunnel_is_configured_without_its_filter(tmp_path: Path) -> Non
     backend.want_running = True
     await driver.start()
     # nftables cannot be run: the filter fails, and no peer gets configured.
-    backend.filter = PacketFilter("pcloud0", nft="pcloud-test-no-such-nft")
+    backend.engine.filter = PacketFilter("pcloud0", nft="pcloud-test-no-such-nft")
     await backend._apply()
     assert driver.config is not None and driver.config.peers == ()
     status = await backend.status()
@@ -88,7 +88,7 @@ async def test_no_tunnel_is_configured_without_its_filter(tmp_path: Path) -> Non
     assert "not found: install the nftables package" in (status.error or "")
     assert "tunnels withheld" in (status.error or "")
     # Once the filter goes in, the peers follow.
-    backend.filter = PacketFilter("pcloud0", install=False)
+    backend.engine.filter = PacketFilter("pcloud0", install=False)
     await backend._apply()
     assert len(driver.config.peers) == 2
     status = await backend.status()

@@ -22,8 +22,8 @@ import pytest
 
 from pcloud.backend.config import BackendSettings
 from pcloud.backend.ha.member import LocalMember
-from pcloud.backend.k3s.service import ChildService
 from pcloud.backend.server_supervisor import Services
+from pcloud.backend.services.service import ChildService
 
 # The supervisor's first restart comes 1 s after a crash: holding 2.5 s covers it twice over.
 HOLD_S = 2.5

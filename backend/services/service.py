@@ -1,4 +1,5 @@
-"""Keeping K3s running: a systemd unit where systemd is PID 1, otherwise a supervised child.
+"""Keeping a daemon running (K3s, the coordination server, etcd): a systemd unit where systemd
+is PID 1, otherwise a supervised child.
 
 The systemd unit mirrors the one install.sh writes (Type=notify, KillMode=process, Delegate=yes,
 Restart=always) and is ordered after pcloud-backend so the WireGuard address K3s binds to exists.
@@ -19,8 +20,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pcloud.backend.k3s.runner import RunError, Runner
 from pcloud.backend.proc import reap, terminate, wait_pid_exit
+from pcloud.backend.services.runner import RunError, Runner
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class ChildService:
         current = self._adoptable()
         if current is not None and (restart or self._recorded_fingerprint() != self._fingerprint()):
             # Started with another command or config: replace it.
-            await self._terminate(current)
+            await terminate(current, grace=10.0)
             current = None
         if current is None:
             self._launch()
@@ -175,7 +176,7 @@ class ChildService:
             self._argv = list(argv)
         pid = self.pid if self.pid is not None else self._adoptable()
         if pid is not None:
-            await self._terminate(pid)
+            await terminate(pid, grace=10.0)
         self.pid = None
         self.pid_file.unlink(missing_ok=True)
 
@@ -236,9 +237,6 @@ class ChildService:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         # The PID, then what it was started with: a later start() adopts it only if equal.
         self.pid_file.write_text(f"{self.pid}\n{self._fingerprint()}\n")
-
-    async def _terminate(self, pid: int) -> None:
-        await terminate(pid, grace=10.0)
 
     async def _supervise(self) -> None:
         backoff = _BACKOFF_MIN

@@ -1,4 +1,5 @@
-"""How the K3s driver runs programs: one small seam so tests can record or replace the calls.
+"""How the supervisors and the K3s driver run programs: one small seam so tests can record or
+replace the calls.
 
 `SubprocessRunner` runs real programs (the real `k3s`, or the stand-in `k3s` wrapper in tests
 and the lab, which is just another binary path). Unit tests swap in a recording runner and check
