@@ -316,7 +316,7 @@ def test_user_logout_revokes_the_token(coord_app: CoordApp) -> None:
 
 
 def test_metrics_and_docs_are_settings(tmp_path: Path) -> None:
-    from pcloud.server.__main__ import load_settings, server_parser
+    from pcloud.server.arguments import load_settings, server_parser
     from pcloud.server.config import Listen, Settings
 
     lan = Settings(state_dir=tmp_path, listen=(Listen("0.0.0.0", 8443),))

@@ -139,7 +139,7 @@ class CoordApp(ApiHelpers):
         return self._state
 
     def start(self) -> CoordApp:
-        # As `pcloud-server` prepares before serving (server.__main__.serve).
+        # As `pcloud-server` prepares before serving (server.serve.serve).
         app = create_app(self.settings)
         self._state = app.state.pcloud
         files = TlsFiles.in_dir(self.settings.state_dir)
