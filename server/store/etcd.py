@@ -20,16 +20,12 @@ clear StoreError rather than split, since a split commit would not be atomic.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from .base import (
     KINDS,
@@ -46,44 +42,19 @@ from .etcd_gateway import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_TIMEOUT_S,
     Gateway,
-    GatewayError,
     as_int,
     b64,
     prefix_end,
     unb64,
 )
+from .etcd_watch import Change, Compacted, WatchBatch, decode_batches, watch_commits
+
+__all__ = ["Change", "Compacted", "EtcdStore", "WatchBatch"]
 
 PREFIX = "/pcloud/"
 VERSION_KEY = "meta/version"
 MAX_TXN_OPS = 1024  # what etcd_cluster passes as --max-txn-ops
 PAGE = 500  # keys per range page at load: bounded answers whatever the store's size
-
-
-class Compacted(StoreError):
-    """The watch's start revision was compacted away: reload everything, then watch again."""
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"etcd history compacted up to revision {compact_revision}")
-        self.compact_revision = compact_revision
-
-
-@dataclass(frozen=True)
-class Change:
-    kind: Kind
-    key: str
-    value: dict[str, Any] | None  # None: deleted
-    revision: int
-
-
-@dataclass
-class WatchBatch:
-    """Everything one foreign commit changed (one etcd revision), counter excluded."""
-
-    revision: int
-    version: int | None  # None: a write that did not go through commit() (etcdctl, repair)
-    writer: str | None
-    commit: str | None = None  # the committing txn's token
-    changes: list[Change] = field(default_factory=list)
 
 
 def _dump(value: Any) -> bytes:
@@ -334,79 +305,25 @@ class EtcdStore:
             self.revision = batch.revision
             self.version = batch.version
 
-    def _batches(self, events: list[dict[str, Any]]) -> list[WatchBatch]:
-        out: dict[int, WatchBatch] = {}
-        for ev in events:
-            kv = ev.get("kv", {})
-            rev = as_int(kv.get("mod_revision"))
-            batch = out.setdefault(rev, WatchBatch(revision=rev, version=None, writer=None))
-            raw = unb64(kv.get("key"))
-            deleted = ev.get("type") == "DELETE"
-            if raw.decode() == self.version_key and not deleted:
-                counter = json.loads(unb64(kv.get("value")))
-                batch.version = int(counter.get("version", 0))
-                batch.writer = counter.get("writer")
-                batch.commit = counter.get("commit")
-                continue
-            where = self.split(raw)
-            if where is not None:
-                value = None if deleted else json.loads(unb64(kv.get("value")))
-                batch.changes.append(Change(where[0], where[1], value, rev))
-        return [out[r] for r in sorted(out)]
-
     async def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchBatch]:
         """Other writers' commits from `from_revision` on (default: just after the last load).
 
         Resumes on the next endpoint from the last revision seen when a stream breaks or its
         member loses the leader; raises Compacted when that revision is gone (reload then).
         """
-        next_rev = from_revision if from_revision is not None else self.loaded_at + 1
-        endpoint = self.gateway.order()[0]
-        backoff = 0.05
-        while True:
-            body = {
-                "create_request": {
-                    "key": b64(self.prefix),
-                    "range_end": b64(prefix_end(self.prefix)),
-                    "start_revision": str(next_rev),
-                    "progress_notify": True,
-                }
-            }
-            try:
-                async with self.gateway.stream(
-                    endpoint, "/v3/watch", body, idle_timeout=self.watch_idle_timeout
-                ) as lines:
-                    async for msg in lines:
-                        if "error" in msg:
-                            break  # e.g. 503 no leader: try another member
-                        result = msg.get("result", {})
-                        if result.get("canceled"):
-                            compact = as_int(result.get("compact_revision"))
-                            if compact:
-                                raise Compacted(compact)
-                            break
-                        backoff = 0.05
-                        for batch in self._batches(result.get("events", [])):
-                            next_rev = batch.revision + 1
-                            if batch.commit is not None and batch.commit in self._mine:
-                                del self._mine[batch.commit]  # our own acknowledged commit
-                            else:
-                                yield batch
-                        if not result.get("events") and not result.get("created"):
-                            # A progress notification (sent only to a synced watcher):
-                            # everything up to its header revision was delivered.
-                            header_rev = as_int(result.get("header", {}).get("revision"))
-                            next_rev = max(next_rev, header_rev + 1)
-            except (httpx.TransportError, json.JSONDecodeError):
-                pass
-            except GatewayError as exc:
-                if exc.status < 500:
-                    raise
-            # The list may have been swapped meanwhile (follow_members): stay within it.
-            endpoint = (endpoint + 1) % len(self.gateway.endpoints)
-            # Backoff between reconnects, not a synchronisation: a dead member answers at once.
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+        start = from_revision if from_revision is not None else self.loaded_at + 1
+        commits = watch_commits(
+            self.gateway,
+            self.prefix,
+            start,
+            decode=lambda events: decode_batches(events, self.version_key, self.split),
+            idle_timeout=self.watch_idle_timeout,
+        )
+        async for batch in commits:
+            if batch.commit is not None and batch.commit in self._mine:
+                del self._mine[batch.commit]  # our own acknowledged commit
+            else:
+                yield batch
 
     # ---- membership -----------------------------------------------------------------------
 

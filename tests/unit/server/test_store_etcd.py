@@ -34,6 +34,7 @@ from pcloud.server.store.etcd_member import (
     force_new_cluster_argv,
     issue_member_cert,
 )
+from pcloud.server.store.etcd_watch import decode_batches
 
 
 def b64(s: str) -> str:
@@ -120,7 +121,7 @@ def test_watch_events_group_by_revision_and_name_their_writer() -> None:
         {"type": "DELETE", "kv": {"key": b64("/pcloud/addr/10.0.0.1"), "mod_revision": "9"}},
         {"kv": {"key": b64("/pcloud/_migration"), "mod_revision": "9", "value": b64("{}")}},
     ]  # fmt: skip
-    first, second = s._batches(events)
+    first, second = decode_batches(events, s.version_key, s.split)
     assert (first.revision, first.version, first.writer) == (8, 3, "w2")
     assert [(c.kind, c.key, c.value) for c in first.changes] == [("node", "1", {"id": 1})]
     assert (second.revision, second.version) == (9, None)
