@@ -22,7 +22,7 @@ from .state import State
 from .store.base import Store
 from .store.etcd import EtcdStore
 from .store.sqlite import SqliteStore
-from .sync import StoreSync, publish_self
+from .sync import StoreSync
 
 DB_NAME = "pcloud.db"
 PURGE_EVERY_S = 3600.0
@@ -103,7 +103,7 @@ def create_app(
                 sync.start()
             else:
                 state.sweep_offline_ephemeral()
-                await publish_self(state)
+                await state.publish_self()
         yield
         if purge is not None:
             purge.cancel()
