@@ -6,7 +6,7 @@ server's state builds writes to its store (its one door for changes); no product
 longer than the limit in the same file, besides the listed ones.
 
 Imports are read with `ast` (nothing is imported) and named through pyproject's package-dir
-mapping, so `server/state.py` is `pcloud.server.state`. Imports under `if TYPE_CHECKING:` and
+mapping, so `server/sync.py` is `pcloud.server.sync`. Imports under `if TYPE_CHECKING:` and
 inside functions count like any other: a type-only import is still a dependency of the design,
 and a function-local one is a circle postponed to run time.
 """
