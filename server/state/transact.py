@@ -20,7 +20,16 @@ from typing import Generic, Protocol, TypeVar
 from ..config import Settings
 from ..errors import ApiError
 from ..presence import Presence
-from ..store.base import ClaimTaken, Conflict, Op, Snapshot, Store, StoreError, Unavailable
+from ..store.base import (
+    ClaimTaken,
+    Conflict,
+    Op,
+    Snapshot,
+    Store,
+    StoreError,
+    StoreKind,
+    Unavailable,
+)
 from .fanout import FanOut
 
 log = logging.getLogger("pcloud.server.state")
@@ -64,7 +73,7 @@ class Transactions(FanOut):
     def __init__(self, settings: Settings, store: Store, presence: Presence) -> None:
         super().__init__(settings, presence)
         self.store = store
-        self.store_kind: str = getattr(store, "kind", "sqlite")
+        self.store_kind: StoreKind = store.kind
         self.lock = asyncio.Lock()
         self.sync: CatchUp | None = None
         self.store_version = 0
@@ -78,12 +87,7 @@ class Transactions(FanOut):
 
     async def _write(self, ops: Sequence[Op]) -> None:
         version = self.store_version + 1
-        acommit = getattr(self.store, "acommit", None)
-        if acommit is not None:
-            await acommit(ops, version)
-        else:
-            # SQLite commits in well under a millisecond: not worth a thread hop.
-            self.store.commit(ops, version)
+        await self.store.acommit(ops, version)
         self.store_version = version
 
     async def transact(self, build: Callable[[], Plan[T]]) -> T:
@@ -126,9 +130,8 @@ class Transactions(FanOut):
                 raise store_unavailable(RuntimeError("this server's watch on the store is behind"))
             return
         # No watch (the admin command's in-process state): read everything again.
-        aload = getattr(self.store, "aload", None)
         try:
-            snap = await aload() if aload is not None else self.store.load()
+            snap = await self.store.aload()
         except Unavailable as exc:
             raise store_unavailable(exc) from None
         async with self.lock:

@@ -37,6 +37,7 @@ from .base import (
     Op,
     Snapshot,
     StoreError,
+    StoreKind,
 )
 from .etcd_gateway import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -62,7 +63,7 @@ def _dump(value: Any) -> bytes:
 
 
 class EtcdStore:
-    kind = "etcd"
+    kind: StoreKind = "etcd"
 
     def __init__(
         self,
