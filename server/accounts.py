@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ApiError, conflict, forbidden, not_found, unauthorized
+from .layout import setup_code_file
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now
 from .protocol import Role
 from .security import passwords, tokens
@@ -48,7 +49,7 @@ class Accounts:
             per_source=settings.login_failures_per_source,
         )
         self.hashes = HashGate(settings.max_concurrent_hashes, settings.max_queued_hashes)
-        self.setup_path = settings.state_dir / "setup-code"
+        self.setup_path = setup_code_file(settings.state_dir)
         self._proofs: NodeProofs | None = None
 
     @property

@@ -15,6 +15,7 @@ from .api import accounts as accounts_routes
 from .api import acl, cluster, cluster_ca, install, meta, netmap, nodes, welcome
 from .config import Settings
 from .errors import install_handlers
+from .layout import DB_NAME
 from .metrics import Metrics
 from .middleware import LimitAndMeasure
 from .security.tls import TlsFiles, ensure_ca
@@ -24,7 +25,6 @@ from .store.etcd import EtcdStore
 from .store.sqlite import SqliteStore
 from .sync import StoreSync
 
-DB_NAME = "pcloud.db"
 PURGE_EVERY_S = 3600.0
 log = logging.getLogger("pcloud.server")
 

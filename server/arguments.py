@@ -14,11 +14,9 @@ from pathlib import Path
 
 from . import __version__
 from .config import Listen, Settings, parse_network
-from .layout import STATE_DIR
+from .layout import SERVER_JSON, STATE_DIR
 from .protocol import DEFAULT_DOMAIN
 from .transport.options import add_connection_arguments, connection_settings
-
-SERVER_JSON = "server.json"
 
 
 def server_parser() -> argparse.ArgumentParser:

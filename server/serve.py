@@ -18,6 +18,7 @@ from .accounts import Accounts
 from .api.install import install_info, install_line
 from .app import create_app, open_state
 from .config import Listen, Settings
+from .layout import admin_socket, setup_code_file
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
 from .transport.fds import raise_open_files_limit
@@ -118,9 +119,9 @@ async def serve(settings: Settings) -> None:
     print(f"install line: {install_line(info['base_url'], info['pin'])}", flush=True)
     if code and under_systemd():
         # Under systemd stdout is the journal, which more people read than the state dir.
-        print(f"setup code: in {settings.state_dir / 'setup-code'} (0600)", flush=True)
+        print(f"setup code: in {setup_code_file(settings.state_dir)} (0600)", flush=True)
     elif code:
-        print(f"setup code: {code}  (also in {settings.state_dir / 'setup-code'})", flush=True)
+        print(f"setup code: {code}  (also in {setup_code_file(settings.state_dir)})", flush=True)
 
     app = create_app(settings, state=state)
     admin_app = create_app(settings, state=state, local_admin=True)
@@ -141,7 +142,7 @@ async def serve(settings: Settings) -> None:
         # would otherwise believe it from 127.0.0.1 and let a client pick its own address.
         proxy_headers=False,
     )
-    admin_sock = bind_admin_socket(settings.state_dir / "admin.sock")
+    admin_sock = bind_admin_socket(admin_socket(settings.state_dir))
     admin_config = uvicorn.Config(admin_app, log_level="warning", lifespan="off")
     server = DrainingServer(config, state)
     admin_server = uvicorn.Server(admin_config)
@@ -154,5 +155,5 @@ async def serve(settings: Settings) -> None:
     finally:
         admin_server.should_exit = True
         await admin_task
-        (settings.state_dir / "admin.sock").unlink(missing_ok=True)
+        admin_socket(settings.state_dir).unlink(missing_ok=True)
         state.close()
