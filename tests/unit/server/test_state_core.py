@@ -17,6 +17,7 @@ from pcloud.server.errors import ApiError
 from pcloud.server.model import NodeRec
 from pcloud.server.netmap import build
 from pcloud.server.netmap.broadcast import Delta
+from pcloud.server.policy.document import parse_policy
 from pcloud.server.protocol import INFRA_OWNER, SERVER_TAG
 from pcloud.server.state import State
 from pcloud.server.store.sqlite import SqliteStore
@@ -162,4 +163,25 @@ async def test_cluster_records_and_the_server_list(tmp_path: Path) -> None:
     state.close()
     again = open_state(tmp_path, hostname="rpi111")
     assert again.k3s == {"token": "K10::x", "server_urls": [url]} and again.servers == {}
+    again.close()
+
+
+async def test_a_policy_swap_tells_exactly_the_nodes_whose_view_changed(tmp_path: Path) -> None:
+    state = open_state(tmp_path)
+    a1, a2 = await add(state, "a1"), await add(state, "a2")
+    b1 = await add(state, "b1", user="bob")
+    since = state.version
+    # Everyone reaches everyone: bob and alice now see each other; nobody else is affected.
+    everyone = parse_policy('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
+    assert await state.set_policy(everyone) == 3
+    assert state.bus.delta(b1.id, since).changed == {a1.id, a2.id}
+    assert state.bus.delta(a1.id, since).changed == {b1.id}
+    assert peers(build.full_json(state, b1.id)) == {"a1", "a2"}
+    # Back to the default: the same views go away again, and the store says so after a restart.
+    back = state.version
+    assert await state.set_policy(None) == 3
+    assert state.bus.delta(b1.id, back).removed == {a1.id, a2.id}
+    state.close()
+    again = open_state(tmp_path)
+    assert again.policy is None and peers(build.full_json(again, b1.id)) == set()
     again.close()
