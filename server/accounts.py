@@ -11,7 +11,6 @@ proof of the node's key (security.nodeproof).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -20,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ApiError, conflict, forbidden, not_found, unauthorized
-from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now, to_record
+from .layout import setup_code_file
+from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, now
 from .protocol import Role
 from .security import passwords, tokens
 from .security.nodeproof import NodeProofs
 from .security.ratelimit import Busy, HashGate, LoginLimiter
-from .state import Plan, State, expired
-from .store.base import Delete, Op, Put
+from .state import State, expired
+from .store.base import Op
 
 log = logging.getLogger("pcloud.server.accounts")
 
@@ -49,7 +49,7 @@ class Accounts:
             per_source=settings.login_failures_per_source,
         )
         self.hashes = HashGate(settings.max_concurrent_hashes, settings.max_queued_hashes)
-        self.setup_path = settings.state_dir / "setup-code"
+        self.setup_path = setup_code_file(settings.state_dir)
         self._proofs: NodeProofs | None = None
 
     @property
@@ -102,19 +102,11 @@ class Accounts:
         token, expires = self._issue(username)
         rec = TokenRec(tokens.digest(token), username, expires)
 
-        def ops() -> list[Op]:
+        def check() -> None:
             if not self.needs_setup():  # another server's setup won meanwhile
                 raise conflict("already_set_up", "setup is done: an admin already exists")
-            return [
-                Put("user", username, to_record(user)),
-                Put("token", rec.digest, to_record(rec)),
-            ]
 
-        def apply() -> None:
-            self._add_user(user)
-            self.state.tokens[rec.digest] = rec
-
-        await self.state.change(ops, apply)
+        await self.state.add_user(user, rec, check)
         self.setup_path.unlink(missing_ok=True)
         log.info("first admin %s created", username)
         return user, token, expires
@@ -126,10 +118,6 @@ class Accounts:
         digest = await self._hash(passwords.hash_password, password)
         assert isinstance(digest, str)
         return UserRec(username, admin, digest, now())
-
-    def _add_user(self, user: UserRec) -> None:
-        self.state.users[user.username] = user
-        self.state.index.set_admins(self.state.admins())
 
     def _issue(self, username: str) -> tuple[str, dt.datetime]:
         token = tokens.new_token(tokens.USER_TOKEN)
@@ -156,10 +144,7 @@ class Accounts:
         self.limiter.succeeded(username, client)
         token, expires = self._issue(username)
         rec = TokenRec(tokens.digest(token), username, expires)
-        await self.state.change(
-            lambda: [Put("token", rec.digest, to_record(rec))],
-            lambda: self.state.tokens.__setitem__(rec.digest, rec),
-        )
+        await self.state.add_token(rec)
         return token, expires
 
     def caller(self, token: str) -> Caller:
@@ -179,24 +164,11 @@ class Accounts:
         """Revoke the presented user token (DELETE /sessions/self)."""
         self.caller(token)  # 401 when it is unknown or expired already
         digest = tokens.digest(token)
-        await self.state.change(
-            lambda: [Delete("token", digest)] if digest in self.state.tokens else [],
-            lambda: self.state.tokens.pop(digest, None),
-        )
+        await self.state.drop_tokens(lambda d, _rec: d == digest)
 
     async def purge_expired(self) -> int:
         """Delete expired user tokens from the store (they only ever answer 401)."""
-        doomed: list[str] = []
-
-        def ops() -> list[Op]:
-            doomed[:] = [d for d, t in self.state.tokens.items() if expired(t.expires_at)]
-            return [Delete("token", d) for d in doomed]
-
-        def apply() -> None:
-            for d in doomed:
-                self.state.tokens.pop(d, None)
-
-        await self.state.change(ops, apply)
+        doomed = await self.state.drop_tokens(lambda _d, rec: expired(rec.expires_at))
         if doomed:
             log.info("purged %d expired user tokens", len(doomed))
         return len(doomed)
@@ -206,44 +178,16 @@ class Accounts:
             raise conflict("user_exists", f"user {username!r} already exists")
         user = await self._new_user(username, password, admin=admin)
 
-        def ops() -> list[Op]:
+        def check() -> None:
             if username in self.state.users:
                 raise conflict("user_exists", f"user {username!r} already exists")
-            return [Put("user", username, to_record(user))]
 
-        await self.state.change(ops, lambda: self._add_user(user))
+        await self.state.add_user(user, check=check)
         return user
 
     async def delete_user(self, username: str) -> None:
-        state = self.state
-
-        def build() -> Plan[None]:
-            if username not in state.users:
-                raise not_found(f"user {username!r}")
-            remaining_admins = state.admins() - {username}
-            if state.users[username].admin and not remaining_admins:
-                raise conflict("last_admin", "cannot delete the last admin")
-            ops: list[Op] = [Delete("user", username)]
-            doomed_tokens = [d for d, t in state.tokens.items() if t.username == username]
-            doomed_keys = [p for p, k in state.authkeys.items() if k.user == username]
-            ops += [Delete("token", d) for d in doomed_tokens]
-            ops += [Delete("authkey", p) for p in doomed_keys]
-            # One transaction: the user, their sessions, keys and untagged devices go together.
-            doomed = [n for n in state.nodes.values() if n.user == username and not n.tags]
-            node_ops, drop_nodes = state.plan_delete_nodes(doomed)
-
-            def apply(version: int) -> None:
-                drop_nodes(version)
-                for d in doomed_tokens:
-                    state.tokens.pop(d, None)
-                for p in doomed_keys:
-                    state.authkeys.pop(p, None)
-                state.users.pop(username, None)
-                state.index.set_admins(state.admins())
-
-            return Plan([*node_ops, *ops], apply)
-
-        await state.transact(build)
+        """The user, their sessions, keys and untagged devices (one transaction)."""
+        await self.state.delete_user(username)
 
     # ---- auth keys --------------------------------------------------------------------------
 
@@ -280,10 +224,7 @@ class Accounts:
             expires_at=now() + dt.timedelta(seconds=expires_in_s),
             created_at=now(),
         )
-        await self.state.change(
-            lambda: [Put("authkey", prefix, to_record(rec))],
-            lambda: self.state.authkeys.__setitem__(prefix, rec),
-        )
+        await self.state.add_auth_key(rec)
         return key, rec
 
     def visible_keys(self, caller: Caller) -> list[AuthKeyRec]:
@@ -294,13 +235,11 @@ class Accounts:
         )
 
     async def expire_auth_key(self, caller: Caller, prefix: str) -> None:
-        def ops() -> list[Op]:
-            rec = self.state.authkeys.get(prefix)
+        def check(rec: AuthKeyRec | None) -> None:
             if rec is None or not (caller.admin or rec.user == caller.username):
                 raise not_found(f"auth key {prefix!r}")
-            return [Delete("authkey", prefix)]
 
-        await self.state.change(ops, lambda: self.state.authkeys.pop(prefix, None))
+        await self.state.drop_auth_key(prefix, check)
 
     def check_auth_key(self, key: str) -> AuthKeyRec:
         prefix = tokens.auth_key_prefix(key)
@@ -321,17 +260,15 @@ class Accounts:
         """Check `key` again against the working set and return the op that spends it (a
         single-use key), to commit with what it pays for. Called at every attempt of that
         commit, so two servers racing to use one single-use key cannot both succeed."""
-        rec = self.check_auth_key(key)
-        if rec.reusable:
-            return []
-        spent = dataclasses.replace(rec, used=True)
-        return [Put("authkey", rec.prefix, to_record(spent))]
+        return self.state.spend_ops(self.check_auth_key(key))
 
     def spent(self, key: str) -> None:
         """After the commit: the in-memory record of a single-use key says used."""
-        rec = self.state.authkeys.get(tokens.auth_key_prefix(key) or "")
-        if rec is not None and not rec.reusable:
-            self.state.authkeys[rec.prefix] = dataclasses.replace(rec, used=True)
+        self.state.key_spent(tokens.auth_key_prefix(key) or "")
+
+    async def spend(self, key: str) -> None:
+        """Spend a single-use key on its own (checked again at every attempt)."""
+        await self.state.spend_key(lambda: self.check_auth_key(key))
 
     # ---- nodes ------------------------------------------------------------------------------
 

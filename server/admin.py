@@ -146,8 +146,8 @@ def _client(state_dir: Path, timeout: float) -> httpx.AsyncClient:
             else f"the default is {DEFAULT_STATE_DIR}"
         )
         raise AdminError(f"no coordination server state in {state_dir}: {hint}")
-    from .__main__ import load_settings, server_parser
     from .app import create_app
+    from .arguments import load_settings, server_parser
 
     settings = load_settings(server_parser().parse_args(["--state-dir", str(state_dir)]))
     app = create_app(settings, local_admin=True)

@@ -15,6 +15,7 @@ from .api import accounts as accounts_routes
 from .api import acl, cluster, cluster_ca, install, meta, netmap, nodes, welcome
 from .config import Settings
 from .errors import install_handlers
+from .layout import DB_NAME
 from .metrics import Metrics
 from .middleware import LimitAndMeasure
 from .security.tls import TlsFiles, ensure_ca
@@ -22,9 +23,8 @@ from .state import State
 from .store.base import Store
 from .store.etcd import EtcdStore
 from .store.sqlite import SqliteStore
-from .sync import StoreSync, publish_self
+from .sync import StoreSync
 
-DB_NAME = "pcloud.db"
 PURGE_EVERY_S = 3600.0
 log = logging.getLogger("pcloud.server")
 
@@ -103,7 +103,7 @@ def create_app(
                 sync.start()
             else:
                 state.sweep_offline_ephemeral()
-                await publish_self(state)
+                await state.publish_self()
         yield
         if purge is not None:
             purge.cancel()

@@ -10,53 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
 
+from .config import Settings
 from .errors import ApiError
-from .model import NodeRec, now
-
-if TYPE_CHECKING:
-    from .config import Settings
-    from .netmap.broadcast import Broadcaster
+from .model import NodeRec
 
 log = logging.getLogger("pcloud.server.presence")
 
 
 class Presence:
-    """Mixed into `State`: the attributes below are the parts of State it uses."""
+    """Who polls this server now; `changed(node_id)` fans a flip out, `expire(node_id)`
+    removes an ephemeral node that stayed offline, `nodes()` is the working set's nodes."""
 
-    settings: Settings
-    nodes: dict[int, NodeRec]
-    bus: Broadcaster
-
-    def init_presence(self) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        nodes: Callable[[], Mapping[int, NodeRec]],
+        changed: Callable[[int], None],
+        expire: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self._nodes = nodes
+        self._changed = changed
+        self._delete = expire
         self.online: set[int] = set()
         self._polls: dict[int, int] = {}
         self._offline_timers: dict[int, asyncio.TimerHandle] = {}
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
         self._expiring: set[asyncio.Task[None]] = set()
 
-    # Provided by State.
-    def stamp(self) -> int:
-        raise NotImplementedError
-
-    def peers_of(self, node_id: int) -> set[int]:
-        raise NotImplementedError
-
-    def fanout(
-        self,
-        version: int,
-        node_id: int,
-        before: set[int],
-        after: set[int],
-        *,
-        content_changed: bool,
-        self_changed: bool,
-    ) -> None:
-        raise NotImplementedError
-
-    async def delete_node(self, node_id: int) -> None:
-        raise NotImplementedError
+    @property
+    def nodes(self) -> Mapping[int, NodeRec]:
+        return self._nodes()
 
     # ---- polls ----------------------------------------------------------------------------
 
@@ -65,7 +52,7 @@ class Presence:
         self._cancel_timers(node_id)
         if node_id not in self.online and node_id in self.nodes:
             self.online.add(node_id)
-            self._presence_changed(node_id)
+            self._changed(node_id)
 
     def poll_ended(self, node_id: int) -> None:
         count = self._polls.get(node_id, 0) - 1
@@ -87,7 +74,7 @@ class Presence:
         if node_id not in self.nodes or self._polls.get(node_id):
             return
         self.online.discard(node_id)
-        self._presence_changed(node_id)
+        self._changed(node_id)
         node = self.nodes[node_id]
         if node.ephemeral:
             loop = asyncio.get_running_loop()
@@ -105,17 +92,11 @@ class Presence:
 
     async def _expire(self, node_id: int) -> None:
         try:
-            await self.delete_node(node_id)
+            await self._delete(node_id)
         except ApiError as exc:
             # The store refused (no quorum) or the node went away meanwhile; it is tried again
             # the next time the node goes offline, or at the next start's sweep.
             log.warning("could not remove ephemeral node %d: %s", node_id, exc.message)
-
-    def _presence_changed(self, node_id: int) -> None:
-        self.nodes[node_id].last_seen = now()
-        version = self.stamp()
-        peers = self.peers_of(node_id)
-        self.fanout(version, node_id, peers, peers, content_changed=True, self_changed=False)
 
     def _cancel_timers(self, node_id: int) -> None:
         for timers in (self._offline_timers, self._ephemeral_timers):
@@ -123,7 +104,7 @@ class Presence:
             if handle is not None:
                 handle.cancel()
 
-    def sweep_offline_ephemeral(self) -> None:
+    def sweep(self) -> None:
         """At start nobody is online: give every ephemeral node its offline timer."""
         loop = asyncio.get_running_loop()
         for node in self.nodes.values():
@@ -132,15 +113,16 @@ class Presence:
                     self.settings.ephemeral_timeout_s, self._expire_ephemeral, node.id
                 )
 
-    def presence_forget(self, node_id: int) -> None:
+    def forget(self, node_id: int) -> None:
         self.online.discard(node_id)
         self._cancel_timers(node_id)
 
-    def presence_reloaded(self) -> None:
-        for node_id in [n for n in self.online if n not in self.nodes]:
-            self.presence_forget(node_id)
+    def reloaded(self, nodes: Mapping[int, NodeRec]) -> None:
+        """After a full reload: nodes gone meanwhile are no longer online."""
+        for node_id in [n for n in self.online if n not in nodes]:
+            self.forget(node_id)
 
-    def presence_close(self) -> None:
+    def close(self) -> None:
         for timers in (self._offline_timers, self._ephemeral_timers):
             for handle in timers.values():
                 handle.cancel()

@@ -1,28 +1,25 @@
 """Keeps this server's working set in step with commits other coordination servers make.
 
 One task per server reads the etcd watch (`EtcdStore.watch`, which already skips this server's
-own acknowledged commits) and applies each foreign commit under the state's lock: records into
-memory, the policy index and IPAM kept in step, and the same before/after fan-out a local change
-makes, so long polls held here wake for changes made anywhere. If the watch's history was
-compacted away, everything is read again and every node's log is reset (full maps next poll).
-At start the task also publishes this server's URLs (netmap `servers`) and backfills address
-claims a store written before claims existed lacks. A second task keeps the store's endpoint list
-equal to the cluster's members (etcd's MemberList every few seconds): etcd tells no one when
-membership changes, and a removed member's address must not stay in the list (issue 12).
+own acknowledged commits) and has the state replay each foreign commit under its lock
+(state/replay.py), so long polls held here wake for changes made anywhere. If the watch's
+history was compacted away, everything is read again and every node's log is reset (full maps
+next poll). At start the task also has the state publish this server's URLs (netmap `servers`)
+and backfill the address claims a store written before claims existed lacks
+(`State.publish_self`). A second task keeps the store's endpoint list equal to the cluster's
+members (etcd's MemberList every few seconds): etcd tells no one when membership changes, and a
+removed member's address must not stay in the list (issue 12).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import ApiError
-from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, from_record
-from .state import SERVER_PREFIX, Plan
-from .store.base import Op, Put, StoreError, Unavailable
-from .store.etcd import Compacted, EtcdStore, WatchBatch
+from .store.base import StoreError, Unavailable
+from .store.etcd import Compacted, EtcdStore
 
 if TYPE_CHECKING:
     from .state import State
@@ -33,95 +30,6 @@ RETRY_S = 2.0  # between attempts at start-up writes and reloads while the store
 # How often the member list is read: membership changes are rare and a stale entry costs only a
 # failed connection per failover until then; one small call per period is nothing for etcd.
 MEMBERS_EVERY_S = 3.0
-
-
-def apply_batch(state: State, batch: WatchBatch) -> None:
-    """Apply one foreign commit to memory and fan it out (caller holds `state.lock`)."""
-    version = state.stamp()
-    if batch.version is not None:
-        state.store_version = max(state.store_version, batch.version)
-    users_changed = servers_changed = False
-    for ch in batch.changes:
-        value = ch.value
-        if ch.kind == "user":
-            users_changed = True
-            if value is None:
-                state.users.pop(ch.key, None)
-            else:
-                state.users[ch.key] = from_record(UserRec, value)
-        elif ch.kind == "token":
-            _put(state.tokens, ch.key, None if value is None else from_record(TokenRec, value))
-        elif ch.kind == "authkey":
-            _put(state.authkeys, ch.key, None if value is None else from_record(AuthKeyRec, value))
-        elif ch.kind == "node":
-            _apply_node(state, version, int(ch.key), value)
-        elif ch.kind == "policy" and ch.key == "current":
-            text = None if value is None else value.get("text")
-            if text != state.policy_text:
-                state.policy_applied(state._parse_stored(text), version)
-        elif ch.kind == "meta":
-            servers_changed |= _apply_meta(state, ch.key, value)
-        elif ch.kind == "addr":
-            _apply_addr(state, ch.key, value)
-    if users_changed:
-        # Admin flags never change after creation; a new admin owns no nodes yet and a deleted
-        # user's nodes leave in the same commit, so no view changes through this alone.
-        state.index.set_admins(state.admins())
-    if servers_changed:
-        state.servers_changed(version)
-
-
-def _put(table: dict[str, Any], key: str, value: Any) -> None:
-    if value is None:
-        table.pop(key, None)
-    else:
-        table[key] = value
-
-
-def _apply_node(state: State, version: int, node_id: int, value: dict[str, Any] | None) -> None:
-    old = state.nodes.get(node_id)
-    if value is None:
-        if old is not None:
-            state.drop_node(old, version, state.peers_of(node_id))
-        return
-    node = from_record(NodeRec, value)
-    if old is not None and old.last_seen is not None:
-        node.last_seen = old.last_seen  # presence is this server's own knowledge
-    before = state.peers_of(node_id) if old is not None else set()
-    facts_changed = state.upsert_node(node, old)
-    after = state.peers_of(node_id)
-    if old is None:
-        state.bus.track(node_id, version)
-    state.fanout(
-        version,
-        node_id,
-        before,
-        after,
-        content_changed=old is not None,
-        self_changed=old is not None,
-        facts_changed=facts_changed,
-    )
-
-
-def _apply_meta(state: State, key: str, value: dict[str, Any] | None) -> bool:
-    if key == "next_node_id" and value is not None:
-        state.next_node_id = int(value["value"])
-    elif key == "k3s":
-        state.k3s = value
-    elif key.startswith(SERVER_PREFIX):
-        _put(state.servers, key[len(SERVER_PREFIX) :], value)
-        return True
-    return False
-
-
-def _apply_addr(state: State, address: str, value: dict[str, Any] | None) -> None:
-    if value is None:
-        owner = state.addrs.pop(address, None)
-        if owner is None or owner not in state.nodes:
-            state.ipam.release(address)
-    else:
-        state.addrs[address] = int(value.get("node", 0))
-        state.ipam.mark(address)
 
 
 class StoreSync:
@@ -188,7 +96,7 @@ class StoreSync:
             try:
                 async for batch in self.store.watch(next_rev):
                     async with self.state.lock:
-                        apply_batch(self.state, batch)
+                        self.state.apply_foreign(batch)
                         self.store.advance(batch)
                     next_rev = batch.revision + 1
                     self.applied += 1
@@ -217,7 +125,7 @@ class StoreSync:
         """Publish our URLs and backfill address claims; retried until the store takes them."""
         while True:
             try:
-                await publish_self(self.state)
+                await self.state.publish_self()
                 return
             except ApiError as exc:
                 log.warning("cannot publish this server in the store yet: %s", exc.message)
@@ -225,29 +133,3 @@ class StoreSync:
                 log.warning("cannot publish this server in the store yet: %s", exc)
             await asyncio.sleep(RETRY_S)  # backoff while the store refuses writes
 
-
-async def publish_self(state: State) -> None:
-    """One commit: this server's URLs under meta `server:<hostname>`, plus an `addr` claim for
-    every node that lacks one (stores written before claims existed), when anything differs."""
-
-    def build() -> Plan[None]:
-        ops: list[Op] = []
-        me = {"urls": state.settings.server_urls(), "instance": state.clock.instance}
-        host = state.settings.hostname
-        if state.servers.get(host) != me:
-            ops.append(Put("meta", SERVER_PREFIX + host, me))
-        missing = [n for n in state.nodes.values() if state.addrs.get(n.address) != n.id]
-        ops += [Put("addr", n.address, {"node": n.id}) for n in missing]
-
-        def apply(version: int) -> None:
-            for n in missing:
-                state.addrs[n.address] = n.id
-            if state.servers.get(host) != me:
-                state.servers[host] = me
-                state.servers_changed(version)
-
-        return Plan(ops, apply)
-
-    started = time.monotonic()
-    await state.transact(build)
-    log.debug("published this server in %.3f s", time.monotonic() - started)

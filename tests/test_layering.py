@@ -1,9 +1,12 @@
 """The parts of PCloud import one way (DESIGN section 1): every import of the product, the tests
 and the benchmarks is checked against the rules in tests/layering.toml, and the product has no
-import circle besides the listed ones (both lists may only shrink).
+import circle besides the listed ones (both lists may only shrink); no circle at all among the
+imports that run when a module loads (module level, outside `if TYPE_CHECKING:`), and only the
+server's state builds writes to its store (its one door for changes); no product module is
+longer than the limit in the same file, besides the listed ones.
 
 Imports are read with `ast` (nothing is imported) and named through pyproject's package-dir
-mapping, so `server/state.py` is `pcloud.server.state`. Imports under `if TYPE_CHECKING:` and
+mapping, so `server/sync.py` is `pcloud.server.sync`. Imports under `if TYPE_CHECKING:` and
 inside functions count like any other: a type-only import is still a dependency of the design,
 and a function-local one is a circle postponed to run time.
 """
@@ -29,10 +32,16 @@ class Import:
     target: str  # the imported module (the longest known module the name starts with)
     line: int
     type_only: bool
+    deferred: bool = False  # inside a function: runs when it is called, not when loading
 
     def __str__(self) -> str:
         kind = " (type only)" if self.type_only else ""
         return f"{self.source}:{self.line} -> {self.target}{kind}"
+
+    @property
+    def at_load(self) -> bool:
+        """Whether the import runs when its module is loaded."""
+        return not (self.type_only or self.deferred)
 
 
 @functools.cache
@@ -66,20 +75,26 @@ def _type_checking_block(node: ast.AST) -> bool:
     )
 
 
-def _walk(node: ast.AST, type_only: bool = False) -> Iterator[tuple[ast.AST, bool]]:
-    """Every node under `node`, with whether it sits in an `if TYPE_CHECKING:` body."""
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def _walk(
+    node: ast.AST, type_only: bool = False, deferred: bool = False
+) -> Iterator[tuple[ast.AST, bool, bool]]:
+    """Every node under `node`, with whether it sits in an `if TYPE_CHECKING:` body and
+    whether it sits in a function (runs only when called)."""
     for child in ast.iter_child_nodes(node):
-        yield child, type_only
+        yield child, type_only, deferred
         if _type_checking_block(child):
             assert isinstance(child, ast.If)
             for stmt in child.body:
-                yield stmt, True
-                yield from _walk(stmt, True)
+                yield stmt, True, deferred
+                yield from _walk(stmt, True, deferred)
             for stmt in child.orelse:
-                yield stmt, type_only
-                yield from _walk(stmt, type_only)
+                yield stmt, type_only, deferred
+                yield from _walk(stmt, type_only, deferred)
         else:
-            yield from _walk(child, type_only)
+            yield from _walk(child, type_only, deferred or isinstance(child, _FUNCTIONS))
 
 
 def imports_of(module: str, source: str, *, is_package: bool, known: Iterable[str]) -> list[Import]:
@@ -94,7 +109,7 @@ def imports_of(module: str, source: str, *, is_package: bool, known: Iterable[st
         return name or None
 
     found = []
-    for node, type_only in _walk(ast.parse(source)):
+    for node, type_only, deferred in _walk(ast.parse(source)):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -112,10 +127,10 @@ def imports_of(module: str, source: str, *, is_package: bool, known: Iterable[st
         for name in names:
             target = resolve(name)
             if target and target != module:
-                found.append(Import(module, target, node.lineno, type_only))
+                found.append(Import(module, target, node.lineno, type_only, deferred))
             elif target is None and name.split(".")[0] in package_dirs():
                 # a bare folder name (`server.state`): a second copy of the product
-                found.append(Import(module, name, node.lineno, type_only))
+                found.append(Import(module, name, node.lineno, type_only, deferred))
     return found
 
 
@@ -221,6 +236,60 @@ def circles(imports: Iterable[Import]) -> list[list[str]]:
     return sorted(found)
 
 
+def load_time_circles(imports: Iterable[Import]) -> list[str]:
+    """Circles among the imports that run when a module loads: each can fail with a partly
+    initialised module depending on which side is imported first. None is ever allowed (a
+    type-only or function-local import is the way out while a listed circle is being broken)."""
+    return [
+        f"import circle at load time: {' <-> '.join(c)}"
+        for c in circles(i for i in imports if i.at_load)
+    ]
+
+
+# Ops that write the store (store.base); only the state (its one door for changes) and the
+# stores themselves build them.
+STORE_WRITES = {"Put", "Delete", "Claim"}
+STORE_OPS_MODULE = "pcloud.server.store.base"
+MAY_WRITE_STORE = ("pcloud.server.state", "pcloud.server.store")
+
+
+def store_writers(modules: dict[str, str]) -> list[str]:
+    """Server modules (name -> source) outside the state and the stores that import a store
+    write op, as "module:line Op"."""
+    found = []
+    for name, source in sorted(modules.items()):
+        if not name.startswith("pcloud.server.") or any(
+            name == m or name.startswith(m + ".") for m in MAY_WRITE_STORE
+        ):
+            continue
+        here = name.split(".")[:-1]
+        for node, _type_only, _deferred in _walk(ast.parse(source)):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = here[: len(here) - (node.level - 1)] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target == STORE_OPS_MODULE:
+                found += [
+                    f"{name}:{node.lineno} {a.name}" for a in node.names if a.name in STORE_WRITES
+                ]
+    return found
+
+
+def check_lengths(lengths: dict[str, int], rules: dict[str, dict]) -> list[str]:
+    """Product modules (name -> lines) over the limit and not listed, and listed ones that are
+    no longer over it."""
+    limit, known = rules["long_modules"]["max_lines"], set(rules["long_modules"]["known"])
+    long = {m for m, n in lengths.items() if m.startswith("pcloud.") and n > limit}
+    problems = [
+        f"{m} has {lengths[m]} lines (over {limit}): split it" for m in sorted(long - known)
+    ]
+    problems += [
+        f"long module {m} is split or gone, delete it from {RULES.name}"
+        for m in sorted(known - long)
+    ]
+    return problems
+
+
 def check_circles(imports: Iterable[Import], rules: dict[str, dict]) -> list[str]:
     known = {tuple(sorted(c)): name for name, c in rules["known_circles"].items()}
     actual = {tuple(c) for c in circles(imports)}
@@ -241,6 +310,20 @@ def test_every_import_follows_the_layers() -> None:
 
 def test_no_import_circle_besides_the_known_ones() -> None:
     assert check_circles(scan(), load_rules()) == []
+
+
+def test_no_import_circle_at_load_time() -> None:
+    assert load_time_circles(scan()) == []
+
+
+def test_only_the_state_builds_store_writes() -> None:
+    sources = {m: p.read_text() for m, p in module_files().items() if m.startswith("pcloud.")}
+    assert store_writers(sources) == []
+
+
+def test_no_product_module_over_the_line_limit() -> None:
+    lengths = {m: len(p.read_text().splitlines()) for m, p in module_files().items()}
+    assert check_lengths(lengths, load_rules()) == []
 
 
 def test_every_module_is_in_a_part_and_every_part_has_rules() -> None:
@@ -336,4 +419,44 @@ def test_a_new_circle_fails() -> None:
     )
     assert new_problems(check_circles, added, rules) == [
         "import circle: pcloud.server.synthetic_a <-> pcloud.server.synthetic_b"
+    ]
+
+
+def test_a_circle_at_load_time_fails_even_when_listed() -> None:
+    a = "from pcloud.server import synthetic_b\n"
+    b = "from .synthetic_a import X\n"
+    both = synthetic({"pcloud.server.synthetic_a": a, "pcloud.server.synthetic_b": b})
+    assert load_time_circles([*scan(), *both]) == [
+        "import circle at load time: pcloud.server.synthetic_a <-> pcloud.server.synthetic_b"
+    ]
+    # Deferred to a function or to type checking, it loads either way round (the circle check
+    # above still lists it, to be broken).
+    for later in (
+        "def f():\n    " + b,
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    " + b,
+    ):
+        added = synthetic({"pcloud.server.synthetic_a": a, "pcloud.server.synthetic_b": later})
+        assert load_time_circles([*scan(), *added]) == []
+        assert circles(added) == [["pcloud.server.synthetic_a", "pcloud.server.synthetic_b"]]
+
+
+def test_a_store_write_outside_the_state_fails() -> None:
+    source = "from ..store.base import Delete, Op, Put\n"
+    assert store_writers(
+        {
+            "pcloud.server.api.synthetic": source,  # a route building its own writes
+            "pcloud.server.state.synthetic": source,  # the state: its job
+            "pcloud.server.store.synthetic": "from .base import Put\n",  # a store: its job
+        }
+    ) == ["pcloud.server.api.synthetic:1 Delete", "pcloud.server.api.synthetic:1 Put"]
+
+
+def test_a_long_module_fails() -> None:
+    rules = {"long_modules": {"max_lines": 400, "known": ["pcloud.backend.local"]}}
+    lengths = {"pcloud.server.synthetic": 401, "pcloud.backend.local": 450, "tests.long": 900}
+    assert check_lengths(lengths, rules) == [
+        "pcloud.server.synthetic has 401 lines (over 400): split it"
+    ]
+    assert check_lengths({"pcloud.backend.local": 399}, rules) == [
+        f"long module pcloud.backend.local is split or gone, delete it from {RULES.name}"
     ]

@@ -26,7 +26,7 @@ async def health(request: Request, accounts: AccountsDep) -> Health:
     return Health(
         version=request.app.version,
         needs_setup=accounts.needs_setup(),
-        store=accounts.state.store_kind,  # type: ignore[arg-type]
+        store=accounts.state.store_kind,
     )
 
 

@@ -20,7 +20,7 @@ cannot be stored as a hash; the store lives in the 0700 state dir). It is cached
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
@@ -39,7 +39,7 @@ from ..protocol import (
 )
 from ..security import tokens
 from ..security.nodeproof import proof_required
-from ..store.base import Op, Put
+from ..state import K3sRecord
 from .deps import AccountsDep, BearerDep, CurrentNode, StateDep
 from .nodes import observed_endpoint, register_answer
 
@@ -48,7 +48,6 @@ router = APIRouter(prefix="/api/v1", tags=["cluster"])
 
 # INFRA_OWNER (protocol): owner recorded for server-role nodes; a tagged node is owned by its
 # tags, and no account may take the name, so it grants nothing.
-META_KEY = "k3s"
 
 
 async def server_node(accounts: AccountsDep, secret: BearerDep) -> NodeRec:
@@ -82,10 +81,7 @@ async def get_k3s(state: StateDep, _: ServerNode) -> K3sToken:
 
 @router.put("/cluster/k3s", status_code=204)
 async def put_k3s(body: K3sPublish, state: StateDep, node: ServerNode) -> None:
-    record: dict[str, Any] = {}
-
-    def ops() -> list[Op]:
-        value = state.k3s
+    def edit(value: K3sRecord | None) -> K3sRecord:
         if value is not None and not tokens.same(value["token"], body.token):
             raise conflict(
                 "token_mismatch",
@@ -94,21 +90,16 @@ async def put_k3s(body: K3sPublish, state: StateDep, node: ServerNode) -> None:
             )
         urls = list(value["server_urls"]) if value else []
         urls += [u for u in body.server_urls if u not in urls]
-        record.clear()
-        record.update(token=body.token, server_urls=urls)
-        return [Put("meta", META_KEY, dict(record))] if record != value else []
+        return {"token": body.token, "server_urls": urls}
 
-    def apply() -> None:
-        state.k3s = dict(record)
-        # Never the token: only who published which URLs.
-        log.info(
-            "node %d %s published K3s URLs %s",
-            node.id,
-            node.hostname,
-            ", ".join(record["server_urls"]),
-        )
-
-    await state.change(ops, apply)
+    await state.edit_k3s(edit)
+    # Never the token: only who published which URLs.
+    log.info(
+        "node %d %s published K3s URLs %s",
+        node.id,
+        node.hostname,
+        ", ".join(state.k3s["server_urls"] if state.k3s else []),
+    )
 
 
 @router.post("/nodes/self/promote", response_model=PromoteAnswer)
@@ -126,9 +117,7 @@ async def promote(
     if node.role != "server" or not node.proven:
         # Spend the key before the role changes: a crash in between wastes a key, never
         # lets one promote twice.
-        await state.change(
-            lambda: accounts.spend_ops(body.auth_key), lambda: accounts.spent(body.auth_key)
-        )
+        await accounts.spend(body.auth_key)
         node = await state.update_node(node.id, role="server", proven=True)
     return PromoteAnswer(node_id=node.id, address=node.address, role="server")
 

@@ -20,16 +20,14 @@ and 8).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from ..protocol import SERVER_TAG, PromoteAnswer
 from ..security.tls import TlsFiles
-from ..state import SERVER_PREFIX, Plan
-from ..store.base import Delete, Op, Put
-from .cluster import META_KEY, ServerNode
+from ..state import K3sRecord
+from .cluster import ServerNode
 from .deps import StateDep
 
 log = logging.getLogger("pcloud.server.cluster")
@@ -76,48 +74,29 @@ async def demote_self(body: Empty, state: StateDep, node: ServerNode) -> Promote
 @router.post("/cluster/k3s/withdraw", status_code=204)
 async def withdraw_k3s(state: StateDep, node: ServerNode) -> None:
     own = f"https://{node.address}:{K3S_PORT}"
-    record: dict[str, Any] = {}
 
-    def ops() -> list[Op]:
-        value = state.k3s
+    def edit(value: K3sRecord | None) -> K3sRecord | None:
         if value is None or own not in value["server_urls"]:
-            return []  # nothing to withdraw
-        record.clear()
-        record.update(
-            token=value["token"], server_urls=[u for u in value["server_urls"] if u != own]
-        )
-        return [Put("meta", META_KEY, dict(record))]
+            return None  # nothing to withdraw
+        return {
+            "token": value["token"],
+            "server_urls": [u for u in value["server_urls"] if u != own],
+        }
 
-    def apply() -> None:
-        state.k3s = dict(record)
+    if await state.edit_k3s(edit):
         log.info("node %d %s withdrew K3s URL %s", node.id, node.hostname, own)
-
-    await state.change(ops, apply)
 
 
 @router.delete("/cluster/servers/self", response_model=Withdrawn)
 async def withdraw_server(state: StateDep, node: ServerNode) -> Withdrawn:
     """The caller's coordination server leaves the list netmaps give (`server:<hostname>`)."""
-    host = node.hostname
-    key = SERVER_PREFIX + host
-
-    def build() -> Plan[list[str]]:
-        record = state.servers.get(host)
-        if record is None:
-            return Plan([], lambda _v: [])  # already withdrawn
-
-        def apply(version: int) -> list[str]:
-            state.servers.pop(host, None)
-            state.servers_changed(version)
-            urls = [str(u) for u in record.get("urls", [])]
-            log.info(
-                "node %d %s withdrew its coordination server %s",
-                node.id,
-                host,
-                ", ".join(urls) or "(no URLs)",
-            )
-            return urls
-
-        return Plan([Delete("meta", key)], apply)
-
-    return Withdrawn(withdrawn=await state.transact(build))
+    urls = await state.withdraw_server(node.hostname)
+    if urls is None:
+        return Withdrawn(withdrawn=[])  # already withdrawn
+    log.info(
+        "node %d %s withdrew its coordination server %s",
+        node.id,
+        node.hostname,
+        ", ".join(urls) or "(no URLs)",
+    )
+    return Withdrawn(withdrawn=urls)

@@ -105,7 +105,7 @@ async def poll(
 ) -> bytes | None:
     """The JSON answer to one long poll; None if the node was removed while it waited."""
     # A stopping server answers at once: its held polls were just released (see
-    # __main__.DrainingServer) and a poll that slips in must not be cut off with a 500.
+    # serve.DrainingServer) and a poll that slips in must not be cut off with a 500.
     wait = 0 if state.draining else min(timeout, state.settings.poll_timeout_cap_s)
     state.poll_started(node_id)
     try:

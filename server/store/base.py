@@ -82,11 +82,22 @@ class ClaimTaken(StoreError):
         self.key = key
 
 
+StoreKind = Literal["sqlite", "etcd"]
+
+
 class Store(Protocol):
+    kind: StoreKind
+
     def load(self) -> Snapshot:
         """Read every record and the version counter."""
 
+    async def aload(self) -> Snapshot:
+        """`load` from the event loop (a store over the network does not block it)."""
+
     def commit(self, ops: Iterable[Op], version: int) -> None:
         """Apply `ops` and set the version counter, all or nothing."""
+
+    async def acommit(self, ops: Iterable[Op], version: int) -> None:
+        """`commit` from the event loop (a store over the network does not block it)."""
 
     def close(self) -> None: ...

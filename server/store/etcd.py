@@ -14,13 +14,12 @@ sit in the leader's log and be applied once quorum returns. Its token is then fo
 lands, `watch` delivers it like any other writer's change (and the next commit gets `Conflict`).
 
 Big commits: etcd refuses a txn with more than --max-txn-ops ops (default 128). Our members run
-with --max-txn-ops=1024 (shared/etcd/member.py); a commit above `max_txn_ops` is refused here with a
+with --max-txn-ops=1024 (etcd_cluster.py); a commit above `max_txn_ops` is refused here with a
 clear StoreError rather than split, since a split commit would not be atomic.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections import OrderedDict
@@ -28,13 +27,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from pcloud.shared.etcd.gateway import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_TIMEOUT_S,
     Gateway,
-    GatewayError,
     as_int,
     b64,
     prefix_end,
@@ -51,14 +47,15 @@ from .base import (
     Op,
     Snapshot,
     StoreError,
+    StoreKind,
 )
-from .etcd_watch import Compacted as Compacted
-from .etcd_watch import WatchBatch as WatchBatch
-from .etcd_watch import batches
+from .etcd_watch import Change, Compacted, WatchBatch, decode_batches, watch_commits
+
+__all__ = ["Change", "Compacted", "EtcdStore", "WatchBatch"]
 
 PREFIX = "/pcloud/"
 VERSION_KEY = "meta/version"
-MAX_TXN_OPS = 1024  # what pcloud.shared.etcd.member passes as --max-txn-ops
+MAX_TXN_OPS = 1024  # what etcd_cluster passes as --max-txn-ops
 PAGE = 500  # keys per range page at load: bounded answers whatever the store's size
 
 
@@ -67,7 +64,7 @@ def _dump(value: Any) -> bytes:
 
 
 class EtcdStore:
-    kind = "etcd"
+    kind: StoreKind = "etcd"
 
     def __init__(
         self,
@@ -83,9 +80,13 @@ class EtcdStore:
         watch_idle_timeout: float = 20.0,
     ) -> None:
         self.gateway = Gateway(
-            endpoints, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
-            timeout=timeout, max_in_flight=max_in_flight,
-        )  # fmt: skip
+            endpoints,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+        )
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.max_txn_ops = max_txn_ops
         self.watch_idle_timeout = watch_idle_timeout
@@ -312,53 +313,19 @@ class EtcdStore:
         Resumes on the next endpoint from the last revision seen when a stream breaks or its
         member loses the leader; raises Compacted when that revision is gone (reload then).
         """
-        next_rev = from_revision if from_revision is not None else self.loaded_at + 1
-        endpoint = self.gateway.order()[0]
-        backoff = 0.05
-        while True:
-            body = {
-                "create_request": {
-                    "key": b64(self.prefix),
-                    "range_end": b64(prefix_end(self.prefix)),
-                    "start_revision": str(next_rev),
-                    "progress_notify": True,
-                }
-            }
-            try:
-                async with self.gateway.stream(
-                    endpoint, "/v3/watch", body, idle_timeout=self.watch_idle_timeout
-                ) as lines:
-                    async for msg in lines:
-                        if "error" in msg:
-                            break  # e.g. 503 no leader: try another member
-                        result = msg.get("result", {})
-                        if result.get("canceled"):
-                            compact = as_int(result.get("compact_revision"))
-                            if compact:
-                                raise Compacted(compact)
-                            break
-                        backoff = 0.05
-                        for batch in batches(result.get("events", []), self.version_key, self.split):
-                            next_rev = batch.revision + 1
-                            if batch.commit is not None and batch.commit in self._mine:
-                                del self._mine[batch.commit]  # our own acknowledged commit
-                            else:
-                                yield batch
-                        if not result.get("events") and not result.get("created"):
-                            # A progress notification (sent only to a synced watcher):
-                            # everything up to its header revision was delivered.
-                            header_rev = as_int(result.get("header", {}).get("revision"))
-                            next_rev = max(next_rev, header_rev + 1)
-            except (httpx.TransportError, json.JSONDecodeError):
-                pass
-            except GatewayError as exc:
-                if exc.status < 500:
-                    raise
-            # The list may have been swapped meanwhile (follow_members): stay within it.
-            endpoint = (endpoint + 1) % len(self.gateway.endpoints)
-            # Backoff between reconnects, not a synchronisation: a dead member answers at once.
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+        start = from_revision if from_revision is not None else self.loaded_at + 1
+        commits = watch_commits(
+            self.gateway,
+            self.prefix,
+            start,
+            decode=lambda events: decode_batches(events, self.version_key, self.split),
+            idle_timeout=self.watch_idle_timeout,
+        )
+        async for batch in commits:
+            if batch.commit is not None and batch.commit in self._mine:
+                del self._mine[batch.commit]  # our own acknowledged commit
+            else:
+                yield batch
 
     # ---- membership -----------------------------------------------------------------------
 

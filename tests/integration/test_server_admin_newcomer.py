@@ -1,7 +1,8 @@
 """What a newcomer meets on the server (issue 18), against a real `pcloud-server` process:
 `admin nodes tag|rename` by hostname, `policy check` in words (warnings, why a test failed,
 who loses whom), a hung server as a one-line timeout (no traceback), registration errors that
-name the fix, and `/` answering a browser with a page that says what this is and how to join."""
+name the fix, and `/` answering a browser with a page that says what this is and how to join
+(that one in-process, `coord_app`: no real process needed to read a page)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.coord import CoordServer, wait_until
+from tests.support.inproc import CoordApp
 
 
 def register(coord: CoordServer, key: str, hostname: str) -> httpx.Response:
@@ -113,13 +115,13 @@ def test_registration_errors_name_the_fix(coord: CoordServer) -> None:
     assert "ask an admin for a new one" in text and "--user bob" in text
 
 
-def test_root_answers_a_browser_with_how_to_join(coord: CoordServer) -> None:
-    with coord.client() as c:
+def test_root_answers_a_browser_with_how_to_join(coord_app: CoordApp) -> None:
+    with coord_app.client() as c:
         r = c.get("/", headers={"accept": "text/html"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
     assert "PCloud coordination server" in page
     # The join link the wizard shows opens this page, and the page shows it back, pinned.
-    assert f"pcloud login '{coord.url}/#fp=sha256:{coord.fingerprint}'" in page
+    assert f"pcloud login '{coord_app.url}/#fp=sha256:{coord_app.fingerprint}'" in page
     assert "pcloud-backend" in page and "users create" in page
     assert "default-src 'none'" in r.headers["content-security-policy"]

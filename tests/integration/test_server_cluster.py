@@ -2,8 +2,8 @@
 server-role nodes, and promotion with a server-role pre-auth key.
 
 Tier: in-process (`coord_app`, tests.support.inproc; its admin socket is the admin app over the
-same state, as `pcloud-server` builds it). A real `pcloud-server` process (`coord`) where a test
-needs one: the token surviving a restart, the token never in the server's log.
+same state, as `pcloud-server` builds it; a restart loads a new app from the same state dir). A
+real `pcloud-server` process (`coord`) where a test needs one: the token never in the server's log.
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ def test_first_server_only_on_admin_socket_gets_first_address_and_is_stable(
         assert c.get("/api/v1/health").json()["needs_setup"] is True
 
 
-def test_k3s_token_only_for_server_nodes(coord: CoordServer) -> None:
-    server = first_server(coord)
-    admin = coord.setup_admin()
-    client = register(coord, coord.auth_key(admin), "laptop")
-    with coord.client(server["node_token"]) as c:
+def test_k3s_token_only_for_server_nodes(coord_app: CoordApp) -> None:
+    server = first_server(coord_app)
+    admin = coord_app.setup_admin()
+    client = register(coord_app, coord_app.auth_key(admin), "laptop")
+    with coord_app.client(server["node_token"]) as c:
         assert c.get("/api/v1/cluster/k3s").status_code == 404  # not published yet
         r = c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
         assert r.status_code == 204, r.text
@@ -85,24 +85,24 @@ def test_k3s_token_only_for_server_nodes(coord: CoordServer) -> None:
         (client["node_token"], "role client"),
         (admin, "node token"),
     ):
-        with coord.client(secret) as c:
+        with coord_app.client(secret) as c:
             r = c.get("/api/v1/cluster/k3s")
             assert r.status_code == 403, r.text
             assert why in r.json()["error"]["message"]
             assert TOKEN not in r.text
             put = c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": [URL1]})
             assert put.status_code == 403
-    with coord.client(server["node_token"]) as c:
+    with coord_app.client(server["node_token"]) as c:
         other = c.put("/api/v1/cluster/k3s", json={"token": "K10::server:x", "server_urls": [URL1]})
         assert other.status_code == 409
         bad = c.put("/api/v1/cluster/k3s", json={"token": TOKEN, "server_urls": ["http://x"]})
         assert bad.status_code == 422
     # Survives a restart (kept in the store, not only in memory).
-    coord.restart()
-    with coord.client(server["node_token"]) as c:
+    coord_app.restart()
+    with coord_app.client(server["node_token"]) as c:
         assert c.get("/api/v1/cluster/k3s").json()["token"] == TOKEN
     # The token is in the store, which only root may read.
-    assert (coord.state_dir / "pcloud.db").stat().st_mode & 0o077 == 0
+    assert (coord_app.state_dir / "pcloud.db").stat().st_mode & 0o077 == 0
 
 
 def test_promote_with_server_key_and_admin_patch(coord_app: CoordApp) -> None:

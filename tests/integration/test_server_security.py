@@ -5,7 +5,7 @@ Tier: in-process (`coord_app`: the app over a real SQLite state dir through http
 ASGITransport; tests.support.inproc) where the attack is on the API alone. A real
 `pcloud-server` subprocess over HTTPS on loopback (`CoordServer`) where it needs one: login
 budgets per source address and a trusted proxy (the transport has one fixed client address),
-stdout under systemd, the purge on restart.
+stdout under systemd.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def test_user_logout_revokes_the_token(coord_app: CoordApp) -> None:
 
 
 def test_metrics_and_docs_are_settings(tmp_path: Path) -> None:
-    from pcloud.server.__main__ import load_settings, server_parser
+    from pcloud.server.arguments import load_settings, server_parser
     from pcloud.server.config import Listen, Settings
 
     lan = Settings(state_dir=tmp_path, listen=(Listen("0.0.0.0", 8443),))
@@ -375,22 +375,22 @@ def test_hostname_patch_with_newline_refused(coord_app: CoordApp, name: str) -> 
 def test_expired_user_tokens_are_purged(tmp_path: Path) -> None:
     import sqlite3
 
-    coord = CoordServer(tmp_path / "purge", extra_args=["--token-ttl", "1"]).start()
+    coord_app = start_app(tmp_path / "purge", token_ttl_s=1)
     try:
-        admin = coord.setup_admin()
+        admin = coord_app.setup_admin()
 
         def tokens() -> int:
-            with sqlite3.connect(coord.state_dir / "pcloud.db") as db:
+            with sqlite3.connect(coord_app.state_dir / "pcloud.db") as db:
                 row = db.execute("SELECT count(*) FROM records WHERE kind = 'token'").fetchone()
                 return int(row[0])
 
         assert tokens() == 1
-        with coord.client(admin) as c:
+        with coord_app.client(admin) as c:
             wait_until(lambda: c.get("/api/v1/users").status_code == 401, 5, "token expiry")
-        coord.restart()  # the purge runs at start, then hourly
+        coord_app.restart()  # the purge runs at start, then hourly
         wait_until(lambda: tokens() == 0, 10, "the expired token to be purged")
     finally:
-        coord.stop()
+        coord_app.stop()
 
 
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Path) -> None:

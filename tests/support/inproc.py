@@ -7,7 +7,8 @@ instead of ~4.5 s). It offers the same helpers as the subprocess tier (`tests.su
 .CoordServer`: setup_admin, create_user, auth_key, proof, client(token), async_client(token)), so
 a test switches tiers by the fixture it takes.
 
-What it cannot show, and what stays on the subprocess tier: TLS and CA pinning, restarts, the
+What it cannot show, and what stays on the subprocess tier: TLS and CA pinning, a restart of
+the process itself (`restart` here loads a new app and state from the same state dir), the
 drain on stop, logs and stdout, source addresses (ASGITransport reports one fixed client
 address, so per-source rate limits and trusted proxies), streaming and slow clients (the
 transport buffers each whole request and response).
@@ -139,7 +140,7 @@ class CoordApp(ApiHelpers):
         return self._state
 
     def start(self) -> CoordApp:
-        # As `pcloud-server` prepares before serving (server.__main__.serve).
+        # As `pcloud-server` prepares before serving (server.serve.serve).
         app = create_app(self.settings)
         self._state = app.state.pcloud
         files = TlsFiles.in_dir(self.settings.state_dir)
@@ -154,6 +155,12 @@ class CoordApp(ApiHelpers):
         admin_app = create_app(self.settings, state=self._state, local_admin=True)
         self._admin_asgi = httpx.ASGITransport(app=admin_app)
         return self
+
+    def restart(self) -> CoordApp:
+        """A new app and state over the same state dir, as a restarted `pcloud-server` would
+        load them (what a change left in the store, and the work its lifespan does at start)."""
+        self.stop()
+        return self.start()
 
     def stop(self) -> None:
         if self._loop is None:

@@ -14,7 +14,7 @@ import pytest
 from pcloud.backend.config import BackendSettings
 from pcloud.backend.server_supervisor import UNIT_TEMPLATE, Services
 from pcloud.server import admin, layout
-from pcloud.server.__main__ import server_parser
+from pcloud.server.arguments import server_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -24,7 +24,7 @@ from pcloud.server.store.base import (
     Unavailable,
 )
 from pcloud.server.store.etcd import EtcdStore
-from pcloud.server.store.etcd_watch import batches
+from pcloud.server.store.etcd_watch import decode_batches
 from pcloud.shared.etcd.cluster import disable_debian_unit, retry
 from pcloud.shared.etcd.gateway import prefix_end
 from pcloud.shared.etcd.member import (
@@ -121,7 +121,7 @@ def test_watch_events_group_by_revision_and_name_their_writer() -> None:
         {"type": "DELETE", "kv": {"key": b64("/pcloud/addr/10.0.0.1"), "mod_revision": "9"}},
         {"kv": {"key": b64("/pcloud/_migration"), "mod_revision": "9", "value": b64("{}")}},
     ]  # fmt: skip
-    first, second = batches(events, s.version_key, s.split)
+    first, second = decode_batches(events, s.version_key, s.split)
     assert (first.revision, first.version, first.writer) == (8, 3, "w2")
     assert [(c.kind, c.key, c.value) for c in first.changes] == [("node", "1", {"id": 1})]
     assert (second.revision, second.version) == (9, None)

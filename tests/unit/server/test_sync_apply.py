@@ -9,7 +9,6 @@ from pcloud.server.model import NodeRec, now, to_record
 from pcloud.server.state import State
 from pcloud.server.store.etcd_watch import Change, WatchBatch
 from pcloud.server.store.sqlite import SqliteStore
-from pcloud.server.sync import apply_batch
 
 
 def _state(tmp_path: Path) -> State:
@@ -41,12 +40,10 @@ def _batch(revision: int, version: int, *changes: tuple[str, str, object]) -> Wa
 def test_foreign_nodes_fan_out_and_keep_ipam_in_step(tmp_path: Path) -> None:
     state = _state(tmp_path)
     n1, n2 = _node(1, "10.0.0.2"), _node(2, "10.0.0.3")
-    apply_batch(
-        state, _batch(5, 1, ("node", "1", to_record(n1)), ("addr", "10.0.0.2", {"node": 1}))
+    state.apply_foreign(_batch(5, 1, ("node", "1", to_record(n1)), ("addr", "10.0.0.2", {"node": 1}))
     )
     v1 = state.version
-    apply_batch(
-        state, _batch(6, 2, ("node", "2", to_record(n2)), ("meta", "next_node_id", {"value": 3}))
+    state.apply_foreign(_batch(6, 2, ("node", "2", to_record(n2)), ("meta", "next_node_id", {"value": 3}))
     )
     assert state.store_version == 2 and state.next_node_id == 3
     assert state.node_by_token["tok2"] == 2 and state.peers_of(1) == {2}
@@ -54,14 +51,14 @@ def test_foreign_nodes_fan_out_and_keep_ipam_in_step(tmp_path: Path) -> None:
     assert state.vouches(1, v1) and state.bus.delta(1, v1).changed == {2}
     # Addresses taken elsewhere are never handed out here.
     assert state.ipam.allocate(server=False) == "10.0.0.4"
-    apply_batch(state, _batch(7, 3, ("node", "2", None), ("addr", "10.0.0.3", None)))
+    state.apply_foreign(_batch(7, 3, ("node", "2", None), ("addr", "10.0.0.3", None)))
     assert 2 not in state.nodes and state.bus.delta(1, v1).removed == {2}
     assert state.ipam.allocate(server=False) == "10.0.0.3"  # reused after the deletion
 
 
 def test_foreign_versions_are_not_vouched_for(tmp_path: Path) -> None:
     state = _state(tmp_path)
-    apply_batch(state, _batch(5, 1, ("node", "1", to_record(_node(1, "10.0.0.2")))))
+    state.apply_foreign(_batch(5, 1, ("node", "1", to_record(_node(1, "10.0.0.2")))))
     other = State(state.settings, SqliteStore(tmp_path / "other.db"))
     other.clock.instance = (state.clock.instance + 1) % 4096
     foreign = other.clock.next()
