@@ -38,6 +38,7 @@ ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("GET", r"/nodes"),
         ("PATCH", r"/nodes/\d{1,12}"),
         ("DELETE", r"/nodes/\d{1,12}"),
+        ("GET", r"/install"),
     )
 )
 
@@ -107,7 +108,7 @@ async def passthrough(
     if not allowed(method, path):
         raise OperationError(
             f"{method} {path} is not one of the routes the backend relays "
-            "(health, setup, login, users, auth-keys, nodes)",
+            "(health, setup, login, users, auth-keys, nodes, install)",
             code="path_not_allowed",
             http_status=400,
         )
