@@ -263,8 +263,14 @@ def md5sums(stage: Path) -> None:
     (stage / "DEBIAN" / "md5sums").write_text("".join(lines))
 
 
+# A shared library's name (libQt6Gui.so.6, libshiboken6.abi3.so.6.8, _pydantic_core....so).
+SHARED_LIBRARY = re.compile(r"\.so(\.[0-9]+)*$")
+
+
 def normalise_tree(stage: Path) -> None:
-    """Owner root, sane modes and one mtime everywhere (dpkg-deb --root-owner-group)."""
+    """Owner root, sane modes and one mtime everywhere (dpkg-deb --root-owner-group). Shared
+    libraries lose the execute bits some wheels give them (Debian policy 8.1: 0644; the loader
+    needs only read access)."""
     for path in [stage, *stage.rglob("*")]:
         if path.is_symlink():
             continue
@@ -272,7 +278,8 @@ def normalise_tree(stage: Path) -> None:
             path.chmod(0o755)
         elif path.parent.name != "DEBIAN" or path.name in ("control", "md5sums", "conffiles"):
             mode = path.stat().st_mode
-            path.chmod(0o755 if mode & 0o111 else 0o644)
+            executable = mode & 0o111 and not SHARED_LIBRARY.search(path.name)
+            path.chmod(0o755 if executable else 0o644)
     for path in [stage, *stage.rglob("*")]:
         os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
 
