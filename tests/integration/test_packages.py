@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.lab import Host, Lab, wait_for  # noqa: E402
+from tests.support.k3s_standin import write_wrapper  # noqa: E402
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -50,6 +51,9 @@ ROOT_ENV = {
     "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1",
 }
 ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
+# Real K3s cannot run here: servers get the stand-in (tests/support/k3s_standin), as in the lab.
+K3S = "/etc/pcloud/k3s"
+K3S_ROOT = "/var/lib/pcloud/root"
 
 
 def source_hash() -> str:
@@ -170,6 +174,8 @@ def test_arm64_package_is_aarch64_cp311_and_matches_amd64(debs: Path, tmp_path: 
     assert (venv / "bin/pcloud-backend").read_text().startswith("#!/opt/pcloud/bin/python\n")
 
 
+# lintian on four packages, one of them with Qt, takes minutes when nothing is cached.
+@pytest.mark.timeout(1800)
 def test_units_verify_and_lintian_has_no_errors(debs: Path, tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None or shutil.which("lintian") is None:
         pytest.skip("needs systemd-analyze and lintian (bash .ci/setup installs them)")
@@ -348,6 +354,20 @@ def mount_root_in(host: Host, root: Path) -> None:
     )
 
 
+def share_repo(host: Host, root: Path) -> None:
+    """This checkout, read-only at the same path inside `root` (in `host`'s mounts only): the
+    K3s stand-in's wrapper runs it from there with the package's Python."""
+    inside = root / str(REPO).lstrip("/")
+    inside.mkdir(parents=True, exist_ok=True)
+    host.run(
+        [
+            "sh",
+            "-c",
+            f"mount --bind {REPO} {inside} && mount -o remount,bind,ro {inside}",
+        ]
+    )
+
+
 def chroot_run(
     host: Host,
     root: Path,
@@ -365,46 +385,41 @@ def ping(host: Host, ip: str) -> bool:
     return host.run(["ping", "-c1", "-W1", ip], check=False).returncode == 0
 
 
-def start_server(host: Host, packages: Path) -> tuple[str, str]:
-    proc = host.spawn(
-        "server",
-        [
-            str(BIN / "pcloud-server"),
-            "--state-dir",
-            SERVER_DIR,
-            "--listen",
-            f"{host.ip}:8443",
-            "--packages",
-            str(packages),
-        ],
-    )
-    link = wait_for(
-        lambda: re.search(r"join link: (\S+)", proc.log_text()),
-        timeout=30,
-        what="the server's join link",
-    )
-    line = wait_for(
-        lambda: re.search(r"install line: (.+)", proc.log_text()),
-        timeout=30,
-        what="the server's install line",
-    )
+def start_first_server(host: Host, debs: Path) -> tuple[str, str]:
+    """`host` as the network's first server, the README's way: its backend, the packages
+    copied into the server's packages directory, `pcloud install-server` (K3s: the stand-in).
+    Answers the join link and the one-line install it prints."""
+    packages = host.path(f"{SERVER_DIR}/packages")
+    packages.mkdir(parents=True)
+    for deb in debs.glob("pcloud_*.deb"):
+        shutil.copyfile(deb, packages / deb.name)
+    write_wrapper(host.path(K3S))
+    start_venv_backend(host, "--k3s-root", K3S_ROOT, "--service-manager", "child")
+    out = host.run(
+        host.pcloud_argv(
+            "install-server", "--listen", f"{host.ip}:8443", "--k3s-binary", K3S,
+            "--admin-user", "admin",
+        ),
+        input="correct horse battery\n",
+        timeout=240,
+    ).stdout  # fmt: skip
+    link = re.search(r"Join link for the next devices: (\S+)", out)
+    line = re.search(r"One-line install for a new device .*:\n\s*(.+)", out)
+    assert link and line, out
     return link.group(1), line.group(1).strip()
 
 
-def make_key(srv: Host) -> str:
-    admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR]
-    srv.run(
-        [*admin, "users", "create", "alice", "--password-stdin"], input="correct horse battery\n"
-    )
-    out = srv.run([*admin, "--json", "auth-keys", "create", "--user", "alice", "--reusable"])
+def make_key(srv: Host, *flags: str) -> str:
+    admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR, "--json"]
+    out = srv.run([*admin, "auth-keys", "create", "--user", "admin", "--reusable", *flags])
     key: str = json.loads(out.stdout)["key"]
     return key
 
 
-def start_venv_backend(host: Host, link: str, key: str) -> str:
+def start_venv_backend(host: Host, *args: str) -> None:
     host.spawn(
         "backend",
-        [str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name],
+        [str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name, *args],
         env=ROOT_ENV,
     )
     wait_for(
@@ -412,8 +427,6 @@ def start_venv_backend(host: Host, link: str, key: str) -> str:
         timeout=30,
         what=f"{host.name}'s backend socket",
     )
-    host.pcloud("login", link, "--auth-key", key)
-    return host.pcloud("ip").stdout.strip()
 
 
 def root_ip(host: Host, root: Path) -> str:
@@ -425,6 +438,7 @@ def root_ip(host: Host, root: Path) -> str:
 
 
 @pytest.mark.lab
+@pytest.mark.timeout(1200)  # apt and join-server in the chroot; a cold cache downloads too
 def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     lab: Lab, debs: Path, tmp_path: Path
 ) -> None:
@@ -441,9 +455,11 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     assert version.returncode == 0, version.stderr
 
     srv, laptop = lab.add_host("rpi111"), lab.add_host("laptop")
-    link, line = start_server(srv, debs)
+    link, line = start_first_server(srv, debs)
     key = make_key(srv)
-    laptop_ip = start_venv_backend(laptop, link, key)
+    start_venv_backend(laptop)
+    laptop.pcloud("login", link, "--auth-key", key)
+    laptop_ip = laptop.pcloud("ip").stdout.strip()
 
     # The root's own backend, headless, in a lab host: joins the mesh and pings.
     device = lab.add_host("device")
@@ -544,28 +560,40 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     apt_etcd_server(root, "install")
     assert etcd_unit(root) == "enabled"  # by its own postinst (no systemd here to start it)
 
-    one_line = line.replace("sudo sh", "sh").replace("pk_...", key)
+    # --server-role with a server-role key: installs, joins, then `pcloud join-server` (its K3s,
+    # the stand-in run by the package's own Python, joins rpi111's over the mesh).
+    share_repo(second, root)
+    write_wrapper(root / K3S.lstrip("/"), python="/opt/pcloud/bin/python")
+    server_key = make_key(srv, "--role", "server")
+    one_line = line.replace("sudo sh", "sh").replace("pk_...", server_key) + " --server-role"
     res = chroot_run(
         second,
         root,
         "sh",
         "-c",
         one_line,
-        timeout=300,
+        timeout=400,
         check=False,
         env={
-            "PCLOUD_BACKEND_ARGS": "--driver userspace",
+            "PCLOUD_BACKEND_ARGS": f"--driver userspace --k3s-binary {K3S} --k3s-root {K3S_ROOT}",
             "PCLOUD_APT_OPTIONS": "--no-install-recommends",
         },
     )
     log = root / "var/log/pcloud-backend.log"
     assert res.returncode == 0, (
-        res.stderr[-3000:] + res.stdout[-1000:] + (log.read_text()[-2000:] if log.exists() else "")
+        res.stderr[-3000:] + res.stdout[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
     )
     assert "pcloud install: done" in res.stdout
     second_ip = wait_for(lambda: root_ip(second, root), timeout=30, what="device2's address")
     wait_for(lambda: ping(laptop, second_ip), timeout=30, what="laptop -> device2")
     assert ping(second, laptop_ip)
+    me = json.loads(chroot_run(second, root, "/usr/bin/pcloud", "status", "--json").stdout)
+    assert me["self"]["role"] == "server", me["self"]
+    nodes = json.loads(
+        srv.run([str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR, "--json",
+                 "nodes", "list"]).stdout
+    )  # fmt: skip
+    assert {n["address"]: n["role"] for n in nodes}.get(second_ip) == "server", nodes
     assert etcd_unit(root) == "masked"
     # etcd-server installed after pcloud: its postinst enables the unit, which stays masked.
     apt_etcd_server(root, "purge")
