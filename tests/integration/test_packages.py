@@ -587,6 +587,10 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     second_ip = wait_for(lambda: root_ip(second, root), timeout=30, what="device2's address")
     wait_for(lambda: ping(laptop, second_ip), timeout=30, what="laptop -> device2")
     assert ping(second, laptop_ip)
+    # join-server ran to its end: this device's K3s (the stand-in) joined rpi111's.
+    assert f"This device ({second_ip}) is now a server; K3s API https://{second_ip}:6443" in (
+        res.stdout
+    ), res.stdout[-3000:]
     me = json.loads(chroot_run(second, root, "/usr/bin/pcloud", "status", "--json").stdout)
     assert me["self"]["role"] == "server", me["self"]
     nodes = json.loads(
