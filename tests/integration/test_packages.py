@@ -1,23 +1,25 @@
-"""The Debian packages, end to end: built by packaging/build, checked, installed by apt into a
-clean Debian 12 root (mmdebstrap --variant=minbase), run from that root in a lab host that joins a
-lab mesh and pings, purged without leftovers, then installed again by the server's one-line
-install (pinned download from the lab server, no internet inside the lab).
+"""The Debian packages, end to end: built by packaging/build, checked (arm64 against amd64, units,
+lintian on all four), installed by apt into a clean Debian 12 root (mmdebstrap --variant=minbase),
+run from that root in a lab host that joins a lab mesh and pings, purged without leftovers, then
+installed again by the server's one-line install with --server-role (pinned download from the lab
+server, which `pcloud install-server` made; no internet inside the lab), which ends with
+`pcloud join-server`. Debian's etcd.service stays masked whichever of pcloud and etcd-server
+comes first.
 
 Slow parts are cached in $PCLOUD_TEST_CACHE (default /var/tmp/pcloud-test-cache): the built
-packages (keyed by a hash of the sources), the minbase root tarball and apt's downloaded archives.
-A first run on a fresh machine builds and downloads (minutes); a second run reuses all three.
+packages (keyed by a hash of the sources), lintian's reports (keyed by each package's hash), the
+minbase root tarball and apt's downloaded archives. A first run on a fresh machine builds,
+downloads and lints (minutes); a second run reuses all of them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -27,115 +29,43 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.lab import Host, Lab, wait_for  # noqa: E402
+from tests.support.debian_root import (  # noqa: E402
+    ROOT_ENV,
+    apt_etcd_server,
+    chroot_run,
+    etcd_unit,
+    files_of,
+    in_root,
+    make_root,
+    mount_root_in,
+    owned_by_packages,
+    share_repo,
+)
+from tests.support.debs import (  # noqa: E402
+    VERSION,
+    build_debs,
+    deb_fields,
+    elf_machine,
+    extract,
+    lintian,
+    normalised_files,
+)
 from tests.support.k3s_standin import write_wrapper  # noqa: E402
 
 pytest_plugins = ["tests.lab.fixtures"]
 
-CACHE = Path(os.environ.get("PCLOUD_TEST_CACHE", "/var/tmp/pcloud-test-cache"))
-SOURCES = ["pyproject.toml", "packaging", "server", "backend", "gui", "resources"]
-VERSION = "0.1.0"
 BIN = Path(sys.executable).parent
 SERVER_DIR = "/var/lib/pcloud/server"
-MIRRORS = [
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-]
-# What runs inside the Debian root sees only its own programs.
-ROOT_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-    "LANG": "C.UTF-8",
-    "DEBIAN_FRONTEND": "noninteractive",
-    # wireguard-go refuses to run where the kernel module exists unless told otherwise.
-    "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1",
-}
 ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
 # Real K3s cannot run here: servers get the stand-in (tests/support/k3s_standin), as in the lab.
 K3S = "/etc/pcloud/k3s"
 K3S_ROOT = "/var/lib/pcloud/root"
 
 
-def source_hash() -> str:
-    h = hashlib.sha256()
-    for top in SOURCES:
-        base = REPO / top
-        paths = [base] if base.is_file() else sorted(base.rglob("*"))
-        for path in paths:
-            if path.is_file() and "__pycache__" not in path.parts:
-                h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 @pytest.fixture(scope="module")
 def debs() -> Path:
-    """dist/ of this source tree's packages (pcloud and pcloud-gui, amd64 and arm64), built once
-    and cached."""
-    out = CACHE / "debs" / source_hash()
-    if not (out / f"pcloud-gui_{VERSION}_arm64.deb").exists():
-        if shutil.which("dpkg-deb") is None or not Path("/usr/bin/python3.11").exists():
-            pytest.skip("building the packages needs Debian 12's dpkg-deb and python3.11")
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        res = subprocess.run(
-            [
-                "bash",
-                str(REPO / "packaging/build"),
-                "--compress",
-                "gzip",
-                "--out",
-                str(tmp),
-                "--work",
-                str(CACHE / "build-work"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1500,
-        )
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        for old in (CACHE / "debs").iterdir():  # keep one source tree's packages only
-            if old != tmp:
-                shutil.rmtree(old, ignore_errors=True)
-        tmp.rename(out)
-    return out
-
-
-def deb_fields(deb: Path) -> dict[str, str]:
-    out = subprocess.run(
-        ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
-    ).stdout
-    fields: dict[str, str] = {}
-    for line in out.splitlines():
-        if line[:1] not in (" ", "\t") and ":" in line:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
-
-
-def normalised_files(deb: Path, arch: str) -> list[str]:
-    """The file list with the architecture's names (x86_64/aarch64, auditwheel hashes) masked."""
-    out = subprocess.run(
-        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
-    ).stdout
-    names = []
-    for line in out.splitlines():
-        name = line.split(None, 5)[5].split(" -> ")[0]
-        name = name.replace({"amd64": "x86_64", "arm64": "aarch64"}[arch], "ARCH")
-        names.append(re.sub(r"-[0-9a-f]{8}\.so", "-HASH.so", name))
-    return sorted(names)
-
-
-def extract(deb: Path, into: Path) -> Path:
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(into)], check=True)
-    return into
-
-
-def elf_machine(path: Path) -> int | None:
-    with open(path, "rb") as f:
-        head = f.read(20)
-    if head[:4] != b"\x7fELF":
-        return None
-    return int.from_bytes(head[18:20], "little")
+    """dist/ of this source tree's packages (pcloud and pcloud-gui, amd64 and arm64)."""
+    return build_debs()
 
 
 def test_arm64_package_is_aarch64_cp311_and_matches_amd64(debs: Path, tmp_path: Path) -> None:
@@ -199,19 +129,7 @@ def test_units_verify_and_lintian_has_no_errors(debs: Path, tmp_path: Path) -> N
     )
     assert res.returncode == 0 and not res.stderr.strip(), res.stdout + res.stderr
     assert len(list(debs.glob("*.deb"))) == 4
-    # lintian reads every file of all four packages (minutes on 2 cores): its verdict is kept
-    # beside the packages.
-    report = debs / "lintian.txt"
-    if not report.exists():
-        res = subprocess.run(
-            ["lintian", "--tag-display-limit", "0", *sorted(map(str, debs.glob("*.deb")))],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        assert res.returncode in (0, 2), res.stderr[-2000:]
-        report.write_text(res.stdout)
-    lines = report.read_text().splitlines()
+    lines = [line for deb in sorted(debs.glob("*.deb")) for line in lintian(deb).splitlines()]
     errors = [line for line in lines if line.startswith("E:")]
     assert not errors, errors
     # Every warning left is named in the README, with why it stays.
@@ -222,163 +140,6 @@ def test_units_verify_and_lintian_has_no_errors(debs: Path, tmp_path: Path) -> N
 
 
 # ----------------------------------------------------------------- the clean Debian root
-
-
-def base_tarball() -> Path:
-    """A minbase bookworm root (plus curl for the one-line install), apt lists kept."""
-    tar = CACHE / "bookworm-minbase.tar"
-    if not tar.exists():
-        if shutil.which("mmdebstrap") is None:
-            pytest.skip("needs mmdebstrap (bash .ci/setup installs it)")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = tar.with_suffix(".tmp.tar")
-        res = subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                "--mode=root",
-                "--include=curl,ca-certificates",
-                "--skip=cleanup/apt/lists",
-                '--aptopt=Acquire::Check-Valid-Until "false"',
-                "bookworm",
-                str(tmp),
-                *MIRRORS,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        tmp.rename(tar)
-    return tar
-
-
-def make_root(into: Path) -> Path:
-    into.mkdir()
-    with tarfile.open(base_tarball()) as tf:
-        tf.extractall(into, filter="fully_trusted")
-    (into / "etc/resolv.conf").unlink(missing_ok=True)
-    (into / "etc/resolv.conf").touch()
-    return into
-
-
-def in_root(root: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run `cmd` chrooted in `root` on this machine's network (apt reaches Debian's mirror),
-    in a private mount namespace that vanishes with it; apt's archives are cached."""
-    archives = CACHE / "apt-archives"
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
-    script = "\n".join(
-        [
-            "set -e",
-            f"mount --rbind /dev {root}/dev",
-            f"mount -t proc proc {root}/proc",
-            f"mount --bind {archives} {root}/var/cache/apt/archives",
-            f"mount --bind /etc/resolv.conf {root}/etc/resolv.conf",
-            f'exec chroot {root} "$@"',
-        ]
-    )
-    return subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--fork",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            *cmd,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ROOT_ENV,
-    )
-
-
-def files_of(root: Path) -> set[str]:
-    skip = ("proc/", "sys/", "dev/", "run/", "tmp/")
-    return {
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if not str(p.relative_to(root)).startswith(skip)
-    }
-
-
-def owned_by_packages(root: Path) -> set[str]:
-    """Paths in dpkg's file lists, as found on disk (bookworm is merged-/usr: /bin is usr/bin)."""
-    owned: set[str] = set()
-    for listing in (root / "var/lib/dpkg/info").glob("*.list"):
-        for line in listing.read_text().splitlines():
-            path = line.lstrip("/")
-            head, _, rest = path.partition("/")
-            if head in ("bin", "sbin", "lib", "lib64") and (root / head).is_symlink():
-                path = f"usr/{head}/{rest}" if rest else f"usr/{head}"
-            owned.add(path)
-    return owned
-
-
-def etcd_unit(root: Path) -> str:
-    """What systemd would make of Debian's etcd.service in `root` (read from its files)."""
-    return subprocess.run(
-        ["systemctl", f"--root={root}", "is-enabled", "etcd.service"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def apt_etcd_server(root: Path, action: str) -> None:
-    """apt installs or purges etcd-server in `root`; policy-rc.d (Debian's chroot convention)
-    makes sure its init script starts no etcd on this machine whatever the unit's state."""
-    policy = root / "usr/sbin/policy-rc.d"
-    policy.write_text("#!/bin/sh\nexit 101\n")
-    policy.chmod(0o755)
-    try:
-        res = in_root(root, "apt-get", action, "-y", "--no-install-recommends", "etcd-server")
-        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    finally:
-        policy.unlink()
-
-
-def mount_root_in(host: Host, root: Path) -> None:
-    """Make `root` usable inside the lab host: its devices, /proc, /sys and a private /run."""
-    host.run(
-        [
-            "sh",
-            "-c",
-            f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc"
-            f" && mount --rbind /sys {root}/sys && mount -t tmpfs tmpfs {root}/run"
-            f" && mkdir -p {root}/run/lock",
-        ]
-    )
-
-
-def share_repo(host: Host, root: Path) -> None:
-    """This checkout, read-only at the same path inside `root` (in `host`'s mounts only): the
-    K3s stand-in's wrapper runs it from there with the package's Python."""
-    inside = root / str(REPO).lstrip("/")
-    inside.mkdir(parents=True, exist_ok=True)
-    host.run(
-        [
-            "sh",
-            "-c",
-            f"mount --bind {REPO} {inside} && mount -o remount,bind,ro {inside}",
-        ]
-    )
-
-
-def chroot_run(
-    host: Host,
-    root: Path,
-    *cmd: str,
-    check: bool = True,
-    timeout: float = 30,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    return host.run(
-        ["chroot", str(root), *cmd], check=check, timeout=timeout, env={**ROOT_ENV, **(env or {})}
-    )
 
 
 def ping(host: Host, ip: str) -> bool:
