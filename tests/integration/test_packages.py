@@ -128,6 +128,16 @@ def test_units_verify_and_lintian_has_no_errors(debs: Path, tmp_path: Path) -> N
         timeout=120,
     )
     assert res.returncode == 0 and not res.stderr.strip(), res.stdout + res.stderr
+    # What postinst runs where systemd does: sysusers.d and tmpfiles.d agree (tmpfiles names
+    # only users and groups that sysusers makes), so neither fails the install.
+    for name in ("passwd", "group"):
+        (tree / "etc" / name).touch()
+    for tool in (["systemd-sysusers"], ["systemd-tmpfiles", "--create"]):
+        res = subprocess.run(
+            [*tool, f"--root={tree}", "pcloud.conf"], capture_output=True, text=True, timeout=60
+        )
+        assert res.returncode == 0, res.stderr
+    assert (tree / "var/lib/pcloud").stat().st_mode & 0o777 == 0o700
     assert len(list(debs.glob("*.deb"))) == 4
     lines = [line for deb in sorted(debs.glob("*.deb")) for line in lintian(deb).splitlines()]
     errors = [line for line in lines if line.startswith("E:")]
@@ -172,7 +182,7 @@ def start_first_server(host: Host, debs: Path) -> tuple[str, str]:
 
 def make_key(srv: Host, *flags: str) -> str:
     admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR, "--json"]
-    out = srv.run([*admin, "auth-keys", "create", "--user", "admin", "--reusable", *flags])
+    out = srv.run([*admin, "auth-keys", "create", "--user", "admin", *flags])
     key: str = json.loads(out.stdout)["key"]
     return key
 
@@ -217,7 +227,7 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
 
     srv, laptop = lab.add_host("rpi111"), lab.add_host("laptop")
     link, line = start_first_server(srv, debs)
-    key = make_key(srv)
+    key = make_key(srv, "--reusable")
     start_venv_backend(laptop)
     laptop.pcloud("login", link, "--auth-key", key)
     laptop_ip = laptop.pcloud("ip").stdout.strip()
@@ -325,7 +335,7 @@ def test_clean_debian_root_installs_joins_purges_and_one_line_installs(
     # the stand-in run by the package's own Python, joins rpi111's over the mesh).
     share_repo(second, root)
     write_wrapper(root / K3S.lstrip("/"), python="/opt/pcloud/bin/python")
-    server_key = make_key(srv, "--role", "server")
+    server_key = make_key(srv, "--role", "server")  # single-use: login spends it, as in README
     one_line = line.replace("sudo sh", "sh").replace("pk_...", server_key) + " --server-role"
     res = chroot_run(
         second,
