@@ -10,6 +10,9 @@ through the backend, which already pins the network's CA. The local-API routes b
     POST /v1/join-server      {token?}           -> {job_id}
     GET  /v1/jobs/{id}        -> Job
 
+Through `POST /v1/coord`: `GET /install` (public) is the server's one-line install for new
+devices, shown on the admin page with a QR code.
+
 A failed job is resumed by posting its start route again with the same body: every step is
 idempotent (DESIGN section 5), so finished steps are skipped.
 """
@@ -61,6 +64,15 @@ class CreatedKey(TypedDict):
     key: str
     prefix: str
     expires_at: str
+
+
+class InstallInfo(TypedDict):
+    line: str  # the one-line install, `pk_...` where the pre-auth key goes
+    base_url: str
+    pin: str
+    join_link: str
+    version: str
+    packages: list[str]  # the .deb files the server serves
 
 
 class AdminAPI:
@@ -140,6 +152,14 @@ class AdminAPI:
 
     async def delete_auth_key(self, token: str, prefix: str) -> None:
         await self.coord("DELETE", f"/auth-keys/{prefix}", token=token)
+
+    async def install_info(self, token: str | None = None) -> InstallInfo:
+        """The server's one-line install for new devices (public: the token is optional)."""
+        answer = await self.coord("GET", "/install", token=token)
+        if not isinstance(answer, dict) or not all(k in answer for k in InstallInfo.__required_keys__):
+            raise CoordError(502, "bad_answer", "the server's answer has no install line")
+        info: InstallInfo = answer  # type: ignore[assignment]
+        return info
 
     # -- jobs --------------------------------------------------------------------------------
 

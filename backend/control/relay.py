@@ -28,9 +28,10 @@ ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("GET", r"/nodes"),
         ("PATCH", r"/nodes/\d{1,12}"),
         ("DELETE", r"/nodes/\d{1,12}"),
+        ("GET", r"/install"),
     )
 )
-ALLOWED_TEXT = "health, setup, login, users, auth-keys, nodes"
+ALLOWED_TEXT = "health, setup, login, users, auth-keys, nodes, install"
 
 
 class NotRelayed(ValueError):

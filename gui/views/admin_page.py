@@ -7,7 +7,8 @@ confirmation, then follows the backend's `ha-enable` job (`HaEnableDialog`).
 
 Every call goes through the backend's coordination passthrough (`AdminAPI`) with the signed-in
 user's token. Lists are small and replaced wholesale after each change, so plain table widgets
-suffice here. A new pre-auth key is shown once, with Copy and a QR code.
+suffice here. A new pre-auth key is shown once, with Copy and a QR code; the "Add a device" tab
+(`InstallTab`) shows the server's one-line install with a QR code.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pcloud.gui.dialogs.ha_enable import HaEnableDialog
 from pcloud.gui.errors import classify
 from pcloud.gui.format import expiry_label
 from pcloud.gui.session import Session
+from pcloud.gui.views.install_tab import InstallTab
 from pcloud.gui.widgets.copy_field import SecretCard
 
 EXPIRIES = [3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400]
@@ -90,6 +92,8 @@ class AdminPage(QWidget):
         self.tabs.addTab(self._devices_tab(), "Devices")
         self.tabs.addTab(self._users_tab(), "Users")
         self.tabs.addTab(self._keys_tab(), "Pre-auth keys")
+        self.install = InstallTab(session)
+        self.tabs.addTab(self.install, "Add a device")
         layout.addWidget(self.tabs, 1)
 
     # -- building ----------------------------------------------------------------------------
@@ -205,6 +209,7 @@ class AdminPage(QWidget):
         self.session.spawn(run())
 
     def refresh(self) -> None:
+        self.install.load()  # public: shown even before an admin signs in
         self._run("Loading", self._load, then_refresh=False)
 
     async def _load(self, token: str) -> None:

@@ -1,4 +1,5 @@
-"""Unauthenticated one-line install: `GET /install.sh` and `GET /packages/<file>`.
+"""Unauthenticated one-line install: `GET /install.sh`, `GET /packages/<file>` and the line itself
+(`GET /api/v1/install`, which the GUI's admin page shows with a QR code, through the backend).
 
 The server serves its own version's Debian packages from one directory (`--packages DIR`,
 default STATE_DIR/packages) and an install script with this server's address, key pin, join link
@@ -19,6 +20,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from ..config import Settings
 from ..errors import ApiError
+from ..protocol import InstallInfo
 from ..security.tls import TlsFiles, ensure_leaf, fingerprint, spki_pin
 
 router = APIRouter(tags=["install"])
@@ -97,3 +99,18 @@ async def package_file(name: str, request: Request) -> FileResponse:
     if not path.is_file():
         raise ApiError(404, "no_such_package", f"this server has no package {name}")
     return FileResponse(path, media_type="application/vnd.debian.binary-package", filename=name)
+
+
+@router.get("/api/v1/install", response_model=InstallInfo)
+async def install_details(request: Request) -> InstallInfo:
+    """The one-line install (with `pk_...` for the key) and the packages this server serves."""
+    settings: Settings = request.app.state.settings
+    info = install_info(settings)
+    folder = settings.packages()
+    names = sorted(p.name for p in folder.glob("*.deb") if _SAFE_NAME.fullmatch(p.name))
+    return InstallInfo(
+        line=install_line(info["base_url"], info["pin"]),
+        version=pcloud_version(),
+        packages=names,
+        **info,
+    )

@@ -47,6 +47,7 @@ from pcloud.server.protocol.checks import (
     proof_message,
     public_host,
 )
+from pcloud.server.protocol.install import InstallInfo
 from pcloud.server.protocol.models import (
     AuthKeyCreate,
     AuthKeyCreated,
@@ -99,6 +100,7 @@ __all__ = [
     "FilterRule",
     "HOSTNAME_RE",
     "Health",
+    "InstallInfo",
     "Hostname",
     "INFRA_OWNER",
     "K3sPublish",

@@ -4,7 +4,8 @@ root; `bash .ci/screenshots` runs it). A docs tool, not shipped in the wheel.
 Renders the real widgets with demo data (no backend needed) on an X server with a tray host, so
 the tray menu is the one a desktop would show. With no DISPLAY it starts its own Xvfb and trayer
 (both must be installed) and stops them at the end. Writes tray-menu.png, main-window.png,
-wizard-progress.png, wizard-failed.png, wizard-done.png, login-error.png and admin-page.png.
+wizard-progress.png, wizard-failed.png, wizard-done.png, login-error.png, admin-page.png and
+admin-install.png.
 """
 
 from __future__ import annotations
@@ -158,6 +159,16 @@ async def shoot(out: Path) -> None:
     page.new_key.show()
     await settle()
     app.window.grab().save(str(out / "admin-page.png"))
+
+    # The "Add a device" tab: the server's one-line install and its QR code.
+    page.tabs.setCurrentWidget(page.install)
+    page.install.show_info({
+        "line": "curl -fsSLk --pinnedpubkey sha256//W7mLx1cM0a2PqJ9vT4yZbK8dHf3nE6sRuQ5oVgBiA1c= "
+                "https://192.168.1.10:8443/install.sh | sudo sh -s -- --auth-key pk_...",
+        "base_url": "https://192.168.1.10:8443", "pin": "", "join_link": JOIN_LINK,
+        "version": "0.1.0", "packages": ["pcloud_0.1.0_amd64.deb", "pcloud_0.1.0_arm64.deb"]})
+    await settle()
+    app.window.grab().save(str(out / "admin-install.png"))
 
     # The wizard's progress page, mid-way and then stopped on a failing step.
     wizard = FirstRunWizard(session)

@@ -69,3 +69,17 @@ def test_unsafe_values_never_reach_the_script() -> None:
         render_script(
             "https://x:8443'; rm -rf / #", "sha256//abc=", "https://x/#fp=sha256:00", "0.1.0"
         )
+
+
+def test_install_details_give_the_line_and_the_served_packages(
+    client: TestClient, tmp_path: Path
+) -> None:
+    (tmp_path / "packages" / "notes.txt").write_text("not a package")
+    (tmp_path / "packages" / ".hidden_1_all.deb").write_bytes(b"")
+    r = client.get("/api/v1/install")
+    assert r.status_code == 200, r.text
+    info = r.json()
+    pin = spki_pin(TlsFiles.in_dir(tmp_path / "server").cert.read_bytes())
+    assert info["line"] == install_line("https://192.0.2.7:8443", pin)
+    assert info["pin"] == pin and info["base_url"] == "https://192.0.2.7:8443"
+    assert info["packages"] == ["pcloud_0.1.0_arm64.deb"]  # no hidden or non-.deb names
