@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, cluster, cluster_ca, install, meta, netmap, nodes, welcome
+from .api import acl, cluster, cluster_ca, install, meta, netmap, netmap_stream, nodes, welcome
 from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
@@ -130,7 +130,8 @@ def create_app(
     app.state.metrics = metrics
     install_handlers(app)
     for module in (
-        accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, welcome, install
+        accounts_routes, nodes, cluster, cluster_ca, netmap, netmap_stream, acl, meta, welcome,
+        install,
     ):
         app.include_router(module.router)
     # The admin socket (root only) always has them: an operator on the server may read what
@@ -140,5 +141,6 @@ def create_app(
     # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
     # are still limited and counted.
     app.add_middleware(netmap.NetmapFastPath)
+    app.add_middleware(netmap_stream.StreamFastPath)
     app.add_middleware(LimitAndMeasure, max_body=settings.max_body_bytes, metrics=metrics)
     return app
