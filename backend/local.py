@@ -26,7 +26,6 @@ from pcloud.backend.control.client import (
     ControlUnreachable,
     EventHooks,
 )
-from pcloud.backend.control.liveness import Liveness
 from pcloud.backend.control.pinning import (
     PinningError,
     base_url,
@@ -35,7 +34,8 @@ from pcloud.backend.control.pinning import (
     parse_join_link,
     pinned_context,
 )
-from pcloud.backend.control.poller import Poller, ServerList
+from pcloud.backend.control.poller import ServerList
+from pcloud.backend.control.stream import StreamPoller
 from pcloud.backend.dns.manager import DnsManager
 from pcloud.backend.endpoints import (
     EndpointSelector,
@@ -443,20 +443,18 @@ class LocalBackend:
         if self.netmap and self.netmap.servers:
             self._servers.update(self.netmap.servers)
         self._reported = None
-        poller = Poller(
+        # The netmap stream; its keep-alives replace the liveness probe (which, with the long
+        # poll, it still runs against a server without the stream).
+        poller = StreamPoller(
             self._control, self._servers, self.node.node_token,
             # Ask for a full map first: after a restart our version may be unknown to the
             # server, and a full answer also repairs anything missed while we were away.
             since=None,
             on_netmap=self._on_netmap, on_fatal=self._on_fatal,
-            on_reachable=self._on_reachable, timeout=self.settings.poll_timeout,
+            on_reachable=self._on_reachable, poll_timeout=self.settings.poll_timeout,
+            probe_s=self.settings.control_probe_s,
         )
         self._spawn(poller.run())
-        liveness = Liveness(
-            self._control, self._servers, on_reachable=self._on_reachable,
-            on_recovered=poller.wake, interval_s=self.settings.control_probe_s,
-        )
-        self._spawn(liveness.run())
         self._spawn(self._housekeeping())
         self._recompute()
 

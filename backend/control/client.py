@@ -65,6 +65,11 @@ class ControlClient:
             event_hooks={k: list(v) for k, v in (event_hooks or {}).items()},
         )
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pinned HTTP client, for requests that stream (control.stream)."""
+        return self._http
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

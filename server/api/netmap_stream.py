@@ -68,7 +68,11 @@ class _StreamResponse(Response):
 async def netmap_stream(
     state: StateDep,
     node: CurrentNode,
-    since: Annotated[int | None, Query(ge=0, description="the version the node holds")] = None,
+    since: Annotated[
+        int | None,
+        # Versions stay below 2**53 (netmap.broadcast.VersionClock): anything above is no version.
+        Query(ge=0, le=2**53, description="the version the node holds"),
+    ] = None,
 ) -> Response:
     return _StreamResponse(state, hub_of(state), node.id, since)
 
