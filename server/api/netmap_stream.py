@@ -10,6 +10,7 @@ parameter gets the API's usual 401/422.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -17,10 +18,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..accounts import Accounts
 from ..errors import ApiError
+from ..model import now
 from ..netmap import stream
 from ..protocol import KEEPALIVE_HEADER, MEDIA_TYPE, STREAM_PATH
+from ..security import tokens
 from ..state import State
-from .deps import CurrentNode, StateDep
+from .deps import BearerDep, CurrentNode, StateDep
 from .netmap import _parse
 
 PATH = "/api/v1" + STREAM_PATH
@@ -42,15 +45,31 @@ def hub_of(state: State) -> stream.StreamHub:
 class _StreamResponse(Response):
     """Hands the ASGI channel to `stream.serve` once FastAPI has checked the request."""
 
-    def __init__(self, state: State, hub: stream.StreamHub, node_id: int, since: int | None):
+    def __init__(self, state: State, node_id: int, since: int | None, token: str) -> None:
         super().__init__(media_type=MEDIA_TYPE)
-        self._args = (state, hub, node_id, since)
+        self._args = (state, node_id, since, token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state, hub, node_id, since = self._args
-        await stream.serve(
-            state, hub, node_id, since, receive, send, state.settings.stream_keepalive_s
-        )
+        await serve(*self._args, receive, send)
+
+
+def serve(
+    state: State, node_id: int, since: int | None, token: str, receive: Receive, send: Send
+) -> Awaitable[None]:
+    digest = tokens.digest(token)
+
+    def token_left() -> float | None:
+        # Seconds the stream's token has left: 0 once it no longer names this node (renewed
+        # into another, revoked, the node removed), None when it never expires.
+        node = state.nodes.get(node_id)
+        if node is None or state.node_by_token.get(digest) != node_id:
+            return 0.0
+        if node.token_expires_at is None:
+            return None
+        return (node.token_expires_at - now()).total_seconds()
+
+    keepalive = state.settings.stream_keepalive_s
+    return stream.serve(state, hub_of(state), node_id, since, receive, send, keepalive, token_left)
 
 
 @router.get(
@@ -68,13 +87,14 @@ class _StreamResponse(Response):
 async def netmap_stream(
     state: StateDep,
     node: CurrentNode,
+    token: BearerDep,
     since: Annotated[
         int | None,
         # Versions stay below 2**53 (netmap.broadcast.VersionClock): anything above is no version.
         Query(ge=0, le=2**53, description="the version the node holds"),
     ] = None,
 ) -> Response:
-    return _StreamResponse(state, hub_of(state), node.id, since)
+    return _StreamResponse(state, node.id, since, token)
 
 
 class StreamFastPath:
@@ -109,8 +129,5 @@ class StreamFastPath:
         except ApiError:
             await self.app(scope, receive, send)
             return
-        state: State = app_state.pcloud
         scope["route"] = self._stream_route(scope)
-        await stream.serve(
-            state, hub_of(state), node.id, since, receive, send, state.settings.stream_keepalive_s
-        )
+        await serve(app_state.pcloud, node.id, since, token, receive, send)

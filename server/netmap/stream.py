@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Send
@@ -133,8 +134,12 @@ async def serve(
     receive: Receive,
     send: Send,
     keepalive_s: float,
+    token_left: Callable[[], float | None],
 ) -> None:
-    """Stream the node's netmap until the client goes, the node goes or the server stops."""
+    """Stream the node's netmap until the client goes, the node goes, the server stops or the
+    token the stream was opened with runs out: `token_left` says how many seconds it has
+    (None: no expiry; 0 or less: expired or revoked). The stream wakes at the expiry, and the
+    client learns why when it reopens (401 node_token_expired)."""
     stream = Stream(node_id)
     hub.add(stream, state.settings.max_polls_per_node)
     loop = asyncio.get_running_loop()
@@ -147,11 +152,18 @@ async def serve(
         await send({"type": "http.response.body", "body": line + _NL, "more_body": True})
         written = time.monotonic()
         while not (stream.ended or state.draining) and node_id in state.nodes:
+            # (The token is checked at the top of each round: see `left` below.)
             fut = bus.waiter(node_id)
             if fut is None:
                 break
             stream.fut = fut
-            timer = loop.call_at(written + keepalive_s, _settle, fut, False)
+            left = token_left()
+            if left is not None and left <= 0:
+                break
+            wake_at = written + keepalive_s
+            if left is not None:
+                wake_at = min(wake_at, loop.time() + left)
+            timer = loop.call_at(wake_at, _settle, fut, False)
             try:
                 await fut
             finally:
