@@ -141,6 +141,5 @@ def create_app(
     # Inside LimitAndMeasure (added after it, so outside of it in the stack): polls it serves
     # are still limited and counted.
     app.add_middleware(netmap.NetmapFastPath)
-    app.add_middleware(netmap_stream.StreamFastPath)
     app.add_middleware(LimitAndMeasure, max_body=settings.max_body_bytes, metrics=metrics)
     return app

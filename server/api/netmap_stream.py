@@ -1,30 +1,27 @@
 """GET /netmap/stream: a node's netmap as a stream of JSON lines (netmap.stream does the work).
 
-Two doors, as for the long poll (api.netmap): `StreamFastPath`, a pure ASGI middleware, serves
-well-formed requests (a node token, `since` a plain number) without FastAPI's routing and
-dependency solving, whose objects would otherwise stay alive for the stream's whole life at every
-node; the FastAPI route documents the endpoint and answers everything else, so a bad token or
-parameter gets the API's usual 401/422.
+Two doors: well-formed requests (a node token, `since` a plain number) are taken over by the
+HTTP protocol before any ASGI request exists (api.stream_direct: the lean path that keeps a held
+stream down to a few objects); everything else reaches this FastAPI route, which documents the
+endpoint, gives a bad token or parameter the API's usual 401/422, and streams over ASGI what is
+valid but unusual (e.g. a repeated header), or when the server runs without that protocol.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from ..accounts import Accounts
-from ..errors import ApiError
 from ..model import now
 from ..netmap import stream
 from ..protocol import KEEPALIVE_HEADER, MEDIA_TYPE, STREAM_PATH
 from ..security import tokens
 from ..state import State
 from .deps import BearerDep, CurrentNode, StateDep
-from .netmap import _parse
 
 PATH = "/api/v1" + STREAM_PATH
 
@@ -53,14 +50,12 @@ class _StreamResponse(Response):
         await serve(*self._args, receive, send)
 
 
-def serve(
-    state: State, node_id: int, since: int | None, token: str, receive: Receive, send: Send
-) -> Awaitable[None]:
+def token_clock(state: State, node_id: int, token: str) -> Callable[[], float | None]:
+    """How many seconds the stream's token has left: 0 once it no longer names this node
+    (renewed into another, revoked, the node removed), None when it never expires."""
     digest = tokens.digest(token)
 
     def token_left() -> float | None:
-        # Seconds the stream's token has left: 0 once it no longer names this node (renewed
-        # into another, revoked, the node removed), None when it never expires.
         node = state.nodes.get(node_id)
         if node is None or state.node_by_token.get(digest) != node_id:
             return 0.0
@@ -68,8 +63,15 @@ def serve(
             return None
         return (node.token_expires_at - now()).total_seconds()
 
+    return token_left
+
+
+def serve(
+    state: State, node_id: int, since: int | None, token: str, receive: Receive, send: Send
+) -> Awaitable[None]:
     keepalive = state.settings.stream_keepalive_s
-    return stream.serve(state, hub_of(state), node_id, since, receive, send, keepalive, token_left)
+    left = token_clock(state, node_id, token)
+    return stream.serve(state, hub_of(state), node_id, since, receive, send, keepalive, left)
 
 
 @router.get(
@@ -95,39 +97,3 @@ async def netmap_stream(
     ] = None,
 ) -> Response:
     return _StreamResponse(state, node.id, since, token)
-
-
-class StreamFastPath:
-    """Serves well-formed `GET /api/v1/netmap/stream` requests straight from `stream.serve`;
-    hands every other request, and every stream request it cannot serve, to the app."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._route: Any = None
-
-    def _stream_route(self, scope: Scope) -> Any:
-        # The route object, so the metrics middleware labels these requests as FastAPI would.
-        if self._route is None:
-            for route in scope["app"].routes:
-                if getattr(route, "path", None) == PATH:
-                    self._route = route
-        return self._route
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        parsed = _parse(scope)
-        if parsed is None:
-            await self.app(scope, receive, send)
-            return
-        token, since, _timeout = parsed
-        app_state = scope["app"].state
-        accounts: Accounts = app_state.accounts
-        try:
-            node = accounts.node_for_token(token)
-        except ApiError:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self._stream_route(scope)
-        await serve(app_state.pcloud, node.id, since, token, receive, send)

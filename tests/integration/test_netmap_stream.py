@@ -80,6 +80,7 @@ async def test_stream_sends_full_map_then_deltas_and_keepalives(
     async with open_stream(server, a["node_token"]) as (answer, lines):
         assert answer.status_code == 200
         assert answer.headers["content-type"] == "application/x-ndjson"
+        assert "server" not in answer.headers  # the lean door, not uvicorn, answered
         assert float(answer.headers["x-pcloud-keep-alive"]) == KEEPALIVE_S
         first = await next_json(lines)
         assert first["full"] is True and "st-b" in hostnames(first["peers"])
@@ -99,6 +100,23 @@ async def test_stream_sends_full_map_then_deltas_and_keepalives(
         resumed = await next_json(lines)
         assert resumed["full"] is False and resumed["peers_changed"] == []
         assert resumed["version"] == removal["version"]
+
+
+async def test_stream_over_asgi_when_the_lean_door_declines(
+    server: CoordServer, admin: str
+) -> None:
+    # An extra query parameter: the protocol's door (api.stream_direct) leaves it to the FastAPI
+    # route, which streams the same lines through ASGI (and ends the same way).
+    a = register(server, admin, "st-asgi")
+    async with open_stream(server, a["node_token"], extra="1") as (answer, lines):
+        assert answer.headers["server"] == "uvicorn"  # written by uvicorn, not by the door
+        assert (await next_json(lines))["full"] is True
+        assert await next_json(lines, within=KEEPALIVE_S * 5) == {"keep_alive": True}
+        with server.client(admin) as c:
+            c.delete(f"/api/v1/nodes/{a['node_id']}")
+        async with asyncio.timeout(5):
+            rest = [line async for line in lines]
+        assert all(json.loads(x) for x in rest if x)
 
 
 async def test_stream_refuses_bad_input(server: CoordServer, admin: str) -> None:
