@@ -354,16 +354,28 @@ class Worker:
                 self.outstanding -= 1
 
     async def stream_once(self, node: SimNode, conn: Conn, token: str, path: str) -> None:
-        if conn.writer is None:
-            async with self.opening:
-                await conn.open()
-        assert conn.reader is not None and conn.writer is not None
-        target = f"{path}?since={node.version}" if node.version else path
-        conn.writer.write(
-            b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
-            % (target.encode(), conn.host_header, token.encode())
-        )
-        head = await conn.reader.readuntil(b"\r\n\r\n")
+        for attempt in range(2):
+            reused = conn.writer is not None
+            if not reused:
+                async with self.opening:
+                    await conn.open()
+            assert conn.reader is not None and conn.writer is not None
+            target = f"{path}?since={node.version}" if node.version else path
+            conn.writer.write(
+                b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
+                % (target.encode(), conn.host_header, token.encode())
+            )
+            try:
+                head = await conn.reader.readuntil(b"\r\n\r\n")
+                break
+            except CONN_ERRORS:
+                # The server closed the keep-alive connection while it sat idle after the
+                # registration (75 s): once more on a new one, as Conn.request does.
+                conn.close()
+                if not reused or attempt:
+                    raise
+        else:
+            raise HttpError("unreachable")
         status = int(head.split(b" ", 2)[1])
         if status != 200:
             raise HttpError(f"stream answered {status}: {head[:200]!r}")

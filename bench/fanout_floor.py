@@ -110,6 +110,7 @@ def run_floor(
                     raise TimeoutError(f"the floor server holds {held()} of {n} streams")
                 time.sleep(0.2)
             res.ready_s = time.monotonic() - t
+            time.sleep(2)  # the last handshakes' aftermath (GC, client reads) dies down
             res.rss_mb = rss_mb(proc.pid)
             log(f"floor: {n} streams held after {res.ready_s:.1f} s, RSS {res.rss_mb:.0f} MB")
             for k, ((kind, target, expected), change) in enumerate(zip(plan, real, strict=True)):

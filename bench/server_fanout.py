@@ -758,14 +758,14 @@ def report(res: Results) -> str:
             f"server={res.floor.ratio(res.changes, 'server'):.2f}x "
         )
     return (
-        f"fanout mode={res.mode} store={res.store} nodes={res.nodes} reg={res.reg_rate:.0f}/s "
+        f"fanout store={res.store} nodes={res.nodes} mode={res.mode} reg={res.reg_rate:.0f}/s "
         f"p99={res.reg_p99_ms:.0f}ms "
         f"client_change={res.worst('client') * 1000:.0f}ms "
         f"({statistics.mean(cb) if cb else 0:,.0f} B) "
         f"server_change={res.worst('server') * 1000:.0f}ms "
         f"({statistics.mean(sb) if sb else 0:,.0f} B) "
         f"rss={max(res.rss_polls_mb, res.rss_end_mb):.0f}MB {etcd_rss}"
-        f"[fanout-client fanout-server rss exact: {verdicts}] in {res.elapsed_s:.0f}s"
+        f"[{'floor-ratio ' if res.floor else ''}client server rss exact: {verdicts}] in {res.elapsed_s:.0f}s"
     )
 
 
