@@ -207,6 +207,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self._g.head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_late)
 
     def _between_requests(self) -> bool:
+        if self._g.direct is not None:
+            return False  # a taken-over request lasts as long as the connection
         return not self._g.in_head and (self.cycle is None or self.cycle.response_complete)
 
     def _head_late(self) -> None:
