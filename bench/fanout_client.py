@@ -194,6 +194,7 @@ class Worker:
         self.last_error = ""
         self.poll_timeout = 55.0
         self.concurrency = 16
+        self.opening = asyncio.Semaphore(16)  # TLS handshakes in flight when (re)opening
 
     def reply(self, msg: tuple[Any, ...]) -> None:
         self.ctl.send(msg)
@@ -213,6 +214,29 @@ class Worker:
                 self.poll_timeout = float(msg[1])
                 self.tasks = [asyncio.create_task(self.poll_loop(n)) for n in self.nodes]
                 self.reply(("polling",))
+            elif kind == "stream":
+                self.tasks = [
+                    asyncio.create_task(
+                        self.stream_loop(n, n.conn, n.token, "/api/v1/netmap/stream")
+                    )
+                    for n in self.nodes
+                ]
+                self.reply(("streaming",))
+            elif kind == "floor":
+                # The floor server (bench.floor_server): new connections, the node id as token.
+                await self.halt()
+                host, port = msg[1], msg[2]
+                for n in self.nodes:
+                    n.conn = Conn(host, port, n.conn.ctx)
+                    n.version = 0
+                self.tasks = [
+                    asyncio.create_task(self.stream_loop(n, n.conn, str(n.node_id), "/stream"))
+                    for n in self.nodes
+                ]
+                self.reply(("streaming",))
+            elif kind == "halt":
+                await self.halt()
+                self.reply(("halted",))
             elif kind == "stats":
                 self.reply(("stats", self.answers, self.outstanding, self.errors, self.last_error))
             elif kind == "begin":
@@ -300,17 +324,75 @@ class Worker:
                 self.note_error(f"{node.spec.hostname}: {r.status} {r.body[:200]!r}")
                 await asyncio.sleep(1)
                 continue
-            doc = json.loads(r.body)
-            node.version = int(doc["version"])
-            self.answers += 1
-            window = self.window
-            if window is not None:
-                changed = {p["node_id"] for p in doc["peers_changed"]}
-                hit = window.target in changed
-                window.records.append((node.node_id, received, r.size, hit, bool(doc["full"])))
-                if hit:
-                    window.pending.discard(node.node_id)
-                    self.maybe_done()
+            self.record(node, json.loads(r.body), r.size, received)
+
+    def record(self, node: SimNode, doc: dict[str, Any], size: int, received: float) -> None:
+        """One netmap answer (a long poll's, or a stream's line) for the open window."""
+        node.version = int(doc["version"])
+        self.answers += 1
+        window = self.window
+        if window is not None:
+            changed = {p["node_id"] for p in doc["peers_changed"]}
+            hit = window.target in changed
+            window.records.append((node.node_id, received, size, hit, bool(doc["full"])))
+            if hit:
+                window.pending.discard(node.node_id)
+                self.maybe_done()
+
+    async def stream_loop(self, node: SimNode, conn: Conn, token: str, path: str) -> None:
+        """Hold this node's netmap stream on `conn`; reopen it, from the version held, when it
+        ends. Keep-alive lines are read and dropped, as a backend does."""
+        while True:
+            self.outstanding += 1
+            try:
+                await self.stream_once(node, conn, token, path)
+            except (*CONN_ERRORS, HttpError, ValueError) as exc:
+                self.note_error(f"{node.spec.hostname}: stream: {type(exc).__name__}: {exc}")
+                conn.close()
+                await asyncio.sleep(1)  # bounded retry rate; the errors are reported
+            finally:
+                self.outstanding -= 1
+
+    async def stream_once(self, node: SimNode, conn: Conn, token: str, path: str) -> None:
+        for attempt in range(2):
+            reused = conn.writer is not None
+            if not reused:
+                async with self.opening:
+                    await conn.open()
+            assert conn.reader is not None and conn.writer is not None
+            target = f"{path}?since={node.version}" if node.version else path
+            conn.writer.write(
+                b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
+                % (target.encode(), conn.host_header, token.encode())
+            )
+            try:
+                head = await conn.reader.readuntil(b"\r\n\r\n")
+                break
+            except CONN_ERRORS:
+                # The server closed the keep-alive connection while it sat idle after the
+                # registration (75 s): once more on a new one, as Conn.request does.
+                conn.close()
+                if not reused or attempt:
+                    raise
+        else:
+            raise HttpError("unreachable")
+        status = int(head.split(b" ", 2)[1])
+        if status != 200:
+            raise HttpError(f"stream answered {status}: {head[:200]!r}")
+        pending = b""
+        while True:
+            line = await conn.reader.readuntil(b"\r\n")
+            n = int(line.split(b";", 1)[0], 16)
+            data = await conn.reader.readexactly(n + 2)
+            if n == 0:
+                return  # the server ended the stream: reopen
+            received = time.monotonic()
+            pending += data[:-2]
+            while (end := pending.find(b"\n")) >= 0:
+                text, pending = pending[:end], pending[end + 1 :]
+                if text.startswith(b'{"keep_alive"'):
+                    continue
+                self.record(node, json.loads(text), len(line) + len(data), received)
 
     def maybe_done(self) -> None:
         window = self.window
@@ -323,9 +405,14 @@ class Worker:
         self.last_error = text
 
     async def stop(self) -> None:
+        await self.halt()
+
+    async def halt(self) -> None:
+        """End every poll or stream and close the connections."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
         for node in self.nodes:
             node.conn.close()
         await asyncio.sleep(0)  # let the transports finish closing

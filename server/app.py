@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from . import __version__
 from .accounts import Accounts
 from .api import accounts as accounts_routes
-from .api import acl, cluster, cluster_ca, install, meta, netmap, nodes, welcome
+from .api import acl, cluster, cluster_ca, install, meta, netmap, netmap_stream, nodes, welcome
 from .config import Settings
 from .errors import install_handlers
 from .layout import DB_NAME
@@ -130,7 +130,8 @@ def create_app(
     app.state.metrics = metrics
     install_handlers(app)
     for module in (
-        accounts_routes, nodes, cluster, cluster_ca, netmap, acl, meta, welcome, install
+        accounts_routes, nodes, cluster, cluster_ca, netmap, netmap_stream, acl, meta, welcome,
+        install,
     ):
         app.include_router(module.router)
     # The admin socket (root only) always has them: an operator on the server may read what

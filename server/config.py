@@ -96,6 +96,7 @@ class Settings:
     head_timeout_s: float = 10.0
     max_connections_per_source: int = 1000
     max_polls_per_node: int = 2
+    stream_keepalive_s: float = 20.0  # a netmap stream's keep-alive line after this silence
     # The .deb files served to new devices (GET /packages/NAME); None: STATE_DIR/packages.
     packages_dir: Path | None = None
 

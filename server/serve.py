@@ -16,6 +16,7 @@ import uvicorn
 
 from .accounts import Accounts
 from .api.install import install_info, install_line
+from .api.stream_direct import door as stream_door
 from .app import create_app, open_state
 from .config import Listen, Settings
 from .layout import admin_socket, setup_code_file
@@ -129,7 +130,11 @@ async def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         app,
         # TLS, head limits and connection caps live in the protocol (server/transport).
-        http=guarded_protocol(tls_context(files.cert, files.key), transport_limits(settings)),
+        http=guarded_protocol(
+            tls_context(files.cert, files.key),
+            transport_limits(settings),
+            direct_door=stream_door(app),  # held netmap streams skip ASGI
+        ),
         ws="none",
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",

@@ -66,6 +66,11 @@ class ControlClient:
         """A client that trusts only the network CA `ca_pem`."""
         return cls(pinned_context(ca_pem), timeout=timeout)
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pinned HTTP client, for requests that stream (control.stream)."""
+        return self._http
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -22,8 +22,7 @@ from typing import Any
 
 from pcloud.backend.config import BackendSettings
 from pcloud.backend.control.client import ControlClient, ControlError, EventHooks
-from pcloud.backend.control.liveness import Liveness
-from pcloud.backend.control.poller import Poller
+from pcloud.backend.control.stream import StreamPoller
 from pcloud.backend.errors import NotLoggedIn
 from pcloud.backend.events import Event, EventBus
 from pcloud.backend.filter.enforcer import PacketFilter
@@ -301,20 +300,18 @@ class LocalBackend:
             return
         servers = self.session.servers_for(self.netmap)
         self.housekeeping.reported = None  # a new round: tell the server afresh
-        poller = Poller(
+        # The netmap stream; its keep-alives replace the liveness probe (which, with the long
+        # poll, it still runs against a server without the stream).
+        poller = StreamPoller(
             control, servers, self.node.node_token,
             # Ask for a full map first: after a restart our version may be unknown to the
             # server, and a full answer also repairs anything missed while we were away.
             since=None,
             on_netmap=self._on_netmap, on_fatal=self._on_fatal,
-            on_reachable=self._on_reachable, timeout=self.settings.poll_timeout,
+            on_reachable=self._on_reachable, poll_timeout=self.settings.poll_timeout,
+            probe_s=self.settings.control_probe_s,
         )  # fmt: skip
         self._spawn(poller.run())
-        liveness = Liveness(
-            control, servers, on_reachable=self._on_reachable,
-            on_recovered=poller.wake, interval_s=self.settings.control_probe_s,
-        )  # fmt: skip
-        self._spawn(liveness.run())
         self._spawn(self.housekeeping.run())
         self._recompute()
 

@@ -85,8 +85,22 @@ from pcloud.server.protocol.models import (
     User,
     UserCreate,
 )
+from pcloud.server.protocol.stream import (
+    KEEPALIVE_HEADER,
+    KEEPALIVE_LINE,
+    MAX_LINE_BYTES,
+    MEDIA_TYPE,
+    STREAM_PATH,
+    StreamKeepAlive,
+)
 
 __all__ = [
+    "KEEPALIVE_HEADER",
+    "KEEPALIVE_LINE",
+    "MAX_LINE_BYTES",
+    "MEDIA_TYPE",
+    "STREAM_PATH",
+    "StreamKeepAlive",
     "AuthKeyCreate",
     "AuthKeyCreated",
     "AuthKeyInfo",

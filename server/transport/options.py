@@ -32,8 +32,15 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="long polls one node may hold at once; a further one answers the oldest "
-        "'unchanged' (default 2)",
+        help="long polls (and, apart, netmap streams) one node may hold at once; a further "
+        "one answers the oldest 'unchanged' or ends the oldest stream (default 2)",
+    )
+    g.add_argument(
+        "--stream-keepalive",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="write a keep-alive line on a quiet netmap stream after this long (default 20)",
     )
 
 
@@ -45,10 +52,13 @@ def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--max-connections-per-source must be 0 (no cap) or more")
     if args.max_polls_per_node < 1:
         raise ValueError("--max-polls-per-node must be at least 1")
+    if not 0.05 <= args.stream_keepalive <= 300:
+        raise ValueError("--stream-keepalive must be between 0.05 and 300 seconds")
     return {
         "head_timeout_s": args.head_timeout,
         "max_connections_per_source": args.max_connections_per_source,
         "max_polls_per_node": args.max_polls_per_node,
+        "stream_keepalive_s": args.stream_keepalive,
     }
 
 

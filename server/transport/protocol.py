@@ -23,10 +23,12 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.config import SSL_PROTOCOL_VERSION, create_ssl_context
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -78,6 +80,7 @@ class _ConnState:
         "handshake",
         "early",
         "lost",
+        "direct",
     )
 
     def __init__(self) -> None:
@@ -92,6 +95,7 @@ class _ConnState:
         self.handshake: asyncio.Task[None] | None = None
         self.early: list[bytes] | None = None  # records that came before `_start_tls` resumed
         self.lost = False
+        self.direct: Any = None  # a request taken over by `direct_door` (it owns the connection)
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -101,6 +105,9 @@ class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[TransportLimits] = TransportLimits()
     gate: ClassVar[SourceGate] = SourceGate(0)
     warn: ClassVar[RateLimitedLog] = RateLimitedLog(log)
+    # Called with (path, query, headers, transport) at each GET head; what it returns (not
+    # None) serves the request from here on, without an ASGI request (api.stream_direct).
+    direct_door: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -170,17 +177,19 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._g.lost = True
+        if self._g.direct is not None:
+            self._g.direct.end()
         established = self.transport is not None
         self._closed()
         if established:
             super().connection_lost(exc)
 
     def pause_writing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and self.flow is not None:
             super().pause_writing()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and self.flow is not None:
             super().resume_writing()
 
     def _closed(self) -> None:
@@ -198,6 +207,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self._g.head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_late)
 
     def _between_requests(self) -> bool:
+        if self._g.direct is not None:
+            return False  # a taken-over request lasts as long as the connection
         return not self._g.in_head and (self.cycle is None or self.cycle.response_complete)
 
     def _head_late(self) -> None:
@@ -224,8 +235,8 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._g.early = []
             self._g.early.append(data)
             return
-        if self._g.refused:
-            return
+        if self._g.refused or self._g.direct is not None:
+            return  # (a taken-over request reads nothing more: what comes is dropped)
         super().data_received(data)
         if self._g.in_head and not self._g.refused:
             # A head still incomplete after this read: the whole read counts (httptools holds a
@@ -273,14 +284,38 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._g.head_timer is not None:
             self._g.head_timer.cancel()
             self._g.head_timer = None
+        if self.direct_door is not None and self._take_over():
+            return
         super().on_headers_complete()
+
+    def _take_over(self) -> bool:
+        """Offer a plain GET (HTTP/1.1, nothing in flight before it) to `direct_door`."""
+        if self.parser.get_method() != b"GET" or self.parser.get_http_version() != "1.1":
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False
+        url = httptools.parse_url(self.url)
+        assert self.direct_door is not None
+        taken = self.direct_door(url.path, url.query or b"", self.headers, self.transport)
+        if taken is None:
+            return False
+        self._g.direct = taken
+        # The connection serves nothing else now: drop what uvicorn keeps for the next request
+        # (the last request's cycle, scope and headers; the flow control's event), ~4 KB a
+        # held stream (bench.stream_memory). Its methods all allow for these being None.
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]
+        self.headers = []
+        self.url = b""
+        self.flow = None  # type: ignore[assignment]
+        return True
 
     def on_body(self, body: bytes) -> None:
         if not self._g.refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._g.refused:
+        if not self._g.refused and self._g.direct is None:
             super().on_message_complete()
 
     def _refuse_head(self, message: str) -> None:
@@ -300,10 +335,15 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    tls: ssl.SSLContext | None, limits: TransportLimits, *, gate: SourceGate | None = None
+    tls: ssl.SSLContext | None,
+    limits: TransportLimits,
+    *,
+    gate: SourceGate | None = None,
+    direct_door: Callable[..., Any] | None = None,
 ) -> type[GuardedProtocol]:
     """A `GuardedProtocol` class for one server: its TLS context, limits and source counts."""
     attrs = {
+        "direct_door": staticmethod(direct_door) if direct_door is not None else None,
         "tls": tls,
         "limits": limits,
         "gate": gate if gate is not None else SourceGate(limits.max_connections_per_source),

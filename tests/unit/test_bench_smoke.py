@@ -30,6 +30,12 @@ def check_small_run(res: Results) -> None:
         assert change.woke == change.expected
         assert not math.isnan(change.fanout_s) and change.bytes > 0
     assert f"fanout store={res.store} nodes=20" in report(res)
+    if res.floor is None:
+        return
+    # The floor server got the same changes, to exactly the same nodes.
+    assert len(res.floor.changes) == len(res.changes)
+    for floor, change in zip(res.floor.changes, res.changes, strict=True):
+        assert (floor.woke, floor.unexpected) == (change.woke, 0)
 
 
 def test_fanout_benchmark_small_run() -> None:
@@ -41,7 +47,7 @@ def test_fanout_benchmark_small_run() -> None:
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
 def test_fanout_benchmark_small_run_on_etcd() -> None:
     # One etcd member on 127.0.0.2, started and stopped (by PID) by the run itself.
-    cfg = Config(nodes=20, users=4, servers=2, changes=1, procs=2, store="etcd")
+    cfg = Config(nodes=20, users=4, servers=2, changes=1, procs=2, store="etcd", floor=False)
     res = run(cfg, log=lambda _: None)
     check_small_run(res)
     assert res.store == "etcd" and res.etcd_members == 1 and res.etcd_rss_mb > 0

@@ -1,0 +1,239 @@
+"""Follow the netmap stream (`GET /netmap/stream`): one held request, a netmap at each change.
+
+`StreamPoller` is the long poll's replacement (same callbacks as `poller.Poller`). It holds the
+stream open and hands every netmap line to the core. The server writes a keep-alive line after
+each quiet interval (it says how long in a response header); silence for `SILENCE_FACTOR`
+intervals means the server or the path to it died without a FIN, so the stream is dropped and
+another one opened: no separate liveness probe is needed while streaming, and an idle backend
+wakes once per interval to read one short line.
+
+After a stream breaks it retries quickly (`FAST_RETRY_S`, jittered) for a while, since a server
+that was streaming a moment ago is most likely restarting, and so a device is back on its
+stream within a second or so of the server's return. After `FAST_WINDOW_S` without the server
+it backs off exponentially, as the long poll does, and moves along the netmap's server list.
+
+A server without the stream (404: an older pcloud-server) gets the long poll of `poller.Poller`
+and its liveness probe for as long as this task runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
+import httpx
+from pydantic import ValidationError
+
+from pcloud.backend.control.client import API, ControlClient, ControlError, ControlUnreachable
+from pcloud.backend.control.client import _error as answer_error
+from pcloud.backend.control.liveness import Liveness
+from pcloud.backend.control.poller import Poller, ServerList, backoff_delay
+from pcloud.backend.control.reach import describe
+from pcloud.server.protocol import (
+    KEEPALIVE_HEADER,
+    KEEPALIVE_LINE,
+    MAX_LINE_BYTES,
+    STREAM_PATH,
+    Netmap,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEPALIVE_S = 20.0  # until the server's header says otherwise
+SILENCE_FACTOR = 2.0  # keep-alive intervals of silence (plus a margin) that mean "dead"
+SILENCE_MARGIN_S = 1.0
+FAST_RETRY_S = (0.1, 0.6)
+FAST_WINDOW_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+class NoStream(Exception):
+    """The server has no netmap stream (404): use the long poll."""
+
+
+def silence_limit(keepalive_s: float) -> float:
+    return keepalive_s * SILENCE_FACTOR + SILENCE_MARGIN_S
+
+
+async def netmap_lines(
+    http: httpx.AsyncClient, server: str, token: str, since: int | None
+) -> AsyncGenerator[Netmap | None, None]:
+    """The stream's messages: a `Netmap`, or None for a keep-alive. Raises `ControlError` for an
+    error answer, `NoStream` on 404, `ControlUnreachable` when the server cannot be reached, goes
+    silent for too long, or sends something that is not the stream's format."""
+    params = {"since": since} if since is not None else {}
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=None)
+    try:
+        async with http.stream(
+            "GET", f"{server}{API}{STREAM_PATH}", params=params, headers=headers, timeout=timeout
+        ) as answer:
+            if answer.status_code == 404:
+                raise NoStream(server)
+            if answer.status_code >= 400:
+                await answer.aread()
+                raise answer_error(answer, server)
+            limit = silence_limit(_keepalive(answer.headers.get(KEEPALIVE_HEADER)))
+            buffer = bytearray()
+            chunks = answer.aiter_raw().__aiter__()
+            while True:
+                try:
+                    async with asyncio.timeout(limit):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    if buffer:
+                        raise ControlUnreachable(
+                            f"{server}: the netmap stream broke off mid-line"
+                        ) from None
+                    return  # a clean end: the server stops, or this node opened another stream
+                except TimeoutError:
+                    raise ControlUnreachable(
+                        f"{server} sent nothing on the netmap stream for {limit:g} s (no "
+                        "keep-alive: the server is hung, or the network path to it is down)"
+                    ) from None
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[: end + 1])
+                    del buffer[: end + 1]
+                    yield _message(line, server)
+                if len(buffer) > MAX_LINE_BYTES:
+                    raise ControlUnreachable(f"{server}: a netmap stream line exceeds the limit")
+    except httpx.HTTPError as e:
+        raise ControlUnreachable(describe(e, server)) from None
+
+
+def _keepalive(header: str | None) -> float:
+    try:
+        value = float(header) if header is not None else DEFAULT_KEEPALIVE_S
+    except ValueError:
+        return DEFAULT_KEEPALIVE_S
+    # A server cannot make us wait forever, nor ask us to time out on every scheduling hiccup.
+    return min(max(value, 0.05), 300.0)
+
+
+def _message(line: bytes, server: str) -> Netmap | None:
+    if line == KEEPALIVE_LINE or not line.strip():
+        return None
+    try:
+        return Netmap.model_validate_json(line)
+    except ValidationError as e:
+        raise ControlUnreachable(f"{server}: unexpected netmap stream line: {e}") from None
+
+
+class StreamPoller:
+    """Keeps the node's netmap current over the stream; see the module doc."""
+
+    def __init__(
+        self,
+        client: ControlClient,
+        servers: ServerList,
+        token: str,
+        *,
+        since: int | None,
+        on_netmap: Callable[[Netmap], Awaitable[None]],
+        on_fatal: Callable[[ControlError], Awaitable[None]],
+        on_reachable: Callable[[str | None], None],
+        poll_timeout: int = 50,
+        probe_s: float = 5.0,
+    ) -> None:
+        self.client, self.servers, self._token = client, servers, token
+        self.since = since
+        self._on_netmap, self._on_fatal, self._on_reachable = on_netmap, on_fatal, on_reachable
+        self.poll_timeout, self.probe_s = poll_timeout, probe_s
+        self.streaming = False  # a stream is open (for status and tests)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Retry now, not after the backoff."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        attempt = failures = 0
+        heard = time.monotonic()  # when the server last sent anything
+        while True:
+            server = self.servers.current
+            try:
+                lines = netmap_lines(self.client.http, server, self._token, self.since)
+                async with contextlib.aclosing(lines):
+                    async for message in lines:
+                        if not self.streaming:
+                            self.streaming = True
+                            attempt = 0
+                            log.info("netmap stream open to %s", server)
+                        heard = time.monotonic()
+                        self._on_reachable(None)
+                        if message is None:
+                            continue  # a keep-alive
+                        if not await self._handle(message):
+                            failures += 1
+                            break  # reconnect asking for a full map, after a pause
+                        failures = 0
+                problem = None
+            except NoStream:
+                log.warning("%s has no netmap stream: using the long poll", server)
+                await self._long_poll()
+                return
+            except ControlError as e:
+                if e.status in (401, 403):
+                    log.warning("coordination server refused our node credentials: %s", e)
+                    await self._on_fatal(e)
+                    return
+                problem = str(e)
+            except ControlUnreachable as e:
+                problem = str(e)
+            finally:
+                self.streaming = False
+            if failures:
+                delay = backoff_delay(failures)
+            elif time.monotonic() - heard < FAST_WINDOW_S:
+                delay = random.uniform(*FAST_RETRY_S)
+            else:
+                attempt += 1
+                delay = backoff_delay(attempt)
+            # Next time the next server of the netmap's list (the same one when there is one):
+            # a stream that failed or ended (its server stopping) is better tried elsewhere.
+            nxt = self.servers.advance()
+            if problem is not None:
+                log.warning("netmap stream failed (%s); retrying %s in %.1fs", problem, nxt, delay)
+                self._on_reachable(f"coordination server unreachable: {problem}")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):  # backoff (cut short by wake)
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _handle(self, answer: Netmap) -> bool:
+        """Hand one netmap to the core; False if it could not take it (then: a full map)."""
+        self.since = answer.version
+        if answer.servers:
+            self.servers.update(answer.servers)
+        try:
+            await self._on_netmap(answer)
+        except Exception:
+            # As in the long poll: a map the core cannot handle must not end the stream for
+            # good. Reconnect without `since` for a full map, which repairs what it left.
+            log.exception("handling netmap v%s failed; asking for a full map", answer.version)
+            self.since = None
+            return False
+        return True
+
+    async def _long_poll(self) -> None:
+        """The fallback: the long poll and its liveness probe, until credentials are refused."""
+        poller = Poller(
+            self.client, self.servers, self._token, since=self.since,
+            on_netmap=self._on_netmap, on_fatal=self._on_fatal,
+            on_reachable=self._on_reachable, timeout=self.poll_timeout,
+        )  # fmt: skip
+        liveness = Liveness(
+            self.client, self.servers, on_reachable=self._on_reachable,
+            on_recovered=poller.wake, interval_s=self.probe_s,
+        )  # fmt: skip
+        probe = asyncio.create_task(liveness.run())
+        try:
+            await poller.run()
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
