@@ -59,6 +59,7 @@ from pcloud.backend.netmap import (
     vet_netmap,
 )
 from pcloud.backend.persist import NodeInfo, Store, atomic_write
+from pcloud.backend.relay.manager import RelayManager
 from pcloud.backend.server_supervisor import Services
 from pcloud.backend.state import Facts, State, StateTracker
 from pcloud.backend.status import build_status
@@ -101,6 +102,7 @@ class LocalBackend:
         self.unreachable_since: datetime | None = None
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
+        self.relay = RelayManager(self.selector.try_for)  # peers without a direct path go through a server's relay
         self._local_nets: list[ipaddress.IPv4Network] = []  # tried first among candidates
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
@@ -384,6 +386,7 @@ class LocalBackend:
             or self._skipped_text() or self._dns_warning,
             unreachable_since=self.unreachable_since,
             packet_filter=self.filter,
+            relayed=self.relay.labels(),
         )
 
     def _skipped_text(self) -> str | None:
@@ -458,6 +461,7 @@ class LocalBackend:
         )
         self._spawn(liveness.run())
         self._spawn(self._housekeeping())
+        self._spawn(self._run_relay())
         self._recompute()
 
     async def _go_down(self) -> None:
@@ -485,7 +489,8 @@ class LocalBackend:
             vetted, skipped = vet_netmap(self.netmap, self.node.network)
             config = desired_config(
                 vetted, private_key=self._key.b64(), network=self.node.network,
-                listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
+                listen_port=self.settings.listen_port,
+                endpoints=self.relay.endpoints(self.selector.chosen()),
             )
         except (NetmapError, ValueError) as e:
             self.driver_up = False
@@ -592,6 +597,17 @@ class LocalBackend:
                 log.warning("reading WireGuard state failed: %s", e)
             pending = self.selector.pending()
             await asyncio.sleep(1.0 if pending else self.settings.endpoint_check_s)
+
+    async def _run_relay(self) -> None:
+        assert self.node is not None and self._control is not None
+        ca = self.store.load_ca()
+        if self.driver.kind == "fake" or ca is None:
+            return  # no interface, no packets to relay
+        await self.relay.run(
+            key=self._key, token=self.node.node_token, ctx=pinned_context(ca),
+            netmap=lambda: self.netmap if self.driver_up else None,
+            wg_port=self.driver.listen_port, stats=self.driver.stats, on_change=self._apply,
+        )  # fmt: skip
 
     async def _check_endpoints(self) -> None:
         if self.node is None or self._control is None:

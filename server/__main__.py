@@ -76,6 +76,13 @@ def server_parser() -> argparse.ArgumentParser:
         help="https://PUBLIC_IP_OR_NAME:PORT that devices outside the LAN use (the home "
         "router forwards this port here); kept in server.json",
     )
+    p.add_argument(
+        "--relay-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="UDP port of the relay (default: the HTTPS port's number; 0: WebSocket only)",
+    )
     p.add_argument("--offline-grace", type=float, default=10.0, metavar="SECONDS")
     p.add_argument(
         "--ephemeral-timeout",
@@ -229,6 +236,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         etcd_key=_path(args.etcd_key or saved.get("etcd_key")),
         **connection_settings(args),
         packages_dir=_path(args.packages),
+        relay_port=args.relay_port,
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved_path.write_text(
@@ -345,13 +353,14 @@ async def serve(settings: Settings) -> None:
         print(f"setup code: {code}  (also in {settings.state_dir / 'setup-code'})", flush=True)
 
     app = create_app(settings, state=state)
-    admin_app = create_app(settings, state=state, local_admin=True)
+    admin_app = create_app(settings, state=state, local_admin=True, relay=app.state.relay)
     sockets = [bind_tcp(lst) for lst in settings.listen]
     config = uvicorn.Config(
         app,
         # TLS, head limits and connection caps live in the protocol (server/transport).
         http=guarded_protocol(tls_context(files.cert, files.key), transport_limits(settings)),
-        ws="none",
+        ws="websockets-sansio",  # the relay's WebSocket (server.relay.routes)
+        ws_max_size=64 * 1024,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_keep_alive=75,

@@ -84,6 +84,7 @@ from pcloud.server.protocol.models import (
     User,
     UserCreate,
 )
+from pcloud.server.protocol.relay import RelayInfo
 
 __all__ = [
     "AuthKeyCreate",
@@ -126,6 +127,7 @@ __all__ = [
     "PublicKey",
     "RESERVED_USERNAMES",
     "RegisterAnswer",
+    "RelayInfo",
     "RegisterRequest",
     "RenewAnswer",
     "RenewRequest",
