@@ -636,7 +636,7 @@ class LocalBackend:
     async def _check_candidates(self) -> None:
         if self.netmap is None or not self.driver_up:
             return
-        stats = await self.driver.stats()
+        stats = self.relay.direct_stats(await self.driver.stats())
         if self.selector.update(
             self.netmap.peers, stats, time.monotonic(), datetime.now(UTC), self._local_nets
         ):

@@ -51,11 +51,18 @@ class RelayManager:
     def endpoints(self, chosen: Mapping[str, str | None]) -> dict[str, str | None]:
         """The WireGuard endpoint per peer: the proxy for relayed peers, else `chosen`."""
         out = dict(chosen)
+        out.update(self.paths.roamed)
         for key in self.paths.relayed:
             proxy = self.proxies.get(key)
             if proxy is not None:
                 out[key] = proxy.endpoint
         return out
+
+    def direct_stats(self, stats: list[PeerStats]) -> list[PeerStats]:
+        """`stats` without the peers WireGuard reaches through a proxy: the endpoint selector
+        must never take a proxy for a direct candidate that answered."""
+        proxies = {p.endpoint for p in self.proxies.values()}
+        return [s for s in stats if s.endpoint not in proxies]
 
     def labels(self) -> dict[str, str]:
         """Proxy endpoint -> the path status shows (`relay rpi111`, `relay rpi111 (tcp)`)."""
@@ -115,6 +122,12 @@ class RelayManager:
         )  # fmt: skip
         for key in self.paths.relayed - set(self.proxies):
             await self._proxy(key)
+        if changed:
+            names = {p.public_key: p.hostname for p in nm.peers}
+            log.info(
+                "relayed peers: %s",
+                ", ".join(sorted(names.get(k, k) for k in self.paths.relayed)) or "(none)",
+            )
         for key in set(self.proxies) - self._peers:
             self.proxies.pop(key).close()
         return changed

@@ -4,8 +4,12 @@ passed in).
 A peer is relayed once every direct candidate had its turn (`try_for` each, as
 `endpoints.EndpointSelector` gives them) without a fresh handshake and a relay is up; it stays
 relayed while the handshakes come through the relay. It goes back to direct when WireGuard shakes
-hands on a direct address (the peer reached us directly: roaming) or when the peer's candidates
-change (a new address to try, e.g. a NAT mapping that changed).
+hands on a direct address (the peer reached us directly: roaming), when the peer's candidates
+change (a new address to try, e.g. a NAT mapping that changed), or when a probe succeeds: after
+PROBE_FIRST_S and then every PROBE_EVERY_S, the peer's direct candidate is its endpoint for
+`try_for` seconds, and if packets keep arriving while WireGuard's endpoint stays direct (it roams
+to wherever the peer's latest packet came from) the pair stays direct. A failed probe costs the
+packets we sent in that window; with no traffic at all a probe cannot tell and the relay stays.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from datetime import datetime
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Peer
 
-FRESH_S = 180  # WireGuard rekeys every 2 minutes while traffic or keepalives flow
+# A path is alive while packets arrive: the peer's keepalive (every 25 s) at the least.
+ALIVE_S = 35.0
 MAX_WAIT_S = 15.0  # relay after at most this long, however many candidates there are
+
+
+PROBE_FIRST_S = 10.0  # after this long on the relay, try direct once more
+PROBE_EVERY_S = 30.0  # and again this often
 
 
 class RelayPaths:
@@ -26,6 +35,12 @@ class RelayPaths:
         self.relayed: set[str] = set()
         self._waiting: dict[str, float] = {}  # key -> since when without a direct handshake
         self._cands: dict[str, tuple[str, ...]] = {}
+        self._next_probe: dict[str, float] = {}
+        self._probing: dict[str, tuple[float, int]] = {}  # key -> (since, rx_bytes then)
+        self._rx: dict[str, tuple[int, float]] = {}  # key -> (rx_bytes, when it last grew)
+        # Where WireGuard roamed to when a relayed peer reached us directly: configured as the
+        # endpoint from then on (the selector's candidate of the moment may be a dead one).
+        self.roamed: dict[str, str] = {}
 
     def update(
         self,
@@ -46,28 +61,78 @@ class RelayPaths:
             keys.add(key)
             cands = tuple(sorted(peer.endpoints))
             if self._cands.get(key, cands) != cands:
-                # New candidates: direct gets another go.
-                self.relayed.discard(key)
+                # New candidates (e.g. the peer's first report): direct gets a full go again.
+                self._forget(key)
                 self._waiting[key] = now
             self._cands[key] = cands
-            s = by_key.get(key)
-            fresh = bool(
-                s and s.last_handshake and (wall_now - s.last_handshake).total_seconds() < FRESH_S
-            )
-            via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxies.get(key)
-            if fresh and via_proxy:
-                self.relayed.add(key)  # handshakes come through the relay (maybe its doing)
-                self._waiting.pop(key, None)
-            elif fresh and s is not None and s.endpoint:
-                self.relayed.discard(key)  # a direct handshake: direct it is
-                self._waiting.pop(key, None)
-            elif key not in self.relayed:
-                since = self._waiting.setdefault(key, now)
-                wait = min(MAX_WAIT_S, self.try_for * max(1, len(cands)))
-                if relay_up and now - since >= wait:
-                    self.relayed.add(key)
+            self._step(key, cands, by_key.get(key), proxies.get(key), now, wall_now, relay_up)
         for key in set(self._cands) - keys:
             self._cands.pop(key, None)
-            self._waiting.pop(key, None)
-            self.relayed.discard(key)
+            self._rx.pop(key, None)
+            self._forget(key)
         return self.relayed != before
+
+    def _alive(self, key: str, s: PeerStats | None, now: float, wall_now: datetime) -> bool:
+        """A handshake happened and packets still arrive (a handshake alone stays "recent" for
+        minutes on an endpoint that died)."""
+        if s is None or s.last_handshake is None:
+            return False
+        seen = self._rx.get(key)
+        if seen is None or s.rx_bytes != seen[0]:
+            self._rx[key] = (s.rx_bytes, now)
+            return True
+        return now - seen[1] < ALIVE_S or (wall_now - s.last_handshake).total_seconds() < ALIVE_S
+
+    def _forget(self, key: str) -> None:
+        self.relayed.discard(key)
+        self.roamed.pop(key, None)
+        self._waiting.pop(key, None)
+        self._probing.pop(key, None)
+        self._next_probe.pop(key, None)
+
+    def _step(
+        self,
+        key: str,
+        cands: tuple[str, ...],
+        s: PeerStats | None,
+        proxy: str | None,
+        now: float,
+        wall_now: datetime,
+        relay_up: bool,
+    ) -> None:
+        fresh = self._alive(key, s, now, wall_now)
+        via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxy
+        if key in self._probing:
+            # A direct try while relayed: WireGuard roams to where the peer's latest packet came
+            # from, so packets received with the endpoint still direct came directly.
+            since, rx = self._probing[key]
+            if via_proxy or now - since >= self.try_for:
+                del self._probing[key]
+                if not via_proxy and s is not None and s.endpoint and s.rx_bytes > rx:
+                    self.roamed[key] = s.endpoint
+                else:
+                    self.relayed.add(key)
+                    self._next_probe[key] = now + PROBE_EVERY_S
+            return
+        if fresh and via_proxy:
+            self.relayed.add(key)  # handshakes come through the relay (maybe its doing)
+            self.roamed.pop(key, None)
+            self._waiting.pop(key, None)
+            self._next_probe.setdefault(key, now + PROBE_FIRST_S)
+        elif fresh and s is not None and s.endpoint:
+            if key in self.relayed:  # the peer reached us directly: direct it is
+                self.relayed.discard(key)
+                self.roamed[key] = s.endpoint
+            self._waiting.pop(key, None)
+        elif key not in self.relayed:
+            self.roamed.pop(key, None)
+            since = self._waiting.setdefault(key, now)
+            # Every candidate gets its turn, and hole punching (both sides sending at once)
+            # at least two.
+            wait = min(MAX_WAIT_S, self.try_for * max(2, len(cands)))
+            if relay_up and now - since >= wait:
+                self.relayed.add(key)
+                self._next_probe[key] = now + PROBE_FIRST_S
+        if key in self.relayed and cands and now >= self._next_probe.get(key, now):
+            self.relayed.discard(key)
+            self._probing[key] = (now, s.rx_bytes if s else 0)
