@@ -6,10 +6,11 @@ A peer is relayed once every direct candidate had its turn (`try_for` each, as
 relayed while the handshakes come through the relay. It goes back to direct when WireGuard shakes
 hands on a direct address (the peer reached us directly: roaming), when the peer's candidates
 change (a new address to try, e.g. a NAT mapping that changed), or when a probe succeeds: after
-PROBE_FIRST_S and then every PROBE_EVERY_S, the peer's direct candidate is its endpoint for
-`try_for` seconds, and if packets keep arriving while WireGuard's endpoint stays direct (it roams
-to wherever the peer's latest packet came from) the pair stays direct. A failed probe costs the
-packets we sent in that window; with no traffic at all a probe cannot tell and the relay stays.
+PROBE_FIRST_S and then every PROBE_EVERY_S, the peer's direct candidate is its endpoint for up to
+PROBE_WINDOW_S, and if packets arrive while WireGuard's endpoint stays direct (it roams to
+wherever the peer's latest packet came from) the pair stays direct. A failed probe costs what we
+sent in that second or two (it ends at the first second with packets sent and none received);
+with no traffic at all a probe cannot tell and the relay stays.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ MAX_WAIT_S = 15.0  # relay after at most this long, however many candidates ther
 
 
 PROBE_FIRST_S = 10.0  # after this long on the relay, try direct once more
-PROBE_EVERY_S = 30.0  # and again this often
+PROBE_EVERY_S = 60.0  # and again this often
+PROBE_WINDOW_S = 2.0  # a probe lasts at most this long (what we send meanwhile may be lost)
 
 
 class RelayPaths:
@@ -36,7 +38,7 @@ class RelayPaths:
         self._waiting: dict[str, float] = {}  # key -> since when without a direct handshake
         self._cands: dict[str, tuple[str, ...]] = {}
         self._next_probe: dict[str, float] = {}
-        self._probing: dict[str, tuple[float, int]] = {}  # key -> (since, rx_bytes then)
+        self._probing: dict[str, tuple[float, int, int]] = {}  # key -> (since, rx, tx then)
         self._rx: dict[str, tuple[int, float]] = {}  # key -> (rx_bytes, when it last grew)
         # Where WireGuard roamed to when a relayed peer reached us directly: configured as the
         # endpoint from then on (the selector's candidate of the moment may be a dead one).
@@ -105,10 +107,12 @@ class RelayPaths:
         if key in self._probing:
             # A direct try while relayed: WireGuard roams to where the peer's latest packet came
             # from, so packets received with the endpoint still direct came directly.
-            since, rx = self._probing[key]
-            if via_proxy or now - since >= self.try_for:
+            since, rx, tx = self._probing[key]
+            got = s is not None and s.rx_bytes > rx and bool(s.endpoint) and not via_proxy
+            sent_unanswered = s is not None and s.tx_bytes > tx and now - since >= 1.0
+            if got or via_proxy or sent_unanswered or now - since >= PROBE_WINDOW_S:
                 del self._probing[key]
-                if not via_proxy and s is not None and s.endpoint and s.rx_bytes > rx:
+                if got and s is not None and s.endpoint:
                     self.roamed[key] = s.endpoint
                 else:
                     self.relayed.add(key)
@@ -135,4 +139,4 @@ class RelayPaths:
                 self._next_probe[key] = now + PROBE_FIRST_S
         if key in self.relayed and cands and now >= self._next_probe.get(key, now):
             self.relayed.discard(key)
-            self._probing[key] = (now, s.rx_bytes if s else 0)
+            self._probing[key] = (now, s.rx_bytes if s else 0, s.tx_bytes if s else 0)

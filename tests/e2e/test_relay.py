@@ -54,30 +54,30 @@ def test_relay_between_symmetric_nats(lab: Lab, figure: Figure) -> None:
     # 3. The office drops all UDP: the desk reaches the phones through the WebSocket relay.
     took = mesh.wait_ping(desk, mesh.address(phone), timeout=40)
     figure("office desk -> phone first ping through the WebSocket relay", took)
-    wait_for(
-        lambda: relayed("desk", "phone", "relay rpi111 (tcp)"), timeout=10, what="desk path"
-    )
+    wait_for(lambda: relayed("desk", "phone", "relay rpi111 (tcp)"), timeout=10, what="desk path")
     wait_for(lambda: relayed("phone", "desk", "relay rpi111"), timeout=10, what="phone->desk")
 
     # 2. A capture on the relaying server while the pair pings with a known payload: only relay
     # frames around WireGuard messages, never the payload.
     cap = rpi111.spawn(
-        "capture", [sys.executable, "-c", CAPTURE, "eth0", str(HTTPS_PORT), "4", PATTERN]
+        "capture", [sys.executable, "-c", CAPTURE, "eth0", str(HTTPS_PORT), "6", PATTERN]
     )
     wait_for(lambda: "ready" in cap.log_text(), timeout=10, what="the capture to start")
-    pinged = phone.run(
-        ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", "-p", PATTERN, mesh.address(phone2)],
-        check=False,
-    )
-    assert pinged.returncode == 0, pinged.stdout
-    assert PATTERN[:8] in pinged.stdout  # ping echoed the pattern: it crossed the tunnel
+    ping_argv = ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-p", PATTERN]
+
+    def pattern_ping() -> bool:
+        # Retried: a direct probe (every minute while relayed) may eat a second of echoes.
+        out = phone.run([*ping_argv, mesh.address(phone2)], check=False)
+        return out.returncode == 0 and PATTERN[:8] in out.stdout  # the pattern made it across
+
+    wait_for(pattern_ping, timeout=5, what="pings with the pattern through the relay")
     assert cap.wait(timeout=15) == 0
     summary = __import__("json").loads(cap.log_text().strip().splitlines()[-1])
     print("capture on rpi111:", summary)
-    assert summary["udp"] >= 20, summary  # 5 echoes and replies, each in and out of the relay
+    assert summary["udp"] >= 12, summary  # 3 echoes and replies, each in and out of the relay
     assert summary["pattern"] == 0 and summary["other_pattern"] == 0, summary
     assert set(summary["kinds"]) <= {"1", "2", "3", "4"}, summary  # relay frames only
-    assert summary["wg"].get("4", 0) >= 20, summary  # WireGuard transport data messages
+    assert summary["wg"].get("4", 0) >= 12, summary  # WireGuard transport data messages
     assert set(summary["wg"]) <= {"1", "2", "3", "4"}, summary
 
     # Hostile clients: frames from an address that never registered, and a registered node
