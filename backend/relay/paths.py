@@ -23,7 +23,7 @@ from pcloud.server.protocol import Peer
 
 # A path is alive while packets arrive: the peer's keepalive (every 25 s) at the least.
 ALIVE_S = 35.0
-MAX_WAIT_S = 15.0  # relay after at most this long, however many candidates there are
+MAX_WAIT_S = 20.0  # relay after at most this long, however many candidates there are
 
 
 PROBE_FIRST_S = 10.0  # after this long on the relay, try direct once more
@@ -131,9 +131,10 @@ class RelayPaths:
         elif key not in self.relayed:
             self.roamed.pop(key, None)
             since = self._waiting.setdefault(key, now)
-            # Every candidate gets its turn, and hole punching (both sides sending at once)
-            # at least two.
-            wait = min(MAX_WAIT_S, self.try_for * max(2, len(cands)))
+            # Every candidate gets two turns (hole punching needs both sides sending at once,
+            # and WireGuard retries a handshake every 5 s, in or out of step with the selector's
+            # turns): relaying too early would hide a direct path.
+            wait = min(MAX_WAIT_S, 2 * self.try_for * max(2, len(cands)))
             if relay_up and now - since >= wait:
                 self.relayed.add(key)
                 self._next_probe[key] = now + PROBE_FIRST_S
