@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,9 @@ def build_status(
     error: str | None,
     unreachable_since: datetime | None = None,
     packet_filter: PacketFilter | None = None,
+    relayed: Mapping[str, str] | None = None,
 ) -> Status:
+    """`relayed` maps a relay proxy endpoint (127.0.0.1:PORT) to the path it stands for."""
     by_key = {s.public_key: s for s in stats}
     domain = (netmap.domain if netmap else "") or DEFAULT_DOMAIN
 
@@ -41,7 +43,7 @@ def build_status(
                 last_handshake=s.last_handshake if s else None,
                 rx_bytes=s.rx_bytes if s else 0,
                 tx_bytes=s.tx_bytes if s else 0,
-                path=peer_path(peer, s, datetime.now(UTC)),
+                path=peer_path(peer, s, datetime.now(UTC), relayed or {}),
             )
         )
     return Status(
@@ -68,11 +70,15 @@ def filter_status(pf: PacketFilter, *, detail: bool = False) -> FilterDetail:
 PATH_FRESH_S = 180  # WireGuard rekeys every 2 minutes while traffic (or a keepalive) flows
 
 
-def peer_path(peer: Peer, stats: PeerStats | None, now: datetime) -> str:
-    """`direct IP:PORT` when WireGuard shook hands on that endpoint lately, else why not."""
+def peer_path(
+    peer: Peer, stats: PeerStats | None, now: datetime, relayed: Mapping[str, str] | None = None
+) -> str:
+    """`direct IP:PORT` (or `relay NAME` when the endpoint is a relay proxy) when WireGuard
+    shook hands on that endpoint lately, else why not."""
     if stats is not None and stats.last_handshake is not None and stats.endpoint:
         if (now - stats.last_handshake).total_seconds() < PATH_FRESH_S:
-            return f"direct {stats.endpoint}"
+            via = (relayed or {}).get(stats.endpoint)
+            return via or f"direct {stats.endpoint}"
     if not peer.endpoints:
         return "no path (the peer reported no endpoint)"
     if not peer.online:

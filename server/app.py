@@ -18,6 +18,8 @@ from .errors import install_handlers
 from .layout import DB_NAME
 from .metrics import Metrics
 from .middleware import LimitAndMeasure
+from .relay import service as relay_service
+from .relay.core import Relay
 from .security.tls import TlsFiles, ensure_ca
 from .state import State
 from .store.base import Store
@@ -77,7 +79,11 @@ def open_state(settings: Settings) -> State:
 
 
 def create_app(
-    settings: Settings, *, state: State | None = None, local_admin: bool = False
+    settings: Settings,
+    *,
+    state: State | None = None,
+    local_admin: bool = False,
+    relay: Relay | None = None,
 ) -> FastAPI:
     """The HTTP app over `state` (opened from the settings when not given).
 
@@ -92,6 +98,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sync: StoreSync | None = None
         purge: asyncio.Task[None] | None = None
+        relay_sockets: list[asyncio.DatagramTransport] = []
         if not local_admin:
             purge = asyncio.create_task(purge_tokens(app.state.accounts))
             if isinstance(state.store, EtcdStore):
@@ -104,7 +111,10 @@ def create_app(
             else:
                 state.sweep_offline_ephemeral()
                 await state.publish_self()
+            relay_sockets = await relay_service.start(app)
         yield
+        if not local_admin:
+            relay_service.stop(relay_sockets)
         if purge is not None:
             purge.cancel()
         if sync is not None:
@@ -128,6 +138,7 @@ def create_app(
     app.state.local_admin = local_admin
     metrics = Metrics()
     app.state.metrics = metrics
+    relay_service.attach(app, settings, relay)
     install_handlers(app)
     for module in (
         accounts_routes, nodes, cluster, cluster_ca, netmap, netmap_stream, acl, meta, welcome,

@@ -57,6 +57,13 @@ def server_parser() -> argparse.ArgumentParser:
         help="https://PUBLIC_IP_OR_NAME:PORT that devices outside the LAN use (the home "
         "router forwards this port here); kept in server.json",
     )
+    p.add_argument(
+        "--relay-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="UDP port of the relay (default: the HTTPS port's number; 0: WebSocket only)",
+    )
     p.add_argument("--offline-grace", type=float, default=10.0, metavar="SECONDS")
     p.add_argument(
         "--ephemeral-timeout",
@@ -205,6 +212,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         etcd_key=_path(args.etcd_key or saved.get("etcd_key")),
         **connection_settings(args),
         packages_dir=_path(args.packages),
+        relay_port=args.relay_port,
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved_path.write_text(

@@ -99,6 +99,8 @@ class Settings:
     stream_keepalive_s: float = 20.0  # a netmap stream's keep-alive line after this silence
     # The .deb files served to new devices (GET /packages/NAME); None: STATE_DIR/packages.
     packages_dir: Path | None = None
+    # The relay's UDP port (DESIGN 9): None is the first HTTPS port's number, 0 no UDP relay.
+    relay_port: int | None = None
 
     def __post_init__(self) -> None:
         parse_network(self.network)
@@ -111,6 +113,8 @@ class Settings:
                 raise ValueError(
                     f"--trusted-proxy {proxy!r} is not an IP address or CIDR"
                 ) from None
+        if self.relay_port is not None and not 0 <= self.relay_port <= 65535:
+            raise ValueError(f"--relay-port {self.relay_port} must be 0-65535")
         if self.max_devices_per_user < 1 or self.server_reserve < 0:
             raise ValueError("--max-devices-per-user must be >= 1 and --server-reserve >= 0")
         try:

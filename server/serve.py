@@ -125,7 +125,7 @@ async def serve(settings: Settings) -> None:
         print(f"setup code: {code}  (also in {setup_code_file(settings.state_dir)})", flush=True)
 
     app = create_app(settings, state=state)
-    admin_app = create_app(settings, state=state, local_admin=True)
+    admin_app = create_app(settings, state=state, local_admin=True, relay=app.state.relay)
     sockets = [bind_tcp(lst) for lst in settings.listen]
     config = uvicorn.Config(
         app,
@@ -135,7 +135,8 @@ async def serve(settings: Settings) -> None:
             transport_limits(settings),
             direct_door=stream_door(app),  # held netmap streams skip ASGI
         ),
-        ws="none",
+        ws="websockets-sansio",  # the relay's WebSocket (server.relay.routes)
+        ws_max_size=64 * 1024,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_keep_alive=75,

@@ -261,7 +261,7 @@ class LocalBackend:
             error=self.engine.error or self._fatal or self.engine.filter_error() or self.warning
             or skipped or self.engine.dns_warning,
             unreachable_since=self.unreachable_since,
-            packet_filter=self.engine.filter,
+            packet_filter=self.engine.filter, relayed=self.engine.relay.labels(),
         )  # fmt: skip
 
     # -- internals -------------------------------------------------------------------------
@@ -313,6 +313,11 @@ class LocalBackend:
         )  # fmt: skip
         self._spawn(poller.run())
         self._spawn(self.housekeeping.run())
+        ca = self.store.load_ca()
+        if ca is not None:
+            self._spawn(self.engine.run_relay(
+                self.session.key, self.node.node_token, ca, lambda: self.netmap, self._apply
+            ))
         self._recompute()
 
     async def _go_down(self) -> None:

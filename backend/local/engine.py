@@ -12,13 +12,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 
+from pcloud.backend import keys
 from pcloud.backend.config import BackendSettings
+from pcloud.backend.control.pinning import pinned_context
 from pcloud.backend.dns.manager import DnsManager
 from pcloud.backend.endpoints import EndpointSelector
 from pcloud.backend.filter.enforcer import PacketFilter
 from pcloud.backend.netmap import NetmapError, desired_config, vet_netmap
 from pcloud.backend.persist import NodeInfo
+from pcloud.backend.relay.manager import RelayManager
 from pcloud.backend.wg.driver import Driver, DriverError, PeerStats
 from pcloud.server.protocol import Netmap
 
@@ -35,6 +39,8 @@ class Engine:
         self.error: str | None = None  # the interface or the netmap cannot be used
         self.skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
         self.selector = EndpointSelector()
+        # peers without a direct path go through a server's relay (backend/relay)
+        self.relay = RelayManager(self.selector.try_for)
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
         self.dns = DnsManager(
@@ -93,6 +99,19 @@ class Engine:
             return await self.driver.stats()
         return []
 
+    async def run_relay(
+        self, key: keys.PrivateKey, token: str, ca_pem: str,
+        netmap: Callable[[], Netmap | None], on_change: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Carry the peers that have no direct path through a server's relay until cancelled."""
+        if self.driver.kind == "fake":
+            return  # no interface, no packets to relay
+        await self.relay.run(
+            key=key, token=token, ctx=pinned_context(ca_pem),
+            netmap=lambda: netmap() if self.up else None,
+            wg_port=self.driver.listen_port, stats=self.driver.stats, on_change=on_change,
+        )
+
     def shown(self, netmap: Netmap | None, node: NodeInfo | None) -> Netmap | None:
         """The netmap as status shows it: without the peers left out (named in the error)."""
         if netmap is not None and node is not None and self.skipped:
@@ -108,7 +127,7 @@ class Engine:
             vetted, skipped = vet_netmap(netmap, node.network)
             config = desired_config(
                 vetted, private_key=private_key, network=node.network,
-                listen_port=self.settings.listen_port, endpoints=self.selector.chosen(),
+                listen_port=self.settings.listen_port, endpoints=self.relay.endpoints(self.selector.chosen()),
             )  # fmt: skip
         except (NetmapError, ValueError) as e:
             self.up = False

@@ -81,7 +81,7 @@ class Housekeeping:
         netmap = self._netmap()
         if netmap is None or not self.engine.up:
             return
-        stats = await self.engine.driver.stats()
+        stats = self.engine.relay.direct_stats(await self.engine.driver.stats())
         if self.engine.selector.update(
             netmap.peers, stats, time.monotonic(), datetime.now(UTC), self._local_nets
         ):

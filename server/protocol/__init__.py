@@ -85,6 +85,7 @@ from pcloud.server.protocol.models import (
     User,
     UserCreate,
 )
+from pcloud.server.protocol.relay import RelayInfo
 from pcloud.server.protocol.stream import (
     KEEPALIVE_HEADER,
     KEEPALIVE_LINE,
@@ -142,6 +143,7 @@ __all__ = [
     "PublicKey",
     "RESERVED_USERNAMES",
     "RegisterAnswer",
+    "RelayInfo",
     "RegisterRequest",
     "RenewAnswer",
     "RenewRequest",

@@ -32,7 +32,7 @@ RESERVED_USERNAMES = frozenset({INFRA_OWNER})
 
 # Proof of possession of a node's WireGuard private key (see `proof_message`).
 PROOF_CONTEXT = "pcloud-node-proof-v1"
-ProofPurpose = Literal["register", "rotate", "promote", "renew"]
+ProofPurpose = Literal["register", "rotate", "promote", "renew", "relay"]
 
 
 def proof_message(purpose: str, timestamp: int) -> bytes:

@@ -4,7 +4,7 @@ Layout (run id `ab12`), on top of a `Lab` whose LAN (192.168.0.0/24) becomes the
 
     pcl-ab12-inet        br0: the internet (203.0.113.0/24 and 198.51.100.0/24, one segment)
     pcl-ab12-r-home      wan 203.0.113.10, lan 192.168.0.1 on the lab LAN; masquerade; forwards
-                         HTTPS 8443/tcp and one UDP port (the WireGuard port) to rpi111
+                         HTTPS 8443/tcp, 8443/udp (relay) and the WireGuard port to rpi111
     pcl-ab12-r-cafe      wan 198.51.100.20, lan 10.20.0.1/24; masquerade (endpoint-independent)
     pcl-ab12-r-mobile    wan 198.51.100.30, lan 10.30.0.1/24; masquerade fully-random: a new
                          random source port per destination (endpoint-dependent, "symmetric")
@@ -41,6 +41,7 @@ class SiteSpec:
 SITES: dict[str, SiteSpec] = {
     "cafe": SiteSpec("198.51.100.20", 20, "masquerade"),
     "mobile": SiteSpec("198.51.100.30", 30, "symmetric"),
+    "mobile2": SiteSpec("198.51.100.31", 31, "symmetric"),  # a second phone network
     "office": SiteSpec("203.0.113.40", 40, "tcp-only"),
 }
 # Both documentation ranges share the one internet segment: each router reaches the other
@@ -142,7 +143,9 @@ class Sites:
         netns.ip_in(ns, "link", "set", "lan", "up")
         forwards = (
             f'iifname "wan" tcp dport {HTTPS_PORT} dnat to {server.ip}:{HTTPS_PORT}; '
-            f'iifname "wan" udp dport {WG_PORT} dnat to {server.ip}:{WG_PORT};'
+            f'iifname "wan" udp dport {WG_PORT} dnat to {server.ip}:{WG_PORT}; '
+            # The relay's UDP port (the HTTPS port's number, as the README tells users).
+            f'iifname "wan" udp dport {HTTPS_PORT} dnat to {server.ip}:{HTTPS_PORT};'
         )
         _sh(ns, "nft", "-f", "-", input=_nat_rules("masquerade", forwards))
         for host in (server, *others):

@@ -38,7 +38,11 @@ T = TypeVar("T")
 # Where clients address the app; nothing listens there (the transport calls the app directly).
 BASE_URL = "https://127.0.0.1:8443"
 # As the subprocess tier starts its servers (`--offline-grace 0.5`): presence tests stay short.
-DEFAULTS: dict[str, Any] = {"listen": (Listen("127.0.0.1", 8443),), "offline_grace_s": 0.5}
+DEFAULTS: dict[str, Any] = {
+    "listen": (Listen("127.0.0.1", 8443),),
+    "offline_grace_s": 0.5,
+    "relay_port": 0,  # no UDP socket: nothing listens for this tier (the relay is called directly)
+}
 
 
 class LoopThread:

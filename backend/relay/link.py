@@ -1,0 +1,146 @@
+"""One way to one relay: over UDP (hellos proving our key) or over a WebSocket on the server's
+HTTPS port (authenticated by the node token inside TLS). Both carry the same frames
+(protocol.relay); a link is `up` while the relay keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from pcloud.backend.control.proof import make_proof
+from pcloud.backend.keys import PrivateKey
+from pcloud.server.protocol import RelayInfo, ServerKey
+from pcloud.server.protocol import relay as wire
+
+log = logging.getLogger(__name__)
+OnRecv = Callable[[bytes, bytes], None]  # (source public key, WireGuard packet)
+DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone
+
+
+class Link:
+    transport = "udp"
+
+    def __init__(self, name: str, on_recv: OnRecv) -> None:
+        self.name = name
+        self.on_recv = on_recv
+        self.welcomed_at = 0.0
+        self.welcomed = asyncio.Event()  # set by the first welcome
+
+    @property
+    def up(self) -> bool:
+        return time.monotonic() - self.welcomed_at < DEAD_AFTER_S
+
+    def send(self, dst: bytes, packet: bytes) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def _frame(self, data: bytes) -> None:
+        try:
+            frame = wire.parse(data)
+        except wire.FrameError:
+            return  # hostile or garbled: dropped
+        if frame.kind == wire.WELCOME:
+            self.welcomed_at = time.monotonic()
+            self.welcomed.set()
+        elif frame.kind == wire.RECV:
+            self.on_recv(frame.key, frame.body)
+
+
+class UdpLink(Link, asyncio.DatagramProtocol):
+    """Hellos every HELLO_S (they also keep our NAT mapping to the relay open)."""
+
+    def __init__(self, info: RelayInfo, host: str, key: PrivateKey, on_recv: OnRecv) -> None:
+        Link.__init__(self, info.name, on_recv)
+        self.info, self.addr, self.key = info, (host, info.udp_port), key
+        # The server's clock, as its relay info gave it: proofs carry its time, not ours.
+        self._offset = info.time - time.time()
+        self._pub = base64.b64decode(key.public_key())
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self._frame(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("relay %s over UDP: %s", self.name, exc)
+
+    def send(self, dst: bytes, packet: bytes) -> None:
+        if self._transport is not None:
+            self._transport.sendto(wire.send(dst, packet))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
+        self._transport = transport
+        try:
+            while True:
+                server = ServerKey(
+                    public_key=self.info.public_key, time=int(time.time() + self._offset)
+                )
+                box = base64.b64decode(make_proof(self.key, server, "relay"))
+                transport.sendto(wire.hello(self._pub, box))
+                await asyncio.sleep(wire.HELLO_S)  # a period, not synchronisation
+        finally:
+            transport.close()
+            self._transport = None
+
+
+class StreamLink(Link):
+    """A WebSocket to `url` (wss://HOST:PORT/api/v1/relay); reconnects while running."""
+
+    transport = "tcp"
+    QUEUE = 1024
+
+    def __init__(
+        self, name: str, url: str, token: str, ctx: ssl.SSLContext, on_recv: OnRecv
+    ) -> None:
+        super().__init__(name, on_recv)
+        self.url, self._token, self._ctx = url, token, ctx
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(self.QUEUE)
+
+    def send(self, dst: bytes, packet: bytes) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(wire.send(dst, packet))
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with websockets.connect(
+                    self.url, ssl=self._ctx, max_size=wire.MAX_FRAME + 64,
+                    additional_headers={"Authorization": f"Bearer {self._token}"},
+                    open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=DEAD_AFTER_S,
+                ) as ws:  # fmt: skip
+                    await self._serve(ws)
+            except (OSError, websockets.WebSocketException, TimeoutError) as e:
+                log.debug("relay %s over WebSocket: %s", self.name, e)
+            self.welcomed_at = 0.0
+            await asyncio.sleep(2.0)  # backoff before reconnecting
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        async def writer() -> None:
+            while True:
+                await ws.send(await self._queue.get())
+
+        task = asyncio.create_task(writer())
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    self._frame(message)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def up(self) -> bool:
+        # Up from the welcome until the socket closes (websockets' pings watch it meanwhile).
+        return self.welcomed_at > 0

@@ -1,0 +1,221 @@
+"""The backend's relay client (DESIGN section 9): links to every coordination server's relay,
+one local proxy socket per relayed peer, and the choice of who is relayed.
+
+Every server in the netmap runs a relay. We register with each one we reach (UDP first; a
+WebSocket on its HTTPS port when UDP gets no answer), so a peer can reach us through whichever
+relay it uses and a dead relay costs nothing but a switch to the next one: frames go out through
+the first server (netmap order) whose relay is up. A home cluster has one to three servers, so
+registering with all of them is cheaper than agreeing on a "home relay" through the netmap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+from pcloud.backend.keys import PrivateKey
+from pcloud.backend.relay.link import Link, StreamLink, UdpLink
+from pcloud.backend.relay.paths import RelayPaths
+from pcloud.backend.relay.proxy import PeerProxy, open_proxy
+from pcloud.backend.wg.driver import PeerStats
+from pcloud.server.protocol import Netmap, RelayInfo
+from pcloud.server.protocol import relay as wire
+
+log = logging.getLogger(__name__)
+TICK_S = 1.0
+UDP_GRACE_S = 3.0  # no UDP welcome this long after starting: open the WebSocket too
+INFO_RETRY_S = 5.0
+
+
+class RelayManager:
+    def __init__(self, try_for: float) -> None:
+        self.try_for = try_for  # how long each direct candidate gets (EndpointSelector's)
+        self.paths = RelayPaths(try_for)
+        self.proxies: dict[str, PeerProxy] = {}
+        self._links: dict[str, list[Link]] = {}  # server URL -> its links (UDP, WebSocket)
+        self._access: dict[str, asyncio.Task[None]] = {}
+        self._wg_port = 0
+        self._peers: set[str] = set()
+
+    # -- what the rest of the backend asks ----------------------------------------------
+
+    def endpoints(self, chosen: Mapping[str, str | None]) -> dict[str, str | None]:
+        """The WireGuard endpoint per peer: the proxy for relayed peers, else `chosen`."""
+        out = dict(chosen)
+        out.update(self.paths.roamed)
+        for key in self.paths.relayed:
+            proxy = self.proxies.get(key)
+            if proxy is not None:
+                out[key] = proxy.endpoint
+        return out
+
+    def direct_stats(self, stats: list[PeerStats]) -> list[PeerStats]:
+        """`stats` without the peers WireGuard reaches through a proxy: the endpoint selector
+        must never take a proxy for a direct candidate that answered."""
+        proxies = {p.endpoint for p in self.proxies.values()}
+        return [s for s in stats if s.endpoint not in proxies]
+
+    def labels(self) -> dict[str, str]:
+        """Proxy endpoint -> the path status shows (`relay rpi111`, `relay rpi111 (tcp)`)."""
+        link = self._link()
+        label = "relay (none up)"
+        if link is not None:
+            label = f"relay {link.name}" + (" (tcp)" if link.transport == "tcp" else "")
+        return {p.endpoint: label for p in self.proxies.values()}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        key: PrivateKey,
+        token: str,
+        ctx: ssl.SSLContext,
+        netmap: Callable[[], Netmap | None],
+        wg_port: Callable[[], Awaitable[int | None]],
+        stats: Callable[[], Awaitable[list[PeerStats]]],
+        on_change: Callable[[], Awaitable[None]],
+    ) -> None:
+        try:
+            while True:
+                nm = netmap()
+                port = await wg_port()
+                if nm is not None and port:
+                    self._wg_port = port
+                    self._peers = {p.public_key for p in nm.peers}
+                    self._ensure_links(nm.servers, key, token, ctx)
+                    if await self._decide(nm, await stats()):
+                        await on_change()
+                await asyncio.sleep(TICK_S)  # a period, not synchronisation
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        for task in self._access.values():
+            task.cancel()
+        for task in self._access.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._access.clear()
+        self._links.clear()
+        for proxy in self.proxies.values():
+            proxy.close()
+        self.proxies.clear()
+        self.paths = RelayPaths(self.try_for)
+
+    async def _decide(self, nm: Netmap, stats: list[PeerStats]) -> bool:
+        for key in self.paths.relayed - set(self.proxies):
+            await self._proxy(key)
+        up = self._link() is not None
+        changed = self.paths.update(
+            nm.peers, stats, {k: p.endpoint for k, p in self.proxies.items()},
+            time.monotonic(), datetime.now(UTC), up,
+        )  # fmt: skip
+        for key in self.paths.relayed - set(self.proxies):
+            await self._proxy(key)
+        if changed:
+            names = {p.public_key: p.hostname for p in nm.peers}
+            log.info(
+                "relayed peers: %s",
+                ", ".join(sorted(names.get(k, k) for k in self.paths.relayed)) or "(none)",
+            )
+        for key in set(self.proxies) - self._peers:
+            self.proxies.pop(key).close()
+        return changed
+
+    async def _proxy(self, key: str) -> PeerProxy:
+        proxy = self.proxies.get(key)
+        if proxy is None:
+            proxy = await open_proxy(base64.b64decode(key), self._wg_port, self._send)
+            self.proxies[key] = proxy
+        return proxy
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _link(self) -> Link | None:
+        for links in self._links.values():
+            for link in links:
+                if link.up:
+                    return link
+        return None
+
+    def _send(self, dst: bytes, packet: bytes) -> None:
+        link = self._link()
+        if link is not None:
+            link.send(dst, packet)
+
+    def _recv(self, src: bytes, packet: bytes) -> None:
+        key = base64.b64encode(src).decode()
+        if key not in self._peers:
+            return  # not a peer of ours (the relay should never send it): dropped
+        proxy = self.proxies.get(key)
+        if proxy is not None:
+            proxy.deliver(packet)
+        else:
+            # The peer relays to us before we decided to: a proxy, then WireGuard roams to it.
+            asyncio.get_running_loop().create_task(self._first(key, packet))
+
+    async def _first(self, key: str, packet: bytes) -> None:
+        (await self._proxy(key)).deliver(packet)
+
+    # -- links ----------------------------------------------------------------------------
+
+    def _ensure_links(
+        self, servers: list[str], key: PrivateKey, token: str, ctx: ssl.SSLContext
+    ) -> None:
+        for url in servers:
+            if url not in self._access:
+                self._links[url] = []
+                self._access[url] = asyncio.create_task(self._reach(url, key, token, ctx))
+        for url in set(self._access) - set(servers):
+            self._access.pop(url).cancel()
+            self._links.pop(url, None)
+
+    async def _reach(self, url: str, key: PrivateKey, token: str, ctx: ssl.SSLContext) -> None:
+        """Register with the relay of the server at `url` and keep registered."""
+        info = await self._info(url, token, ctx)
+        host = urlsplit(url).hostname or ""
+        tasks = []
+        try:
+            if info.udp_port:
+                udp = UdpLink(info, host, key, self._recv)
+                self._links[url].append(udp)
+                tasks.append(asyncio.create_task(udp.run()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(udp.welcomed.wait(), UDP_GRACE_S)
+                if udp.up:
+                    log.info("relay %s reached over UDP at %s:%d", info.name, host, info.udp_port)
+            if not tasks or not self._links[url][0].up:
+                ws_url = url.replace("https://", "wss://", 1).rstrip("/") + wire.RELAY_PATH
+                stream = StreamLink(info.name, ws_url, token, ctx, self._recv)
+                self._links[url].append(stream)
+                tasks.append(asyncio.create_task(stream.run()))
+                log.info("relay %s: WebSocket at %s", info.name, ws_url)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _info(self, url: str, token: str, ctx: ssl.SSLContext) -> RelayInfo:
+        async with httpx.AsyncClient(verify=ctx, timeout=5.0) as client:
+            while True:
+                try:
+                    r = await client.get(
+                        url.rstrip("/") + wire.RELAY_PATH,
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    if r.status_code == 200:
+                        return RelayInfo.model_validate_json(r.content)
+                    log.debug("relay info from %s: HTTP %d", url, r.status_code)
+                except (httpx.HTTPError, ValueError) as e:
+                    log.debug("relay info from %s: %s", url, e)
+                await asyncio.sleep(INFO_RETRY_S)  # backoff: the server may come back

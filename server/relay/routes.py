@@ -1,0 +1,88 @@
+"""The relay's HTTP side: `GET /api/v1/relay` (where its UDP socket is, the proof key and clock)
+and the WebSocket on the same path, authenticated by the node token, for networks that block
+UDP. One binary message is one frame (protocol.relay), as one datagram is over UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+
+from ..api.deps import AccountsDep, CurrentNode
+from ..errors import ApiError
+from ..protocol import RelayInfo
+from ..protocol import relay as wire
+from .core import Relay
+
+log = logging.getLogger("pcloud.server.relay")
+router = APIRouter()
+QUEUE_FRAMES = 1024  # a slow WebSocket reader loses frames past this (WireGuard copes)
+
+
+def _relay(app_state: object) -> Relay | None:
+    return getattr(app_state, "relay", None)
+
+
+@router.get(wire.RELAY_PATH, response_model=RelayInfo)
+async def relay_info(request: Request, accounts: AccountsDep, node: CurrentNode) -> RelayInfo:
+    relay = _relay(request.app.state)
+    if relay is None:
+        raise ApiError(404, "no_relay", "this server runs no relay")
+    return RelayInfo(
+        name=relay.name,
+        udp_port=request.app.state.relay_udp_port,
+        public_key=accounts.proofs.public_key,
+        time=int(time.time()),
+    )
+
+
+@router.websocket(wire.RELAY_PATH)
+async def relay_stream(ws: WebSocket) -> None:
+    relay = _relay(ws.app.state)
+    auth = ws.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if relay is None or scheme.lower() != "bearer" or not token:
+        await ws.close(code=4401)
+        return
+    try:
+        node = ws.app.state.accounts.node_for_token(token.strip())
+    except ApiError as e:
+        await ws.close(code=4401, reason=e.code)
+        return
+    await ws.accept()
+    key = base64.b64decode(node.public_key)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_FRAMES)
+
+    def sink(frame: bytes) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(frame)
+
+    async def writer() -> None:
+        while True:
+            await ws.send_bytes(await queue.get())
+
+    relay.register_stream(key, node.id, sink)
+    log.info("relay: node %d connected over WebSocket", node.id)
+    task = asyncio.create_task(writer())
+    try:
+        await ws.send_bytes(wire.welcome(relay.name))
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            if data is None:
+                relay.dropped["malformed"] += 1
+                continue
+            relay.on_stream(key, data)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        relay.unregister_stream(key, sink)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

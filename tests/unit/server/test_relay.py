@@ -1,0 +1,107 @@
+"""The relay's forwarding table over a real server state (in-process app, real SQLite, real key
+proofs): who may register, which frames pass unchanged, and every way a hostile frame is dropped."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import pytest
+
+from pcloud.backend.control.proof import make_proof
+from pcloud.backend.keys import PrivateKey
+from pcloud.server.protocol import ServerKey
+from pcloud.server.protocol import relay as wire
+from pcloud.server.relay.core import Relay
+from pcloud.server.security.nodeproof import NodeProofs
+from tests.support.inproc import CoordApp
+
+
+class Node:
+    """A registered node: its key, and what the relay sent to its address."""
+
+    def __init__(self, app: CoordApp, bearer: str, name: str, port: int) -> None:
+        self.key = PrivateKey.generate()
+        self.raw = base64.b64decode(self.key.public_key())
+        self.addr = ("198.51.100.30", port)
+        self.got: list[bytes] = []
+        with app.client(bearer) as c:
+            r = c.post(
+                "/api/v1/nodes/register",
+                json={"public_key": self.key.public_key(), "hostname": name, "endpoints": []},
+            )
+            r.raise_for_status()
+
+    def hello(self, relay: Relay, purpose: str = "relay") -> bytes:
+        server = ServerKey(public_key=relay.proofs.public_key, time=int(__import__("time").time()))
+        box = base64.b64decode(make_proof(self.key, server, purpose))  # type: ignore[arg-type]
+        frame = wire.hello(self.raw, box)
+        relay.on_datagram(frame, self.addr, self.got.append)
+        return frame
+
+
+@pytest.fixture
+def world(coord_app: CoordApp) -> tuple[Relay, Node, Node, Node]:
+    admin = coord_app.setup_admin()
+    alice = coord_app.create_user(admin, "alice")
+    bob = coord_app.create_user(admin, "bob")
+    relay = Relay(coord_app.state, NodeProofs(coord_app.state_dir), "rpi111")
+    key: Callable[[str], str] = lambda user: coord_app.auth_key(user, reusable=True)  # noqa: E731
+    a1 = Node(coord_app, key(alice), "phone", 40001)
+    a2 = Node(coord_app, key(alice), "phone2", 40002)
+    b1 = Node(coord_app, key(bob), "guest", 40003)
+    return relay, a1, a2, b1
+
+
+def test_registered_pair_is_relayed_unchanged(world: tuple[Relay, Node, Node, Node]) -> None:
+    relay, a1, a2, _ = world
+    a1.hello(relay)
+    a2.hello(relay)
+    assert a1.got == [wire.welcome("rpi111")] and a2.got == [wire.welcome("rpi111")]
+    packet = bytes([4, 0, 0, 0]) + b"\x99" * 100  # a WireGuard data message: never parsed
+    relay.on_datagram(wire.send(a2.raw, packet), a1.addr, a1.got.append)
+    assert a2.got[-1] == wire.recv(a1.raw, packet)
+    assert relay.forwarded == 1 and relay.forwarded_bytes == len(packet)
+
+
+def test_hostile_frames_are_dropped(world: tuple[Relay, Node, Node, Node]) -> None:
+    relay, a1, a2, b1 = world
+    frame = a1.hello(relay)
+    a2.hello(relay)
+    b1.hello(relay)
+    sink: list[bytes] = []
+    # From an address that never said hello (a spoofer, or a node's other socket).
+    relay.on_datagram(wire.send(a2.raw, b"x" * 40), ("203.0.113.66", 9), sink.append)
+    assert relay.dropped["unregistered"] == 1
+    # The policy keeps bob's guest from alice's phone: no relaying between them either way.
+    relay.on_datagram(wire.send(a1.raw, b"x" * 40), b1.addr, sink.append)
+    relay.on_datagram(wire.send(b1.raw, b"x" * 40), a1.addr, sink.append)
+    assert relay.dropped["policy"] == 2
+    # A key nobody registered with this relay.
+    relay.on_datagram(wire.send(b"\x07" * 32, b"x" * 40), a1.addr, sink.append)
+    assert relay.dropped["unknown_peer"] == 1
+    # A captured hello replayed from elsewhere, a proof for another purpose, an unknown key.
+    relay.on_datagram(frame, ("203.0.113.66", 10), sink.append)
+    Node.hello(a2, relay, purpose="register")  # same source within the hello gap: rate
+    a2.addr = ("198.51.100.30", 50002)
+    Node.hello(a2, relay, purpose="register")
+    relay.on_datagram(wire.hello(b"\x05" * 32, b"y" * 80), ("203.0.113.66", 11), sink.append)
+    assert relay.dropped["bad_hello"] == 3 and relay.dropped["rate"] == 1
+    # Garbage: empty, unknown kind, too short, too large, a welcome sent to the relay.
+    for junk in (b"", b"\x09" + b"z" * 40, b"\x03" + b"z" * 10, b"\x03" + b"z" * 20_000, b"\x02x"):
+        relay.on_datagram(junk, a1.addr, sink.append)
+    assert relay.dropped["malformed"] == 5
+    assert sink == [] and a2.got == [wire.welcome("rpi111")] and relay.forwarded == 0
+
+
+def test_deleted_node_loses_its_registration(
+    coord_app: CoordApp, world: tuple[Relay, Node, Node, Node]
+) -> None:
+    relay, a1, a2, _ = world
+    a1.hello(relay)
+    a2.hello(relay)
+    node_id = coord_app.state.node_by_key[a2.key.public_key()]
+    with coord_app.admin_client() as c:
+        c.delete(f"/api/v1/nodes/{node_id}").raise_for_status()
+    relay.on_datagram(wire.send(a2.raw, b"x" * 40), a1.addr, a1.got.append)
+    assert relay.dropped["unknown_peer"] == 1 and relay.forwarded == 0
