@@ -17,6 +17,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pcloud.backend import keys
 from pcloud.backend.config import BackendSettings
@@ -51,6 +52,8 @@ from pcloud.backend.jobs import ha_enable
 from pcloud.backend.jobs.install_server import resume_services
 from pcloud.backend.jobs.runner import JobRunner
 from pcloud.backend.localapi.schemas import LoginRequest, Status
+from pcloud.backend.nat.advertise import resolve_advertised
+from pcloud.backend.nat.monitor import NatMonitor
 from pcloud.backend.netmap import (
     NetmapError,
     apply_netmap,
@@ -101,6 +104,10 @@ class LocalBackend:
         self.unreachable_since: datetime | None = None
         self.tracker = StateTracker()
         self.selector = EndpointSelector()
+        # The NAT's kind (in status); also says at once when this host moved to another network.
+        self.nat = NatMonitor(
+            self._server_urls, self._recompute, on_moved=self._moved, interface=settings.interface
+        )
         self._local_nets: list[ipaddress.IPv4Network] = []  # tried first among candidates
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
@@ -384,6 +391,7 @@ class LocalBackend:
             or self._skipped_text() or self._dns_warning,
             unreachable_since=self.unreachable_since,
             packet_filter=self.filter,
+            nat=self.nat.kind,
         )
 
     def _skipped_text(self) -> str | None:
@@ -398,6 +406,20 @@ class LocalBackend:
         prefs = self.store.load_prefs()
         prefs.want_running = value
         self.store.save_prefs(prefs)
+
+    async def _moved(self) -> None:
+        rebind = getattr(self.driver, "rebind", None)  # wireguard-go only (backend/wg)
+        try:
+            if rebind is not None and self.driver_up:
+                await rebind()
+            await self._check_endpoints()
+        except DriverError as e:
+            log.warning("after an address change: %s", e)
+
+    def _server_urls(self) -> list[str]:
+        """Every coordination server URL we know (the NAT probe asks each one's echo)."""
+        urls = list(self.netmap.servers) if self.netmap else []
+        return urls + ([base_url(self.node.server_url)] if self.node else [])
 
     def _current_server(self) -> str:
         assert self.node is not None
@@ -452,12 +474,22 @@ class LocalBackend:
             on_reachable=self._on_reachable, timeout=self.settings.poll_timeout,
         )
         self._spawn(poller.run())
+        # The name of the server we poll resolves elsewhere now: give up the old connection.
+        self.nat.on_servers_moved = lambda hosts: (
+            poller.interrupt() if urlsplit(self._current_server()).hostname in hosts else None
+        )
+        def probed(problem: str | None) -> None:
+            self._on_reachable(problem)
+            if problem is not None:
+                poller.interrupt()  # its poll may hang on a dead connection (server moved)
+
         liveness = Liveness(
-            self._control, self._servers, on_reachable=self._on_reachable,
+            self._control, self._servers, on_reachable=probed,
             on_recovered=poller.wake, interval_s=self.settings.control_probe_s,
         )
         self._spawn(liveness.run())
         self._spawn(self._housekeeping())
+        self._spawn(self.nat.run())
         self._recompute()
 
     async def _go_down(self) -> None:
@@ -603,8 +635,10 @@ class LocalBackend:
         self._local_nets = local_networks(interfaces, self.settings.interface)
         addrs = [(iface, cidr.partition("/")[0]) for iface, cidr in interfaces]
         endpoints = local_endpoints(addrs, port, self.settings.interface)
-        if self.settings.advertise_endpoint and self.settings.advertise_endpoint not in endpoints:
-            endpoints.append(self.settings.advertise_endpoint)
+        if self.settings.advertise_endpoint:  # a name is resolved again at every check
+            advertised = await resolve_advertised(self.settings.advertise_endpoint)
+            if advertised and advertised not in endpoints:
+                endpoints.append(advertised)
         if endpoints == self._reported:
             return
         try:

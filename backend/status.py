@@ -23,6 +23,7 @@ def build_status(
     error: str | None,
     unreachable_since: datetime | None = None,
     packet_filter: PacketFilter | None = None,
+    nat: str | None = None,
 ) -> Status:
     by_key = {s.public_key: s for s in stats}
     domain = (netmap.domain if netmap else "") or DEFAULT_DOMAIN
@@ -52,6 +53,7 @@ def build_status(
         error=error,
         control_unreachable_since=unreachable_since,
         filter=filter_status(packet_filter) if packet_filter else FilterStatus(),
+        nat=nat,
     )
 
 

@@ -26,6 +26,7 @@ from .app import StoreMismatch, create_app, open_state
 from .config import Listen, Settings, parse_network
 from .layout import STATE_DIR
 from .protocol import DEFAULT_DOMAIN
+from .reach.public import public_cert_names
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
 from .store.base import StoreError
@@ -326,7 +327,7 @@ async def serve(settings: Settings) -> None:
     state = open_state(settings)
     files = TlsFiles.in_dir(settings.state_dir)
     ensure_ca(files)
-    ensure_leaf(files, settings.cert_names())
+    ensure_leaf(files, settings.cert_names() + public_cert_names(state))  # every public host
     code = Accounts(state).ensure_setup_code()
     fp = fingerprint(files.ca_cert.read_bytes())
     urls = settings.server_urls() or [f"https://{settings.hostname}:{settings.listen[0].port}"]
@@ -347,10 +348,12 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings, state=state)
     admin_app = create_app(settings, state=state, local_admin=True)
     sockets = [bind_tcp(lst) for lst in settings.listen]
+    tls = app.state.reach.tls_context = tls_context(files.cert, files.key)  # a re-issue reloads
+    await app.state.reach.start_echo()
     config = uvicorn.Config(
         app,
         # TLS, head limits and connection caps live in the protocol (server/transport).
-        http=guarded_protocol(tls_context(files.cert, files.key), transport_limits(settings)),
+        http=guarded_protocol(tls, transport_limits(settings)),
         ws="none",
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",

@@ -17,6 +17,7 @@ from .config import Settings
 from .errors import install_handlers
 from .metrics import Metrics
 from .middleware import LimitAndMeasure
+from .reach.service import Reach
 from .security.tls import TlsFiles, ensure_ca
 from .state import State
 from .store.base import Store
@@ -93,6 +94,7 @@ def create_app(
         sync: StoreSync | None = None
         purge: asyncio.Task[None] | None = None
         if not local_admin:
+            await app.state.reach.start()
             purge = asyncio.create_task(purge_tokens(app.state.accounts))
             if isinstance(state.store, EtcdStore):
                 # No startup sweep of ephemeral nodes here: they may be polling another
@@ -109,6 +111,7 @@ def create_app(
             purge.cancel()
         if sync is not None:
             await sync.stop()
+        await app.state.reach.stop()
         await asyncio.sleep(0)
 
     app = FastAPI(
@@ -126,6 +129,7 @@ def create_app(
     app.state.accounts = Accounts(state)
     app.state.ca_pem = files.ca_cert.read_bytes()
     app.state.local_admin = local_admin
+    app.state.reach = Reach(settings, state)  # public URLs, address echo (DESIGN section 9)
     metrics = Metrics()
     app.state.metrics = metrics
     install_handlers(app)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError
 from .model import AuthKeyRec, NodeRec, TokenRec, UserRec, from_record
+from .reach.record import public_record
 from .state import SERVER_PREFIX, Plan
 from .store.base import Op, Put, StoreError, Unavailable
 from .store.etcd import Compacted, EtcdStore, WatchBatch
@@ -233,6 +234,7 @@ async def publish_self(state: State) -> None:
     def build() -> Plan[None]:
         ops: list[Op] = []
         me = {"urls": state.settings.server_urls(), "instance": state.clock.instance}
+        me.update(public_record(state.settings))  # the cluster's public URLs (server/reach)
         host = state.settings.hostname
         if state.servers.get(host) != me:
             ops.append(Put("meta", SERVER_PREFIX + host, me))
