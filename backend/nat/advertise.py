@@ -24,11 +24,12 @@ def check_advertised(value: str) -> str:
             raise exc from None
         if not PORT_RE.fullmatch(port) or int(port) > 65535:
             raise ValueError(f"endpoint {value!r} has no valid port (1-65535)") from None
-        if not DOMAIN_RE.fullmatch(host.lower().rstrip(".")):
+        name = host.lower().rstrip(".")
+        if not DOMAIN_RE.fullmatch(name) or name.replace(".", "").isdigit():
             raise ValueError(
                 f"endpoint {value!r}: {host!r} is neither an IP nor a DNS name"
             ) from None
-        return f"{host.lower().rstrip('.')}:{port}"
+        return f"{name}:{port}"
 
 
 def _is_ip(text: str) -> bool:
