@@ -571,7 +571,10 @@ class LocalBackend:
             log.info("netmap v%d: coordination servers %s", merged.version, merged.servers)
             self._recompute()
             return
-        self.selector.update(merged.peers, [], time.monotonic())
+        if not self._local_nets:  # not checked yet: a LAN neighbour is tried first all the same
+            found = await asyncio.to_thread(host_ipv4_interfaces)
+            self._local_nets = local_networks(found, self.settings.interface)
+        self.selector.update(merged.peers, [], time.monotonic(), local_nets=self._local_nets)
         log.info("netmap v%d: %d peers", merged.version, len(merged.peers))
         await self._apply()
 
