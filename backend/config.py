@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from pcloud.backend.nat.advertise import check_advertised
 from pcloud.backend.version import package_version
-from pcloud.server.protocol import check_endpoint, dns_label
+from pcloud.server.protocol import dns_label
 
 DEFAULT_CONFIG = Path("/etc/pcloud/backend.toml")
 
@@ -147,7 +148,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"setting 'dns_listen' must be an IP address, not {value!r}") from None
     if name == "advertise_endpoint" and value is not None:
         try:
-            return check_endpoint(str(value))
+            return check_advertised(str(value))  # IP:PORT, or NAME:PORT resolved at each report
         except ValueError as e:
             raise ConfigError(f"setting 'advertise_endpoint': {e}") from None
     return value
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wg-socket-dir", type=Path, 
                    help="UAPI socket dir (default /var/run/wireguard)")
     p.add_argument("--listen-port", type=int)
-    p.add_argument("--advertise-endpoint", metavar="IP:PORT",
+    p.add_argument("--advertise-endpoint", metavar="IP_OR_NAME:PORT",
                    help="public address:port forwarded to this device's WireGuard port "
                    "(the home router's UDP port forward), reported as a candidate")
     p.add_argument("--system-root", "--k3s-root", dest="system_root", type=Path,

@@ -24,6 +24,7 @@ def build_status(
     unreachable_since: datetime | None = None,
     packet_filter: PacketFilter | None = None,
     relayed: Mapping[str, str] | None = None,
+    nat: str | None = None,
 ) -> Status:
     """`relayed` maps a relay proxy endpoint (127.0.0.1:PORT) to the path it stands for."""
     by_key = {s.public_key: s for s in stats}
@@ -54,6 +55,7 @@ def build_status(
         error=error,
         control_unreachable_since=unreachable_since,
         filter=filter_status(packet_filter) if packet_filter else FilterStatus(),
+        nat=nat,
     )
 
 

@@ -18,6 +18,7 @@ from .errors import install_handlers
 from .layout import DB_NAME
 from .metrics import Metrics
 from .middleware import LimitAndMeasure
+from .reach.service import Reach
 from .relay import service as relay_service
 from .relay.core import Relay
 from .security.tls import TlsFiles, ensure_ca
@@ -100,6 +101,7 @@ def create_app(
         purge: asyncio.Task[None] | None = None
         relay_sockets: list[asyncio.DatagramTransport] = []
         if not local_admin:
+            await app.state.reach.start()
             purge = asyncio.create_task(purge_tokens(app.state.accounts))
             if isinstance(state.store, EtcdStore):
                 # No startup sweep of ephemeral nodes here: they may be polling another
@@ -119,6 +121,7 @@ def create_app(
             purge.cancel()
         if sync is not None:
             await sync.stop()
+        await app.state.reach.stop()
         await asyncio.sleep(0)
 
     app = FastAPI(
@@ -136,6 +139,7 @@ def create_app(
     app.state.accounts = Accounts(state)
     app.state.ca_pem = files.ca_cert.read_bytes()
     app.state.local_admin = local_admin
+    app.state.reach = Reach(settings, state)  # public URLs, address echo (DESIGN section 9)
     metrics = Metrics()
     app.state.metrics = metrics
     relay_service.attach(app, settings, relay)

@@ -20,6 +20,7 @@ from .api.stream_direct import door as stream_door
 from .app import create_app, open_state
 from .config import Listen, Settings
 from .layout import admin_socket, setup_code_file
+from .reach.public import public_cert_names
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
 from .transport.fds import raise_open_files_limit
@@ -106,7 +107,7 @@ async def serve(settings: Settings) -> None:
     state = open_state(settings)
     files = TlsFiles.in_dir(settings.state_dir)
     ensure_ca(files)
-    ensure_leaf(files, settings.cert_names())
+    ensure_leaf(files, settings.cert_names() + public_cert_names(state))  # every public host
     code = Accounts(state).ensure_setup_code()
     fp = fingerprint(files.ca_cert.read_bytes())
     urls = settings.server_urls() or [f"https://{settings.hostname}:{settings.listen[0].port}"]
@@ -127,11 +128,13 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings, state=state)
     admin_app = create_app(settings, state=state, local_admin=True, relay=app.state.relay)
     sockets = [bind_tcp(lst) for lst in settings.listen]
+    tls = app.state.reach.tls_context = tls_context(files.cert, files.key)  # a re-issue reloads
+    await app.state.reach.start_echo()
     config = uvicorn.Config(
         app,
         # TLS, head limits and connection caps live in the protocol (server/transport).
         http=guarded_protocol(
-            tls_context(files.cert, files.key),
+            tls,
             transport_limits(settings),
             direct_door=stream_door(app),  # held netmap streams skip ASGI
         ),

@@ -31,6 +31,8 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     if status.state in ("Running", "Starting") and status.self:
         print_table(status_table(status))
         print(f"# {summary(status.filter)}")
+        if status.nat:
+            print(f"# NAT: {status.nat}")
     if line:
         print(line)
     return EXIT_OK if status.state == "Running" else EXIT_ERROR

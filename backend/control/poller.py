@@ -79,17 +79,34 @@ class Poller:
         self._on_netmap, self._on_fatal, self._on_reachable = on_netmap, on_fatal, on_reachable
         self.timeout = timeout
         self._wake = asyncio.Event()
+        self._inflight: asyncio.Future[Netmap] | None = None
 
     def wake(self) -> None:
         """Retry now, not after the backoff (the liveness probe saw the server answer)."""
         self._wake.set()
 
+    def interrupt(self) -> None:
+        """Give up the poll in flight (the liveness probe saw the server stop answering): a
+        long poll on a dead connection, e.g. to an address the server's name no longer has,
+        would otherwise wait out its whole timeout before the next server (or the name,
+        resolved again on a new connection) is tried."""
+        if self._inflight is not None and not self._inflight.done():
+            self._inflight.cancel()
+
     async def run(self) -> None:
         attempt = failures = 0
         while True:
             server = self.servers.current
+            self._inflight = asyncio.ensure_future(
+                self.client.netmap(server, self._token, self.since, self.timeout)
+            )
             try:
-                answer = await self.client.netmap(server, self._token, self.since, self.timeout)
+                answer = await self._inflight
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being stopped, not interrupted
+                problem = "interrupted: the server stopped answering the liveness probe"
             except ControlError as e:
                 if e.status in (401, 403):
                     log.warning("coordination server refused our node credentials: %s", e)

@@ -146,33 +146,55 @@ class StreamPoller:
         self.poll_timeout, self.probe_s = poll_timeout, probe_s
         self.streaming = False  # a stream is open (for status and tests)
         self._wake = asyncio.Event()
+        self._reader: asyncio.Task[bool] | None = None  # the stream being read
+        self._fallback: Poller | None = None  # the long poll, against a server without streams
+        self._attempt = self._failures = 0
+        self._heard = time.monotonic()  # when the server last sent anything
 
     def wake(self) -> None:
         """Retry now, not after the backoff."""
         self._wake.set()
 
+    def interrupt(self) -> None:
+        """Give up the stream being read (the server's name now resolves elsewhere): a stream
+        on a dead connection would otherwise wait out the keep-alive silence before the next
+        server (or the name, resolved again on a new connection) is tried."""
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+        if self._fallback is not None:
+            self._fallback.interrupt()
+
+    async def _read(self, server: str) -> bool:
+        """Follow `server`'s stream until it ends; False if the core could not take a netmap."""
+        lines = netmap_lines(self.client.http, server, self._token, self.since)
+        async with contextlib.aclosing(lines):
+            async for message in lines:
+                if not self.streaming:
+                    self.streaming = True
+                    self._attempt = 0
+                    log.info("netmap stream open to %s", server)
+                self._heard = time.monotonic()
+                self._on_reachable(None)
+                if message is None:
+                    continue  # a keep-alive
+                if not await self._handle(message):
+                    return False  # reconnect asking for a full map, after a pause
+                self._failures = 0
+        return True
+
     async def run(self) -> None:
-        attempt = failures = 0
-        heard = time.monotonic()  # when the server last sent anything
         while True:
             server = self.servers.current
+            self._reader = asyncio.ensure_future(self._read(server))
             try:
-                lines = netmap_lines(self.client.http, server, self._token, self.since)
-                async with contextlib.aclosing(lines):
-                    async for message in lines:
-                        if not self.streaming:
-                            self.streaming = True
-                            attempt = 0
-                            log.info("netmap stream open to %s", server)
-                        heard = time.monotonic()
-                        self._on_reachable(None)
-                        if message is None:
-                            continue  # a keep-alive
-                        if not await self._handle(message):
-                            failures += 1
-                            break  # reconnect asking for a full map, after a pause
-                        failures = 0
+                if not await self._reader:
+                    self._failures += 1
                 problem = None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being stopped, not interrupted
+                problem = "interrupted: the server's address changed"
             except NoStream:
                 log.warning("%s has no netmap stream: using the long poll", server)
                 await self._long_poll()
@@ -187,13 +209,13 @@ class StreamPoller:
                 problem = str(e)
             finally:
                 self.streaming = False
-            if failures:
-                delay = backoff_delay(failures)
-            elif time.monotonic() - heard < FAST_WINDOW_S:
+            if self._failures:
+                delay = backoff_delay(self._failures)
+            elif time.monotonic() - self._heard < FAST_WINDOW_S:
                 delay = random.uniform(*FAST_RETRY_S)
             else:
-                attempt += 1
-                delay = backoff_delay(attempt)
+                self._attempt += 1
+                delay = backoff_delay(self._attempt)
             # Next time the next server of the netmap's list (the same one when there is one):
             # a stream that failed or ended (its server stopping) is better tried elsewhere.
             nxt = self.servers.advance()
@@ -226,8 +248,15 @@ class StreamPoller:
             on_netmap=self._on_netmap, on_fatal=self._on_fatal,
             on_reachable=self._on_reachable, timeout=self.poll_timeout,
         )  # fmt: skip
+        self._fallback = poller
+
+        def probed(problem: str | None) -> None:
+            self._on_reachable(problem)
+            if problem is not None:
+                poller.interrupt()  # its poll may hang on a dead connection (server moved)
+
         liveness = Liveness(
-            self.client, self.servers, on_reachable=self._on_reachable,
+            self.client, self.servers, on_reachable=probed,
             on_recovered=poller.wake, interval_s=self.probe_s,
         )  # fmt: skip
         probe = asyncio.create_task(liveness.run())

@@ -32,6 +32,7 @@ from pcloud.backend.k3s.driver import K3sDriver
 from pcloud.backend.local.engine import Engine
 from pcloud.backend.local.housekeeping import Housekeeping
 from pcloud.backend.local.intake import intake
+from pcloud.backend.local.reach import Reach
 from pcloud.backend.local.server_role import ServerRole
 from pcloud.backend.local.session import Session
 from pcloud.backend.localapi.schemas import LoginRequest, Status
@@ -67,6 +68,11 @@ class LocalBackend:
         self.housekeeping = Housekeeping(
             settings, self.session, self.engine, netmap=lambda: self.netmap, apply=self._apply
         )
+        # The NAT's kind (in status); also says at once when this host moved to another network.
+        self.reach = Reach(
+            settings, self.session, self.engine, self.housekeeping,
+            netmap=lambda: self.netmap, changed=self._recompute,
+        )  # fmt: skip
         self.role = ServerRole(settings, self.bus)
         self.netmap: Netmap | None = None
         self.want_running = False
@@ -262,6 +268,7 @@ class LocalBackend:
             or skipped or self.engine.dns_warning,
             unreachable_since=self.unreachable_since,
             packet_filter=self.engine.filter, relayed=self.engine.relay.labels(),
+            nat=self.reach.kind,
         )  # fmt: skip
 
     # -- internals -------------------------------------------------------------------------
@@ -312,6 +319,8 @@ class LocalBackend:
             probe_s=self.settings.control_probe_s,
         )  # fmt: skip
         self._spawn(poller.run())
+        self.reach.follow(poller)
+        self._spawn(self.reach.run())
         self._spawn(self.housekeeping.run())
         ca = self.store.load_ca()
         if ca is not None:
@@ -347,7 +356,8 @@ class LocalBackend:
             log.info("netmap v%d: coordination servers %s", merged.version, merged.servers)
             self._recompute()
             return
-        self.engine.selector.update(merged.peers, [], time.monotonic())
+        local_nets = await self.housekeeping.local_networks()  # a LAN neighbour first
+        self.engine.selector.update(merged.peers, [], time.monotonic(), local_nets=local_nets)
         log.info("netmap v%d: %d peers", merged.version, len(merged.peers))
         await self._apply()
 

@@ -16,6 +16,7 @@ from pcloud.backend.control.client import ControlError, ControlUnreachable
 from pcloud.backend.endpoints import host_ipv4_interfaces, local_endpoints, local_networks
 from pcloud.backend.local.engine import Engine
 from pcloud.backend.local.session import Session
+from pcloud.backend.nat.advertise import resolve_advertised
 from pcloud.backend.wg.driver import DriverError
 from pcloud.server.protocol import Netmap
 
@@ -54,6 +55,13 @@ class Housekeeping:
             pending = self.engine.selector.pending()
             await asyncio.sleep(1.0 if pending else self.settings.endpoint_check_s)
 
+    async def local_networks(self) -> list[ipaddress.IPv4Network]:
+        """This host's networks (their candidates are tried first), found once if not yet."""
+        if not self._local_nets:
+            found = await asyncio.to_thread(host_ipv4_interfaces)
+            self._local_nets = local_networks(found, self.settings.interface)
+        return self._local_nets
+
     async def check_endpoints(self) -> None:
         node, control = self.session.node, self.session.control
         if node is None or control is None:
@@ -65,8 +73,10 @@ class Housekeeping:
         self._local_nets = local_networks(interfaces, self.settings.interface)
         addrs = [(iface, cidr.partition("/")[0]) for iface, cidr in interfaces]
         endpoints = local_endpoints(addrs, port, self.settings.interface)
-        if self.settings.advertise_endpoint and self.settings.advertise_endpoint not in endpoints:
-            endpoints.append(self.settings.advertise_endpoint)
+        if self.settings.advertise_endpoint:  # a name is resolved again at every check
+            advertised = await resolve_advertised(self.settings.advertise_endpoint)
+            if advertised and advertised not in endpoints:
+                endpoints.append(advertised)
         if endpoints == self.reported:
             return
         try:

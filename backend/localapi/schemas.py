@@ -55,6 +55,8 @@ class Status(BaseModel):
     # Set while the coordination server does not answer (the tunnels keep working): when the
     # outage began. Cleared within seconds of the server answering again.
     control_unreachable_since: datetime | None = None
+    # The kind of NAT this device is behind, e.g. "endpoint-independent" (backend/nat/kind).
+    nat: str | None = None
 
     def unreachable_note(self, now: datetime | None = None) -> str | None:
         """"Connected, coordination server unreachable since 14:02:11 UTC (35 s ago)", the one

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from pcloud.backend.proc import reap, terminate, wait_pid_exit
 from pcloud.backend.wg import link
-from pcloud.backend.wg.diff import diff
+from pcloud.backend.wg.diff import ConfigDiff, diff
 from pcloud.backend.wg.driver import DriverError, DriverEvent, InterfaceConfig, PeerStats
 from pcloud.backend.wg.uapi_client import DEFAULT_SOCKET_DIR, UapiClient, socket_path
 
@@ -133,6 +133,16 @@ class UserspaceDriver:
             return (await self._uapi.get()).listen_port
         except DriverError:
             return 0
+
+    async def rebind(self) -> None:
+        """Forget the source address wireguard-go keeps per peer: after this host's addresses
+        changed (it moved to another network) it would go on sending from a gone address and
+        every packet would fail. Setting the listen port (to the same value) rebinds its socket
+        and clears them; the kernel's WireGuard needs none of this (it re-routes by itself)."""
+        async with self._lock:
+            port = (await self._uapi.get()).listen_port
+            if port:
+                await self._uapi.set(ConfigDiff(listen_port=port))
 
     async def close(self, *, remove_interface: bool) -> None:
         self._closing = True

@@ -13,7 +13,6 @@ import functools
 import ipaddress
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 
@@ -79,10 +78,10 @@ def _shared_public_ip(
     settings = request.app.state.pcloud.settings
     if not is_lan_address(ip) or not settings.public_url or ip in settings.net:
         return None
-    try:
-        public = ipaddress.ip_address(urlsplit(settings.public_url).hostname or "")
-    except ValueError:
-        return None  # a name: its address may change, and the backend cannot use names
+    # A name is resolved (and re-resolved as a dynamic address moves) by server/reach.
+    public = request.app.state.reach.public.current()
+    if public is None:
+        return None
     lan = is_lan_address(public) or public.is_loopback or public.is_link_local
     return None if lan or public.version != ip.version else public
 

@@ -85,6 +85,12 @@ from pcloud.server.protocol.models import (
     User,
     UserCreate,
 )
+from pcloud.server.protocol.reach import (
+    ECHO_PORTS,
+    echo_answer,
+    echo_request,
+    parse_echo_answer,
+)
 from pcloud.server.protocol.relay import RelayInfo
 from pcloud.server.protocol.stream import (
     KEEPALIVE_HEADER,
@@ -107,6 +113,7 @@ __all__ = [
     "AuthKeyInfo",
     "DEFAULT_DOMAIN",
     "DOMAIN_RE",
+    "ECHO_PORTS",
     "Endpoint",
     "Endpoints",
     "EndpointsUpdate",
@@ -175,7 +182,10 @@ __all__ = [
     "check_tag",
     "check_username",
     "dns_label",
+    "echo_answer",
+    "echo_request",
     "is_lan_address",
+    "parse_echo_answer",
     "proof_message",
     "public_host",
 ]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..reach.record import public_record
 from ..store.base import Delete, Op, Put
 from .transact import Plan, Transactions
 from .working_set import SERVER_PREFIX
@@ -69,6 +70,7 @@ class ClusterRecords(Transactions):
         def build() -> Plan[None]:
             ops: list[Op] = []
             me = {"urls": self.settings.server_urls(), "instance": self.clock.instance}
+            me.update(public_record(self.settings))  # the cluster's public URLs (server/reach)
             host = self.settings.hostname
             if self.servers.get(host) != me:
                 ops.append(Put("meta", SERVER_PREFIX + host, me))

@@ -12,7 +12,8 @@ Layout (run id `ab12`), on top of a `Lab` whose LAN (192.168.0.0/24) becomes the
                          443/8443 leaves (all UDP dropped)
 
 A site host (`laptop` at the cafe, ...) is a normal lab `Host` whose eth0 sits on its router's
-LAN. br_netfilter is loaded on the machine: each bridge namespace turns
+LAN; `move` re-plugs it into another site's LAN (its outer address changes) and `renumber`
+gives a router another public address (an ISP's new lease). br_netfilter is loaded on the machine: each bridge namespace turns
 `bridge-nf-call-iptables` off, or the bridged frames would pass the routers' NAT hooks.
 """
 
@@ -29,6 +30,8 @@ HOME_PUBLIC = "203.0.113.10"
 HOME_GW = "192.168.0.1"
 HTTPS_PORT = 8443
 WG_PORT = 51820  # the UDP port the home router forwards to rpi111 (its --listen-port)
+SECOND_HTTPS_PORT = 8444  # forwarded to a second server's 8443/tcp when `home` is given one
+ECHO_PORTS = (8478, 8479)  # pcloud-server's UDP address echo (server/reach), forwarded too
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Sites:
         self.routers: dict[str, str] = {}  # site -> router namespace
         self.public: dict[str, str] = {}  # site -> public (wan) address
         self._wan_ports = 0
+        self._plugged: dict[str, str] = {}  # site -> the host on its LAN
         lab._add_ns(self.inet_ns)
         netns.ip_in(self.inet_ns, "link", "add", "br0", "type", "bridge")
         netns.ip_in(self.inet_ns, "link", "set", "br0", "up")
@@ -129,9 +133,10 @@ class Sites:
         self.public[site] = wan
         return ns
 
-    def home(self, server: Host, *others: Host) -> str:
+    def home(self, server: Host, *others: Host, second: Host | None = None) -> str:
         """Put the lab LAN behind the home router (LAN hosts route through 192.168.0.1); forward
-        8443/tcp and WG_PORT/udp to `server`. Returns the home's public address."""
+        8443/tcp, WG_PORT/udp and the echo ports to `server`, and SECOND_HTTPS_PORT/tcp to
+        `second`'s 8443 when given. Returns the home's public address."""
         ns = self._router("home", HOME_PUBLIC)
         self.lab._claim(HOME_GW, "r-home")
         self.lab._ports += 1
@@ -147,20 +152,31 @@ class Sites:
             # The relay's UDP port (the HTTPS port's number, as the README tells users).
             f'iifname "wan" udp dport {HTTPS_PORT} dnat to {server.ip}:{HTTPS_PORT};'
         )
+        forwards += "".join(f' iifname "wan" udp dport {p} dnat to {server.ip}:{p};'
+                            for p in ECHO_PORTS)  # fmt: skip
+        if second is not None:
+            forwards += (
+                f' iifname "wan" tcp dport {SECOND_HTTPS_PORT} dnat to {second.ip}:{HTTPS_PORT};'
+            )
         _sh(ns, "nft", "-f", "-", input=_nat_rules("masquerade", forwards))
-        for host in (server, *others):
+        for host in (server, *others, *([second] if second else [])):
             netns.ip_in(host.ns, "route", "add", "default", "via", HOME_GW)
         return HOME_PUBLIC
 
-    def add_host(self, site: str, name: str) -> Host:
-        """A host alone on `site`'s LAN (10.N.0.2/24) behind that site's router."""
+    def add_router(self, site: str) -> str:
+        """`site`'s router with its NAT (made once); its LAN gets a host by add_host or move."""
+        if site not in self.routers:
+            spec = SITES[site]
+            _sh(self._router(site, spec.wan), "nft", "-f", "-", input=_nat_rules(spec.nat))
+        return self.routers[site]
+
+    def _plug(self, site: str, name: str, ns: str) -> str:
+        """Cable namespace `ns` (eth0) to `site`'s LAN; returns its private address."""
+        if site in self._plugged:
+            raise LabError(f"site {site} already has its host ({self._plugged[site]})")
+        router = self.add_router(site)
         spec = SITES[site]
-        if site in self.routers:
-            raise LabError(f"site {site} already has its host")
-        router = self._router(site, spec.wan)
         gw, private = f"10.{spec.lan_net}.0.1", f"10.{spec.lan_net}.0.2"
-        ns = self.lab.prefix + name
-        self.lab._add_ns(ns)
         netns.ip_in(router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0",
                     "netns", ns)  # fmt: skip
         netns.ip_in(router, "addr", "add", f"{gw}/24", "dev", "lan")
@@ -168,11 +184,40 @@ class Sites:
         netns.ip_in(ns, "addr", "add", f"{private}/24", "dev", "eth0")
         netns.ip_in(ns, "link", "set", "eth0", "up")
         netns.ip_in(ns, "route", "add", "default", "via", gw)
-        _sh(router, "nft", "-f", "-", input=_nat_rules(spec.nat))
-        host = Host(self.lab, name, ns, private, 24, lan_ns=router, public_ip=spec.wan)
+        self._plugged[site] = name
+        return private
+
+    def add_host(self, site: str, name: str) -> Host:
+        """A host alone on `site`'s LAN (10.N.0.2/24) behind that site's router."""
+        ns = self.lab.prefix + name
+        self.lab._add_ns(ns)
+        private = self._plug(site, name, ns)
+        router = self.routers[site]
+        host = Host(self.lab, name, ns, private, 24, lan_ns=router, public_ip=SITES[site].wan)
         self.lab.hosts[name] = host
         host.start_holder()
         return host
+
+    def move(self, host: Host, site: str) -> None:
+        """Unplug `host` from its site's LAN and plug it into `site`'s (a laptop carried from
+        the cafe to a phone's hotspot): its private and public addresses both change at once."""
+        old = next(s for s, name in self._plugged.items() if name == host.name)
+        netns.ip_in(host.ns, "link", "del", "eth0")  # the router's end goes with it
+        del self._plugged[old]
+        host.ip = self._plug(site, host.name, host.ns)
+        host.lan_ns, host.public_ip = self.routers[site], SITES[site].wan
+
+    def renumber(self, site: str, new_wan: str) -> None:
+        """`site`'s router gets another public address and loses the old one (the kernel drops
+        the NAT mappings made with it, as when an ISP hands out a new lease)."""
+        ns, old = self.routers[site], self.public[site]
+        # The old address first: deleting a primary address takes its secondaries with it.
+        netns.ip_in(ns, "addr", "del", f"{old}/24", "dev", "wan")
+        netns.ip_in(ns, "addr", "add", f"{new_wan}/24", "dev", "wan")
+        for net in PUBLIC_NETS:
+            if not _same_24(net, new_wan):
+                netns.ip_in(ns, "route", "replace", net, "dev", "wan")
+        self.public[site] = new_wan
 
 
 def _same_24(net: str, addr: str) -> bool:

@@ -72,7 +72,7 @@ def test_status_when_logged_out(capsys: pytest.CaptureFixture[str], backend_sock
     assert code == 0
     assert json.loads(out) == {"state": "NeedsLogin", "self": None, "server_url": None,
                                "peers": [], "error": None,
-                               "control_unreachable_since": None,
+                               "control_unreachable_since": None, "nat": None,
                                "filter": {"state": "off", "rules": 0, "nft_rules": 0,
                                           "reason": None}}
 

@@ -1,0 +1,169 @@
+"""Login -> first ping, per NAT pair kind, on the lab's sites (DESIGN section 9).
+
+`python -m bench.nat_first_ping [--runs 3]` builds the sites lab (tests/lab/sites.py): rpi111
+(coordination server, WireGuard on the port the home router forwards) and rpi112 at home, a
+laptop at the cafe (endpoint-independent NAT), a phone on the mobile network (endpoint-dependent
+NAT) and a desk at the office (UDP blocked). Each run starts the measured device's backend with a
+fresh state, then times from `pcloud login LINK --auth-key KEY` (a new node) to the first ping
+through the tunnel that answers (one try every ~0.2 s), for each pair kind:
+
+- LAN: rpi113 -> rpi111 on the home LAN;
+- cafe -> home, forwarded port: laptop -> rpi111;
+- cafe x home, hole punched: laptop -> rpi112 (no forward for rpi112);
+- mobile -> home, forwarded port: phone -> rpi111;
+- relayed kinds (mobile x cafe, office -> home): filled in by the relay (issue 14's relay part);
+  until then each is tried for `--relay-wait` seconds and shown as "no path".
+
+Target: direct kinds under 3 s (relayed: under 5 s). Figures, not assertions: PASS/MISS per
+kind; the exit code is 0 unless the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from tests.lab import Host, Lab, wait_for
+from tests.lab.mesh import Mesh
+from tests.lab.sites import HOME_PUBLIC, HTTPS_PORT, WG_PORT, Sites
+
+TARGET_DIRECT_S = 3.0
+TARGET_RELAY_S = 5.0
+PUBLIC_URL = f"https://{HOME_PUBLIC}:{HTTPS_PORT}"
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    device: str  # whose backend is (re)started and timed
+    target: str  # the peer it pings
+    relayed: bool = False  # needs the relay: no direct path can exist
+
+
+KINDS = [
+    Kind("LAN", "rpi113", "rpi111"),
+    Kind("cafe -> home, forwarded port", "laptop", "rpi111"),
+    Kind("cafe x home, hole punched", "laptop", "rpi112"),
+    Kind("mobile -> home, forwarded port", "phone", "rpi111"),
+    Kind("mobile x cafe (relay)", "phone", "laptop", relayed=True),
+    Kind("office -> home (relay over TCP)", "desk", "rpi111", relayed=True),
+]
+
+
+def fresh_backend(mesh: Mesh, host: Host, *extra: str) -> None:
+    """Stop `host`'s backend, forget its node and start it again, logged out."""
+    mesh.stop_backend(host)
+    state = host.path("/var/lib/pcloud")
+    for child in state.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    mesh.start_backend(host, *extra)
+
+
+def login(host: Host, link: str, key: str) -> float:
+    """`pcloud login LINK --auth-key KEY` (a new node); the monotonic time it was started."""
+    started = time.monotonic()
+    host.run(host.pcloud_argv("login", link, "--auth-key", key), timeout=60)
+    return started
+
+
+def quick_ping(host: Host, ip: str) -> bool:
+    # 0.2 s per try: the figure's resolution (ping -W takes fractions since iputils 20210202).
+    return host.run(["ping", "-c1", "-W0.2", ip], check=False, timeout=5).returncode == 0
+
+
+def first_ping(src: Host, address: str, started: float, timeout: float) -> float | None:
+    try:
+        wait_for(lambda: quick_ping(src, address), timeout=timeout, interval=0.01, what="a ping")
+    except Exception:  # noqa: BLE001 - a pair with no path is a figure too
+        return None
+    return time.monotonic() - started
+
+
+def measure(runs: int, relay_wait: float, console: Console) -> dict[str, list[float | None]]:
+    out: dict[str, list[float | None]] = {k.name: [] for k in KINDS}
+    with Lab() as lab:
+        rpi111, rpi112, rpi113 = (lab.add_host(n) for n in ("rpi111", "rpi112", "rpi113"))
+        sites = Sites(lab)
+        sites.home(rpi111, rpi112, rpi113)
+        mesh = Mesh(lab)
+        mesh.start_server(rpi111, "--public-url", PUBLIC_URL)
+        mesh.create_user("admin", "admin-password", admin=True)
+        key = mesh.auth_key("admin", reusable=True, expiration="2h")
+        fresh_backend(
+            mesh, rpi111,
+            "--listen-port", str(WG_PORT), "--advertise-endpoint", f"{HOME_PUBLIC}:{WG_PORT}",
+        )  # fmt: skip
+        login(rpi111, mesh.link, key)
+        mesh.wait_running(rpi111)
+        fresh_backend(mesh, rpi112)
+        login(rpi112, mesh.link, key)
+        mesh.wait_running(rpi112)
+        public = mesh.link.replace(mesh.link.split("/#")[0], PUBLIC_URL)
+        hosts = {
+            "rpi111": rpi111, "rpi112": rpi112, "rpi113": rpi113,
+            "laptop": sites.add_host("cafe", "laptop"),
+            "phone": sites.add_host("mobile", "phone"),
+            "desk": sites.add_host("office", "desk"),
+        }  # fmt: skip
+        links: dict[str, str] = {"rpi113": mesh.link}
+        # Every device logs in once, so each kind's target is a running peer.
+        for name in ("laptop", "phone", "desk"):
+            fresh_backend(mesh, hosts[name])
+            login(hosts[name], public, key)
+        console.print("sites lab ready")
+        for run in range(runs):
+            for device in dict.fromkeys(k.device for k in KINDS):
+                kinds = [k for k in KINDS if k.device == device]
+                targets = {k.target: mesh.address(hosts[k.target]) for k in kinds}
+                fresh_backend(mesh, hosts[device])
+                started = login(hosts[device], links.get(device, public), key)
+                for kind in kinds:
+                    wait = relay_wait if kind.relayed else 20.0
+                    took = first_ping(hosts[device], targets[kind.target], started, wait)
+                    out[kind.name].append(took)
+            console.print(f"run {run + 1}/{runs} done")
+    return out
+
+
+def verdict(kind: Kind, values: list[float | None]) -> tuple[str, str, str]:
+    got = [v for v in values if v is not None]
+    target = TARGET_RELAY_S if kind.relayed else TARGET_DIRECT_S
+    if not got:
+        return "no path", f"< {target:g} s", "MISS" if not kind.relayed else "relay n/a"
+    median = statistics.median(got)
+    shown = f"{median:.2f} s" + (
+        f" ({len(values) - len(got)} no path)" if len(got) < len(values) else ""
+    )
+    return shown, f"< {target:g} s", "PASS" if median < target else "MISS"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--relay-wait", type=float, default=8.0,
+                   help="seconds a relayed kind is given before it counts as no path")  # fmt: skip
+    args = p.parse_args(argv)
+    console = Console(highlight=False)
+    results = measure(args.runs, args.relay_wait, console)
+    table = Table(title=f"login -> first ping per NAT pair kind (median of {args.runs})")
+    for col in ("pair kind", "device -> peer", "login -> first ping", "target", ""):
+        table.add_column(col)
+    for kind in KINDS:
+        shown, target, mark = verdict(kind, results[kind.name])
+        table.add_row(kind.name, f"{kind.device} -> {kind.target}", shown, target, mark)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
