@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-# Errors that mean the connection is gone (e.g. the server closed an idle keep-alive one).
-CONN_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError)
+from .fanout_stream import CONN_ERRORS, HttpError, stream_loop
 
 
 def proof(private_key: str, server_key: dict[str, Any]) -> str:
@@ -43,10 +42,6 @@ def proof(private_key: str, server_key: dict[str, Any]) -> str:
     )
     sealed = box.encrypt(proof_message("register", int(server_key["time"])))
     return base64.b64encode(bytes(sealed)).decode()
-
-
-class HttpError(Exception):
-    pass
 
 
 @dataclass
@@ -217,7 +212,7 @@ class Worker:
             elif kind == "stream":
                 self.tasks = [
                     asyncio.create_task(
-                        self.stream_loop(n, n.conn, n.token, "/api/v1/netmap/stream")
+                        stream_loop(self, n, n.conn, n.token, "/api/v1/netmap/stream")
                     )
                     for n in self.nodes
                 ]
@@ -230,7 +225,7 @@ class Worker:
                     n.conn = Conn(host, port, n.conn.ctx)
                     n.version = 0
                 self.tasks = [
-                    asyncio.create_task(self.stream_loop(n, n.conn, str(n.node_id), "/stream"))
+                    asyncio.create_task(stream_loop(self, n, n.conn, str(n.node_id), "/stream"))
                     for n in self.nodes
                 ]
                 self.reply(("streaming",))
@@ -338,61 +333,6 @@ class Worker:
             if hit:
                 window.pending.discard(node.node_id)
                 self.maybe_done()
-
-    async def stream_loop(self, node: SimNode, conn: Conn, token: str, path: str) -> None:
-        """Hold this node's netmap stream on `conn`; reopen it, from the version held, when it
-        ends. Keep-alive lines are read and dropped, as a backend does."""
-        while True:
-            self.outstanding += 1
-            try:
-                await self.stream_once(node, conn, token, path)
-            except (*CONN_ERRORS, HttpError, ValueError) as exc:
-                self.note_error(f"{node.spec.hostname}: stream: {type(exc).__name__}: {exc}")
-                conn.close()
-                await asyncio.sleep(1)  # bounded retry rate; the errors are reported
-            finally:
-                self.outstanding -= 1
-
-    async def stream_once(self, node: SimNode, conn: Conn, token: str, path: str) -> None:
-        for attempt in range(2):
-            reused = conn.writer is not None
-            if not reused:
-                async with self.opening:
-                    await conn.open()
-            assert conn.reader is not None and conn.writer is not None
-            target = f"{path}?since={node.version}" if node.version else path
-            conn.writer.write(
-                b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
-                % (target.encode(), conn.host_header, token.encode())
-            )
-            try:
-                head = await conn.reader.readuntil(b"\r\n\r\n")
-                break
-            except CONN_ERRORS:
-                # The server closed the keep-alive connection while it sat idle after the
-                # registration (75 s): once more on a new one, as Conn.request does.
-                conn.close()
-                if not reused or attempt:
-                    raise
-        else:
-            raise HttpError("unreachable")
-        status = int(head.split(b" ", 2)[1])
-        if status != 200:
-            raise HttpError(f"stream answered {status}: {head[:200]!r}")
-        pending = b""
-        while True:
-            line = await conn.reader.readuntil(b"\r\n")
-            n = int(line.split(b";", 1)[0], 16)
-            data = await conn.reader.readexactly(n + 2)
-            if n == 0:
-                return  # the server ended the stream: reopen
-            received = time.monotonic()
-            pending += data[:-2]
-            while (end := pending.find(b"\n")) >= 0:
-                text, pending = pending[:end], pending[end + 1 :]
-                if text.startswith(b'{"keep_alive"'):
-                    continue
-                self.record(node, json.loads(text), len(line) + len(data), received)
 
     def maybe_done(self) -> None:
         window = self.window
