@@ -224,3 +224,48 @@ async def test_follower_sees_a_hung_server_and_reconnects_after_restart(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client.aclose()
+
+
+async def test_follower_falls_back_to_the_long_poll_on_404(
+    server: CoordServer, admin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server without the stream, as an older pcloud-server: the real server's 404 for a path
+    # it does not serve (the follower asks for that path instead of the stream's).
+    import pcloud.backend.control.stream as follower
+
+    monkeypatch.setattr(follower, "STREAM_PATH", "/netmap/no-such-stream")
+    a = register(server, admin, "st-old")
+    b = register(server, admin, "st-old-peer")
+    netmaps: list[Netmap] = []
+
+    async def on_netmap(nm: Netmap) -> None:
+        netmaps.append(nm)
+
+    async def on_fatal(e: ControlError) -> None:
+        raise AssertionError(f"fatal: {e}")
+
+    client = ControlClient(server.ssl_context())
+    poller = StreamPoller(
+        client, ServerList(server.url), a["node_token"], since=None,
+        on_netmap=on_netmap, on_fatal=on_fatal, on_reachable=lambda _: None, poll_timeout=5,
+    )  # fmt: skip
+    task = asyncio.create_task(poller.run())
+    try:
+        await _until(lambda: netmaps, "a netmap from the long poll", 10)
+        assert netmaps[0].full and not poller.streaming
+        with server.client(b["node_token"]) as c:
+            c.put("/api/v1/nodes/self/endpoints", json={"endpoints": ["192.0.2.8:4100"]})
+
+        def moved() -> bool:
+            return any(
+                p.hostname == "st-old-peer" and "192.0.2.8:4100" in p.endpoints
+                for nm in netmaps[1:]
+                for p in nm.peers_changed
+            )
+
+        await _until(moved, "the change through the long poll", 10)
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
