@@ -11,7 +11,6 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import cast
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -81,7 +80,7 @@ class UdpLink(Link, asyncio.DatagramProtocol):
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
-        self._transport = cast(asyncio.DatagramTransport, transport)
+        self._transport = transport
         try:
             while True:
                 server = ServerKey(
