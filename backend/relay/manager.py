@@ -45,6 +45,7 @@ class RelayManager:
         self._access: dict[str, asyncio.Task[None]] = {}
         self._wg_port = 0
         self._peers: set[str] = set()
+        self._raw: dict[bytes, str] = {}  # a peer's raw key -> base64 (no encoding per packet)
 
     # -- what the rest of the backend asks ----------------------------------------------
 
@@ -52,6 +53,7 @@ class RelayManager:
         """The WireGuard endpoint per peer: the proxy for relayed peers, else `chosen`."""
         out = dict(chosen)
         out.update(self.paths.roamed)
+        out.update(self.paths.alive_direct)
         for key in self.paths.relayed:
             proxy = self.proxies.get(key)
             if proxy is not None:
@@ -91,7 +93,10 @@ class RelayManager:
                 port = await wg_port()
                 if nm is not None and port:
                     self._wg_port = port
-                    self._peers = {p.public_key for p in nm.peers}
+                    peers = {p.public_key for p in nm.peers}
+                    if peers != self._peers:
+                        self._peers = peers
+                        self._raw = {base64.b64decode(k): k for k in peers}
                     self._ensure_links(nm.servers, key, token, ctx)
                     if await self._decide(nm, await stats()):
                         await on_change()
@@ -154,8 +159,8 @@ class RelayManager:
             link.send(dst, packet)
 
     def _recv(self, src: bytes, packet: bytes) -> None:
-        key = base64.b64encode(src).decode()
-        if key not in self._peers:
+        key = self._raw.get(src)
+        if key is None:
             return  # not a peer of ours (the relay should never send it): dropped
         proxy = self.proxies.get(key)
         if proxy is not None:

@@ -43,6 +43,9 @@ class RelayPaths:
         # Where WireGuard roamed to when a relayed peer reached us directly: configured as the
         # endpoint from then on (the selector's candidate of the moment may be a dead one).
         self.roamed: dict[str, str] = {}
+        # Peers with a live direct path: WireGuard's endpoint, kept on every re-apply (the
+        # driver sets what it is given, which would undo WireGuard's roaming).
+        self.alive_direct: dict[str, str] = {}
 
     def update(
         self,
@@ -63,9 +66,14 @@ class RelayPaths:
             keys.add(key)
             cands = tuple(sorted(peer.endpoints))
             if self._cands.get(key, cands) != cands:
-                # New candidates (e.g. the peer's first report): direct gets a full go again.
+                # New candidates (e.g. the peer's first report or a new NAT mapping): direct
+                # gets a full go again; a relayed peer probes them at once.
+                was_relayed = key in self.relayed
                 self._forget(key)
                 self._waiting[key] = now
+                if was_relayed:
+                    s = by_key.get(key)
+                    self._probing[key] = (now, s.rx_bytes if s else 0, s.tx_bytes if s else 0)
             self._cands[key] = cands
             self._step(key, cands, by_key.get(key), proxies.get(key), now, wall_now, relay_up)
         for key in set(self._cands) - keys:
@@ -86,6 +94,7 @@ class RelayPaths:
         return now - seen[1] < ALIVE_S or (wall_now - s.last_handshake).total_seconds() < ALIVE_S
 
     def _forget(self, key: str) -> None:
+        self.alive_direct.pop(key, None)
         self.relayed.discard(key)
         self.roamed.pop(key, None)
         self._waiting.pop(key, None)
@@ -104,13 +113,16 @@ class RelayPaths:
     ) -> None:
         fresh = self._alive(key, s, now, wall_now)
         via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxy
+        self.alive_direct.pop(key, None)
         if key in self._probing:
             # A direct try while relayed: WireGuard roams to where the peer's latest packet came
             # from, so packets received with the endpoint still direct came directly.
             since, rx, tx = self._probing[key]
             got = s is not None and s.rx_bytes > rx and bool(s.endpoint) and not via_proxy
             sent_unanswered = s is not None and s.tx_bytes > tx and now - since >= 1.0
-            if got or via_proxy or sent_unanswered or now - since >= PROBE_WINDOW_S:
+            # (In the tick that starts a probe WireGuard still shows the proxy: not an answer.)
+            back = via_proxy and now > since
+            if got or back or sent_unanswered or now - since >= PROBE_WINDOW_S:
                 del self._probing[key]
                 if got and s is not None and s.endpoint:
                     self.roamed[key] = s.endpoint
@@ -124,6 +136,7 @@ class RelayPaths:
             self._waiting.pop(key, None)
             self._next_probe.setdefault(key, now + PROBE_FIRST_S)
         elif fresh and s is not None and s.endpoint:
+            self.alive_direct[key] = s.endpoint
             if key in self.relayed:  # the peer reached us directly: direct it is
                 self.relayed.discard(key)
                 self.roamed[key] = s.endpoint

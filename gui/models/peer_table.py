@@ -23,7 +23,7 @@ from pcloud.backend.localapi.format import ago, human_bytes
 from pcloud.backend.localapi.schemas import PeerStatus
 from pcloud.gui.icons import dot_icon
 
-COLUMNS = ["Hostname", "User", "Role", "Overlay IP", "Endpoint", "Last handshake", "Received",
+COLUMNS = ["Hostname", "User", "Role", "Overlay IP", "Path", "Last handshake", "Received",
            "Sent", "Online"]
 HOSTNAME, USER, ROLE, ADDRESS, ENDPOINT, HANDSHAKE, RX, TX, ONLINE = range(len(COLUMNS))
 
@@ -126,7 +126,9 @@ class PeerTableModel(QAbstractTableModel):
             case 3:
                 value = peer.address
             case 4:
-                value = peer.endpoint or "—"
+                # The path (`direct IP:PORT`, `relay rpi111`): a relayed peer's raw endpoint is
+                # only the backend's local proxy socket.
+                value = peer.path or peer.endpoint or "—"
             case 5:
                 value = ago(peer.last_handshake, self._now or datetime.now(UTC))
             case 6:

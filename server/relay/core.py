@@ -45,6 +45,7 @@ class Registration:
     expires: float  # monotonic; inf for a WebSocket (it ends when the socket closes)
     tokens: float = DATA_BURST
     refilled: float = field(default_factory=time.monotonic)
+    checked: int = -1  # the state version at which the node was last seen to hold this key
 
 
 class Relay:
@@ -121,9 +122,12 @@ class Relay:
             if reg.addr is not None:
                 self.by_addr.pop(reg.addr, None)
             return None
-        if self._node_of(key) != reg.node_id:  # the node was deleted or rotated its key
-            self.by_key.pop(key, None)
-            return None
+        version = self.state.version
+        if reg.checked != version:  # once per state change, not per frame
+            if self._node_of(key) != reg.node_id:  # the node was deleted or rotated its key
+                self.by_key.pop(key, None)
+                return None
+            reg.checked = version
         return reg
 
     # -- forwarding -----------------------------------------------------------------------

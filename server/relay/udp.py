@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import Any, cast
 
 from .core import Addr, Relay
 
 log = logging.getLogger("pcloud.server.relay")
+
+
+SOCKET_BUFFER = 4 * 1024 * 1024  # bursts of a fast tunnel wait here, not in drops
+
+
+def big_buffers(transport: asyncio.BaseTransport) -> None:
+    """Larger socket buffers (the kernel caps them at net.core.[rw]mem_max)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
 
 
 class RelayDatagram(asyncio.DatagramProtocol):
@@ -19,6 +33,7 @@ class RelayDatagram(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        big_buffers(self.transport)
 
     def _sink(self, addr: Addr) -> Any:
         # One bound sender per registered address: the forwarding path allocates nothing.

@@ -68,7 +68,7 @@ def test_relay_between_symmetric_nats(lab: Lab, figure: Figure) -> None:
     def pattern_ping() -> bool:
         # Retried: a direct probe (every minute while relayed) may eat a second of echoes.
         out = phone.run([*ping_argv, mesh.address(phone2)], check=False)
-        return out.returncode == 0 and PATTERN[:8] in out.stdout  # the pattern made it across
+        return bool(out.returncode == 0 and PATTERN[:8] in out.stdout)  # the pattern crossed
 
     wait_for(pattern_ping, timeout=5, what="pings with the pattern through the relay")
     assert cap.wait(timeout=15) == 0
