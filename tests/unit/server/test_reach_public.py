@@ -12,7 +12,6 @@ from pcloud.server.config import Listen, Settings
 from pcloud.server.reach.public import PublicAddress, cluster_public_urls
 from pcloud.server.reach.service import Reach
 from pcloud.server.security.tls import TlsFiles, ensure_ca, ensure_leaf, leaf_names
-from pcloud.server.sync import publish_self
 
 PUBLIC = "https://home.example.net:8443"
 
@@ -50,7 +49,7 @@ def test_a_server_publishes_its_public_url_in_its_record(tmp_path: Path) -> None
     s = settings(tmp_path, "rpi111", public_url=PUBLIC)
     state = open_state(s)
     try:
-        asyncio.run(publish_self(state))
+        asyncio.run(state.publish_self())
         assert state.servers["rpi111"]["public"] == [PUBLIC]
         assert cluster_public_urls(state) == [PUBLIC]
     finally:
