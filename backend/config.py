@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "is PID 1, else supervised by the backend)")
     p.add_argument("--k3s-binary", type=Path,
                    help="K3s binary for install-server/join-server requests that name none "
-                   "(default: the pinned release, downloaded and SHA-256 verified)")
+                   "(default: the pinned release, downloaded and SHA-256 verified; no hash is "
+                   "pinned yet, so set one for now)")
     p.add_argument("--dns", choices=list(DNS_MODES),
                    help="names for devices: auto (systemd-resolved if it runs, else a managed "
                    "resolv.conf), resolved, file, or off")
