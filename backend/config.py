@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import ipaddress
 import socket
 import tomllib
@@ -125,17 +126,32 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _toml_kind(expected: type | tuple[type, ...]) -> str:
+    """The TOML spelling a user needs: `headless = true`, not `headless = "yes"`."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if bool in kinds:
+        return "true or false"
+    if float in kinds:
+        return "a number"
+    return "a whole number" if int in kinds else "a quoted string"
+
+
 def _coerce(name: str, value: Any) -> Any:
     field_types = {f.name: f.type for f in dataclasses.fields(BackendSettings)}
     if name not in field_types:
-        raise ConfigError(f"unknown setting {name!r}")
+        close = difflib.get_close_matches(name, field_types, n=1)
+        raise ConfigError(
+            f"unknown setting {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
     if name in _PATHS:
         if not isinstance(value, str | Path):
             raise ConfigError(f"setting {name!r} must be a path string")
         return Path(value)
     expected = _TYPES.get(name, str)
     if value is not None and not isinstance(value, expected):
-        raise ConfigError(f"setting {name!r} has the wrong type ({type(value).__name__})")
+        raise ConfigError(
+            f"setting {name!r} must be {_toml_kind(expected)}, not {type(value).__name__}"
+        )
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"setting {name!r} must be one of {', '.join(_CHOICES[name])}")
     if name == "hostname" and value is not None:
@@ -188,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "is PID 1, else supervised by the backend)")
     p.add_argument("--k3s-binary", type=Path,
                    help="K3s binary for install-server/join-server requests that name none "
-                   "(default: the pinned release, downloaded and SHA-256 verified)")
+                   "(default: the pinned release, downloaded and SHA-256 verified; no hash is "
+                   "pinned yet, so set one for now)")
     p.add_argument("--dns", choices=list(DNS_MODES),
                    help="names for devices: auto (systemd-resolved if it runs, else a managed "
                    "resolv.conf), resolved, file, or off")

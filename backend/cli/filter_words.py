@@ -17,12 +17,17 @@ PORTED = (6, 17, 33, 132)
 def summary(f: FilterStatus) -> str:
     """`packet filter: in force, 7 rules` and the like."""
     if f.state == "in_force":
-        return f"packet filter: in force, {f.rules} rules ({f.nft_rules} nftables rules)"
+        return (f"packet filter: in force, {_count(f.rules, 'rule')} "
+                f"({_count(f.nft_rules, 'nftables rule')})")
     if f.state == "failed":
         return f"packet filter: FAILED ({f.reason}); tunnels withheld"
     if f.state == "none":
         return "packet filter: none (the coordination server sends no filter)"
     return "packet filter: off (not connected)"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def ports_text(ranges: list[tuple[int, int]]) -> str:
@@ -48,7 +53,8 @@ def who(rule: FilterRule, status: Status) -> str:
     """The rule's aliases, and the peers they cover by name."""
     aliases = ", ".join(rule.src_aliases) or ", ".join(rule.src)
     if rule.src == ["*"]:
-        return f"{aliases} (any peer)"
+        # the default policy's alias already says it in brackets: "(any visible peer)"
+        return aliases if aliases.startswith("(") else f"{aliases} (any peer)"
     nets = [ipaddress.ip_network(s, strict=False) for s in rule.src]
     names = sorted(
         p.hostname for p in status.peers

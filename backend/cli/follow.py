@@ -79,4 +79,7 @@ def failure(kind: str, job: Job) -> CliError:
     failed = next((s for s in job.steps if s.state == "failed"), None)
     step = failed.name if failed else "?"
     why = (failed.detail if failed else None) or job.error or "unknown error"
+    if f"`pcloud {kind}`" in why:
+        # The step already says where to run it ("on the first server"): "again" would contradict.
+        return CliError(f"{kind} failed at step {step!r}: {why}")
     return CliError(f"{kind} failed at step {step!r}: {why}; run `pcloud {kind}` again to resume")

@@ -26,10 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--listen", metavar="LAN_ADDR:PORT",
                    help="where the coordination server listens (default first LAN IP, :8443)")
     p.add_argument("--public-url", metavar="https://PUBLIC_IP:PORT",
-                   help="the address devices outside the LAN use: forward this TCP port and "
-                   "the WireGuard UDP port (--listen-port) on the router to this machine")
+                   help="the address devices outside the LAN use: forward this TCP port, the "
+                   "same port on UDP (the relay) and the WireGuard UDP port (--listen-port) on the "
+                   "router to this machine")
     p.add_argument("--k3s-binary", type=Path,
-                   help="K3s binary to install (default: the pinned release, SHA-256 checked)")
+                   help="K3s binary to install (default: the pinned release, SHA-256 checked; "
+                   "no hash is pinned yet, so give one for now)")
     p.add_argument("--admin-user", metavar="NAME",
                    help="the first admin's name (password prompted, or read from stdin)")
     p.set_defaults(handler=run)

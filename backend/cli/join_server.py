@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     how.add_argument("--admin-user", metavar="NAME", help="approve as this admin (password "
                      "prompted, or read from stdin)")
     p.add_argument("--k3s-binary", type=Path,
-                   help="K3s binary to install (default: the pinned release, SHA-256 checked)")
+                   help="K3s binary to install (default: the pinned release, SHA-256 checked; "
+                   "no hash is pinned yet, so give one for now)")
     p.set_defaults(handler=run)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail(explain(e))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `pcloud status | head -1`: the reader left, which is not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

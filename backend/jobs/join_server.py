@@ -83,7 +83,7 @@ class JoinServer:
         else:
             raise StepFailed(
                 "an admin must approve this device: give a server-role pre-auth key "
-                "(--auth-key) or sign in as an admin"
+                "(--auth-key-file FILE) or an admin's name (--admin-user NAME)"
             )
         await wait_backend(backend, self.is_server, "the netmap to show role server")
         return f"promoted {how}"

@@ -103,7 +103,9 @@ async def install_pinned(
     expected = pinned.get(asset)
     if not expected:
         raise InstallError(
-            f"no pinned SHA-256 for {asset} {version}; pass --k3s-binary with a K3s binary"
+            f"no pinned SHA-256 for {asset} {version}; pass --k3s-binary with a K3s binary "
+            "(the tray app's wizard: k3s_binary in /etc/pcloud/backend.toml, then restart the "
+            "backend)"
         )
     if _has_hash(dest, expected):
         return False

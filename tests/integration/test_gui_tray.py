@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-EXPECTED = ["admin-page.png", "login-error.png", "main-window.png", "tray-menu.png",
-            "wizard-done.png", "wizard-failed.png", "wizard-progress.png"]
+EXPECTED = ["admin-install.png", "admin-page.png", "login-error.png", "main-window.png",
+            "tray-menu.png", "wizard-done.png", "wizard-failed.png", "wizard-progress.png"]
 
 
 @pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("trayer")),

@@ -29,12 +29,14 @@ STEPS = ["Key pair", "Coordination server", "Register this device", "K3s server"
 
 
 def _peer(node_id: int, host: str, user: str, role: str, addr: str, ep: str | None,
-          hs_s: int | None, rx: int, tx: int, online: bool) -> dict[str, Any]:
+          hs_s: int | None, rx: int, tx: int, online: bool,
+          path: str | None = None) -> dict[str, Any]:
     return {"node_id": node_id, "hostname": host, "user": user, "role": role, "tags": [],
             "public_key": "A" * 43 + "=", "address": addr, "endpoints": [ep] if ep else [],
             "online": online, "last_seen": NOW.isoformat(), "endpoint": ep if online else None,
             "last_handshake": (NOW - timedelta(seconds=hs_s)).isoformat() if hs_s else None,
-            "rx_bytes": rx, "tx_bytes": tx}
+            "rx_bytes": rx, "tx_bytes": tx,
+            "path": path or (f"direct {ep}" if ep and online else None)}
 
 
 def demo_status() -> dict[str, Any]:
@@ -49,7 +51,7 @@ def demo_status() -> dict[str, Any]:
         _peer(4, "pi-kitchen", "alice", "client", "10.0.0.4", "192.168.1.31:41641", 95, 2048,
               4096, True),
         _peer(5, "bob-phone", "bob", "client", "10.0.0.5", "203.0.113.7:51820", 140, 3145728,
-              1048576, True),
+              1048576, True, path="relay nas"),  # behind a mobile network's symmetric NAT
         _peer(6, "bob-laptop", "bob", "client", "10.0.0.6", None, None, 0, 0, False),
     ]}
 
@@ -152,10 +154,10 @@ async def shoot(out: Path) -> None:
     app.window.tabs.setCurrentWidget(page)
     page.tabs.setCurrentIndex(2)
     _fill(page.devices, [["1", "nas", "alice", "server", "10.0.0.1", "yes"]])
-    _fill(page.keys, [["pk_7f3a", "alice", "client", "yes", "2026-12-02 15:42", "no"],
-                      ["pk_19c0", "alice", "server", "no", "2026-11-26 15:42", "yes"]])
+    _fill(page.keys, [["7f3a9d2c41e8", "alice", "client", "yes", "2026-12-02 15:42", "no"],
+                      ["19c0b6e2d7a4", "alice", "server", "no", "2026-11-26 15:42", "yes"]])
     page.key_reusable.setChecked(True)
-    page.new_key.set_value("pcloud-ak-7f3a9d2c41e8b6f05a7d3e9c1b2f4a6d")
+    page.new_key.set_value("pcak_7f3a9d2c41e8_Qm4Zr8TfW2yKc9LpX3vNd6HsJ1aGe5BuY7oRi0EtMwA")
     page.new_key.show()
     await settle()
     app.window.grab().save(str(out / "admin-page.png"))
@@ -235,4 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # PySide6 aborts in the interpreter's final garbage collection here ("none_dealloc"), after
+    # every picture is saved, which turned a good run into exit 134: leave without finalizing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

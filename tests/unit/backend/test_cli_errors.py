@@ -107,3 +107,18 @@ def test_permission_denied_says_how_to_fix(backend_socket: Path) -> None:
     )
     assert out.returncode == 1
     assert "sudo usermod -aG pcloud $USER" in out.stderr
+
+
+def test_reader_that_leaves_gets_no_traceback(backend_socket: Path) -> None:
+    """`pcloud status | head -1`: the pipe closes before the CLI writes; no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            [str(BIN / "pcloud"), "--socket", str(backend_socket), "status"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert out.returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in out.stderr, out.stderr

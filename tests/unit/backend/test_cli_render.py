@@ -105,3 +105,20 @@ def test_unreachable_server_is_a_distinct_connected_state() -> None:
     assert "tunnels keep working" in line and "no answer" in line
     # Not Running (down, logged out): no such note, whatever is left in the field.
     assert Status(state="Stopped", control_unreachable_since=since).unreachable_note(NOW) is None
+
+
+def test_a_failed_job_says_resume_unless_the_step_names_another_place() -> None:
+    """`pcloud ha enable` on a client said "run it on the first server; run it again to resume"."""
+    from pcloud.backend.cli.follow import failure
+    from pcloud.backend.localapi.schemas import Job
+
+    def job(detail: str) -> Job:
+        return Job(id="j", kind="ha", state="failed",
+                   steps=[{"name": "servers online", "state": "failed", "detail": detail}])
+
+    elsewhere = failure("ha enable", job("run `pcloud ha enable` on the first server"))
+    assert str(elsewhere) == (
+        "ha enable failed at step 'servers online': run `pcloud ha enable` on the first server"
+    )
+    here = failure("ha enable", job("etcd did not start"))
+    assert str(here).endswith("; run `pcloud ha enable` again to resume")

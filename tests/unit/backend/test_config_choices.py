@@ -33,3 +33,21 @@ def test_a_known_choice_is_taken(tmp_path: Path) -> None:
 def test_an_unknown_choice_in_the_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(["--config", write(tmp_path, text)])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('auth_key_fle = "/etc/pcloud/auth-key"\n',
+         r"unknown setting 'auth_key_fle' \(did you mean 'auth_key_file'\?\)"),
+        ('headless = "yes"\n', "setting 'headless' must be true or false, not str"),
+        ('listen_port = "51820"\n', "setting 'listen_port' must be a whole number, not str"),
+        ('control_probe_s = "5"\n', "setting 'control_probe_s' must be a number, not str"),
+    ],
+)  # fmt: skip
+def test_a_typo_or_a_wrong_type_says_what_to_write(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """What a user hit: `auth_key_fle` named no fix, `headless = "yes"` said only 'wrong type'."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(["--config", write(tmp_path, text)])

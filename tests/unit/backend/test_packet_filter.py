@@ -115,3 +115,7 @@ def test_rules_in_policy_words() -> None:
     assert what(ICMP) == "icmp"
     line = summary(FilterStatus(state="in_force", rules=3, nft_rules=9))
     assert line == "packet filter: in force, 3 rules (9 nftables rules)"
+    line = summary(FilterStatus(state="in_force", rules=1, nft_rules=7))
+    assert line == "packet filter: in force, 1 rule (7 nftables rules)"
+    default = ANY.model_copy(update={"src_aliases": ["(any visible peer)"]})
+    assert who(default, status) == "(any visible peer)"
