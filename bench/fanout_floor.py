@@ -4,7 +4,7 @@ After the real server's changes are measured (and that server is stopped), the s
 workers open one TLS connection per node to `bench.floor_server` and hold a stream on each, and
 every measured change is repeated there: the floor server writes, to exactly the nodes the real
 change reached, a line of the same size (prepared before the clock starts), one write per node.
-What the clients see is measured the same way (bench.server_fanout.measure_window), so
+What the clients see is measured the same way (bench.fanout_measure.measure_window), so
 `real / floor` is the fan-out as a multiple of what any Python server on this machine, with
 these clients and TLS, needs to deliver the same bytes (DESIGN section 7: within 2x).
 """
@@ -27,7 +27,7 @@ import httpx
 from tests.support.coord import CoordServer, free_port
 
 if TYPE_CHECKING:
-    from .server_fanout import Change
+    from .fanout_results import Change
 
 TARGET_RATIO = 2.0
 
