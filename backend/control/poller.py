@@ -84,14 +84,21 @@ class NetmapFollower:
         """Retry now, not after the backoff (e.g. the liveness probe saw the server answer)."""
         self._wake.set()
 
-    async def refused(self, e: ControlError) -> bool:
-        """True, after telling the core through `on_fatal`, if `e` says our credentials are
-        gone (401/403): following the netmap ends there; any other error is retried."""
-        if e.status not in (401, 403):
-            return False
-        log.warning("coordination server refused our node credentials: %s", e)
-        await self.on_fatal(e)
-        return True
+    async def failed(self, e: BaseException, interrupted: str) -> str | None:
+        """The problem a try ran into, to report before the backoff and the next server; None
+        when the server refused our credentials (401/403: the core is told through `on_fatal`
+        and following ends). A cancel from `interrupt` is the problem `interrupted`; our own
+        task being cancelled goes on up."""
+        if isinstance(e, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise e  # we are being stopped, not interrupted
+            return interrupted
+        if isinstance(e, ControlError) and e.status in (401, 403):
+            log.warning("coordination server refused our node credentials: %s", e)
+            await self.on_fatal(e)
+            return None
+        return str(e)
 
     async def pause(self, delay: float) -> None:
         """The backoff between tries, cut short by `wake`."""
@@ -127,17 +134,13 @@ class Poller(NetmapFollower):
             )
             try:
                 answer = await self._inflight
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # we are being stopped, not interrupted
-                problem = "interrupted: the server stopped answering the liveness probe"
-            except ControlError as e:
-                if await self.refused(e):
+            except (asyncio.CancelledError, ControlError, ControlUnreachable) as e:
+                failure = await self.failed(
+                    e, "interrupted: the server stopped answering the liveness probe"
+                )
+                if failure is None:
                     return
-                problem = str(e)
-            except ControlUnreachable as e:
-                problem = str(e)
+                problem = failure
             else:
                 attempt = 0
                 self.since = answer.version

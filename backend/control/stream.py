@@ -175,21 +175,15 @@ class StreamPoller(NetmapFollower):
                 if not await self._reader:
                     self._failures += 1
                 problem = None
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # we are being stopped, not interrupted
-                problem = "interrupted: the server's address changed"
             except NoStream:
                 log.warning("%s has no netmap stream: using the long poll", server)
                 await self._long_poll()
                 return
-            except ControlError as e:
-                if await self.refused(e):
+            except (asyncio.CancelledError, ControlError, ControlUnreachable) as e:
+                failure = await self.failed(e, "interrupted: the server's address changed")
+                if failure is None:
                     return
-                problem = str(e)
-            except ControlUnreachable as e:
-                problem = str(e)
+                problem = failure
             finally:
                 self.streaming = False
             if self._failures:
