@@ -26,6 +26,8 @@ import httpx
 
 from tests.support.coord import CoordServer, free_port
 
+from .procfs import rss_mb
+
 if TYPE_CHECKING:
     from .fanout_results import Change
 
@@ -65,13 +67,6 @@ def line_of(target: int, size: int) -> str:
     pad = max(0, size - len(json.dumps(base, separators=(",", ":"))))
     base["pad"] = "x" * pad
     return json.dumps(base, separators=(",", ":"))
-
-
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
 
 
 def run_floor(

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import httpx
 
 from .fanout_results import Change, Config
-from .fanout_workers import Workers, cpu_s, metric
+from .fanout_workers import Workers, metric
+from .procfs import cpu_s
 
 
 def wait_quiet(workers: Workers, client: httpx.Client, n: int, timeout: float) -> None:

@@ -27,7 +27,8 @@ from .fanout_client import NodeSpec
 from .fanout_floor import run_floor
 from .fanout_measure import measure_change, measure_window, wait_quiet
 from .fanout_results import Config, Results
-from .fanout_workers import Workers, cpu_s, fake_key, pct, raise_nofile, rss_mb
+from .fanout_workers import Workers, fake_key, pct, raise_nofile
+from .procfs import cpu_s, rss_mb
 
 
 async def create_accounts(

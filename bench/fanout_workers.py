@@ -1,9 +1,9 @@
-"""The fan-out benchmark's harness: the client worker processes and the server process figures.
+"""The fan-out benchmark's harness: the client worker processes and what they need.
 
 `Workers` starts the bench.fanout_client processes (spawned) and speaks the small
-request/answer protocol over their pipes; the functions read a process's RSS and CPU time from
-/proc, a gauge from the server's /metrics, and raise the open-files limit the server and the
-workers inherit. bench.stream_memory uses them too.
+request/answer protocol over their pipes; the functions read a gauge from the server's /metrics,
+raise the open-files limit the server and the workers inherit, take a percentile and make a
+node key. bench.stream_memory uses them too; a process's CPU and RSS are bench.procfs's.
 """
 
 from __future__ import annotations
@@ -15,31 +15,13 @@ import os
 import resource
 import time
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .fanout_client import worker_main
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 # ---- server process figures -----------------------------------------------------------------
-
-
-def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def metric(client: httpx.Client, name: str) -> float:

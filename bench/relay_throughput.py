@@ -13,24 +13,17 @@ Figures, not assertions.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rich.console import Console
 from rich.table import Table
 
+from bench.procfs import cpu_s
 from bench.tunnel_throughput import iperf
 from tests.e2e.test_sites import PUBLIC_URL, headless, peer, public_link
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
 from tests.lab.sites import Sites
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (the relay's process) in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def on_path(mesh: Mesh, a: Host, b: Host, path: str) -> bool:
@@ -78,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print("all paths up; running iperf3 ...")
         for _ in range(2):  # alternate so no path always runs on a warmer machine
             for name, (a, b, _path) in pairs.items():
-                before = cpu_seconds(pid)
+                before = cpu_s(pid)
                 mbit = iperf(a, b, mesh.address(b), args.seconds)
-                results[name].append((mbit, cpu_seconds(pid) - before))
+                results[name].append((mbit, cpu_s(pid) - before))
     best = {k: max(v) for k, v in results.items()}
     direct = best["direct"][0]
     table = Table(title=f"iperf3 through WireGuard, {args.seconds} s runs (best of 2)")
