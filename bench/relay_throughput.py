@@ -20,10 +20,9 @@ from rich.table import Table
 
 from bench.procfs import cpu_s
 from bench.tunnel_throughput import iperf
-from tests.e2e.test_sites import PUBLIC_URL, headless, peer, public_link
+from tests.e2e.test_sites import headless, home_mesh, peer, public_link
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
-from tests.lab.sites import Sites
 
 
 def on_path(mesh: Mesh, a: Host, b: Host, path: str) -> bool:
@@ -37,13 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=120)
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "udp": [], "tcp": []}
     with Lab() as lab:
-        rpi111, rpi112, rpi113 = (lab.add_host(n) for n in ("rpi111", "rpi112", "rpi113"))
-        sites = Sites(lab)
-        sites.home(rpi111, rpi112, rpi113)
-        mesh = Mesh(lab)
-        mesh.start_server(rpi111, "--public-url", PUBLIC_URL)
-        mesh.create_user("admin", "admin-password", admin=True)
-        key = mesh.auth_key("admin", reusable=True)
+        (_rpi111, rpi112, rpi113), sites, mesh, key = home_mesh(lab, "rpi111", "rpi112", "rpi113")
         link = public_link(mesh)
         phone = sites.add_host("mobile", "phone")
         phone2 = sites.add_host("mobile2", "phone2")
