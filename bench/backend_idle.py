@@ -27,23 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procfs import cpu_s, rss_mb
 from tests.support.coord import CoordServer
 
 BIN = Path(sys.executable).parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 OPEN_LINE = re.compile(r"netmap stream open to")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def wait_for(cond: object, what: str, timeout: float) -> float:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from dnslib import DNSRecord
 
+from bench.procfs import cpu_s
 from pcloud.server.protocol import Netmap, Peer
 
 DOMAIN = "pcloud.internal"
@@ -124,12 +125,6 @@ class _Load(asyncio.DatagramProtocol):
             self._send()
         elif not self.sent and not self.done.done():
             self.done.set_result(None)
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 async def measure(

@@ -4,7 +4,7 @@ After the real server's changes are measured (and that server is stopped), the s
 workers open one TLS connection per node to `bench.floor_server` and hold a stream on each, and
 every measured change is repeated there: the floor server writes, to exactly the nodes the real
 change reached, a line of the same size (prepared before the clock starts), one write per node.
-What the clients see is measured the same way (bench.server_fanout.measure_window), so
+What the clients see is measured the same way (bench.fanout_measure.measure_window), so
 `real / floor` is the fan-out as a multiple of what any Python server on this machine, with
 these clients and TLS, needs to deliver the same bytes (DESIGN section 7: within 2x).
 """
@@ -26,8 +26,10 @@ import httpx
 
 from tests.support.coord import CoordServer, free_port
 
+from .procfs import rss_mb
+
 if TYPE_CHECKING:
-    from .server_fanout import Change
+    from .fanout_results import Change
 
 TARGET_RATIO = 2.0
 
@@ -65,13 +67,6 @@ def line_of(target: int, size: int) -> str:
     pad = max(0, size - len(json.dumps(base, separators=(",", ":"))))
     base["pad"] = "x" * pad
     return json.dumps(base, separators=(",", ":"))
-
-
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
 
 
 def run_floor(

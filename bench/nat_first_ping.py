@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from tests.e2e.test_sites import PUBLIC_URL, home_mesh
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
-from tests.lab.sites import HOME_PUBLIC, HTTPS_PORT, WG_PORT, Sites
+from tests.lab.sites import HOME_PUBLIC, WG_PORT
 
 TARGET_DIRECT_S = 3.0
 TARGET_RELAY_S = 5.0
-PUBLIC_URL = f"https://{HOME_PUBLIC}:{HTTPS_PORT}"
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,8 @@ def first_ping(src: Host, address: str, started: float, timeout: float) -> float
 def measure(runs: int, relay_wait: float, console: Console) -> dict[str, list[float | None]]:
     out: dict[str, list[float | None]] = {k.name: [] for k in KINDS}
     with Lab() as lab:
-        rpi111, rpi112, rpi113 = (lab.add_host(n) for n in ("rpi111", "rpi112", "rpi113"))
-        sites = Sites(lab)
-        sites.home(rpi111, rpi112, rpi113)
-        mesh = Mesh(lab)
-        mesh.start_server(rpi111, "--public-url", PUBLIC_URL)
-        mesh.create_user("admin", "admin-password", admin=True)
-        key = mesh.auth_key("admin", reusable=True, expiration="2h")
+        pis, sites, mesh, key = home_mesh(lab, "rpi111", "rpi112", "rpi113", expiration="2h")
+        rpi111, rpi112, rpi113 = pis
         fresh_backend(
             mesh, rpi111,
             "--listen-port", str(WG_PORT), "--advertise-endpoint", f"{HOME_PUBLIC}:{WG_PORT}",

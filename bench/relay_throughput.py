@@ -13,24 +13,16 @@ Figures, not assertions.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rich.console import Console
 from rich.table import Table
 
+from bench.procfs import cpu_s
 from bench.tunnel_throughput import iperf
-from tests.e2e.test_sites import PUBLIC_URL, headless, peer, public_link
+from tests.e2e.test_sites import headless, home_mesh, peer, public_link
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
-from tests.lab.sites import Sites
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (the relay's process) in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def on_path(mesh: Mesh, a: Host, b: Host, path: str) -> bool:
@@ -44,13 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=120)
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "udp": [], "tcp": []}
     with Lab() as lab:
-        rpi111, rpi112, rpi113 = (lab.add_host(n) for n in ("rpi111", "rpi112", "rpi113"))
-        sites = Sites(lab)
-        sites.home(rpi111, rpi112, rpi113)
-        mesh = Mesh(lab)
-        mesh.start_server(rpi111, "--public-url", PUBLIC_URL)
-        mesh.create_user("admin", "admin-password", admin=True)
-        key = mesh.auth_key("admin", reusable=True)
+        (_rpi111, rpi112, rpi113), sites, mesh, key = home_mesh(lab, "rpi111", "rpi112", "rpi113")
         link = public_link(mesh)
         phone = sites.add_host("mobile", "phone")
         phone2 = sites.add_host("mobile2", "phone2")
@@ -78,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print("all paths up; running iperf3 ...")
         for _ in range(2):  # alternate so no path always runs on a warmer machine
             for name, (a, b, _path) in pairs.items():
-                before = cpu_seconds(pid)
+                before = cpu_s(pid)
                 mbit = iperf(a, b, mesh.address(b), args.seconds)
-                results[name].append((mbit, cpu_seconds(pid) - before))
+                results[name].append((mbit, cpu_s(pid) - before))
     best = {k: max(v) for k, v in results.items()}
     direct = best["direct"][0]
     table = Table(title=f"iperf3 through WireGuard, {args.seconds} s runs (best of 2)")

@@ -28,7 +28,8 @@ from pathlib import Path
 from tests.support.coord import CoordServer, free_port
 
 from .fanout_client import NodeSpec
-from .server_fanout import Workers, fake_key, metric, raise_nofile, rss_mb
+from .fanout_workers import Workers, fake_key, metric, raise_nofile
+from .procfs import rss_mb
 
 
 def server_main(argv: list[str], ctl: Connection) -> None:

@@ -107,15 +107,21 @@ def filter_rules(host: Host) -> int:
     return sum(1 for item in json.loads(res.stdout)["nftables"] if "rule" in item)
 
 
+def pc_pair(lab: Lab) -> tuple[Mesh, Host, Host]:
+    """A coordination server on rpi111 and two PCs joined to it: the tunnel measured."""
+    mesh = Mesh(lab)
+    mesh.start_server(lab.add_host("rpi111"))
+    mesh.create_user("admin", "admin-password", admin=True)
+    key = mesh.auth_key("admin", reusable=True)
+    p1, p2 = lab.add_host("pc-a"), lab.add_host("pc-b")
+    for h in (p1, p2):
+        mesh.join_headless(h, key)
+    return mesh, p1, p2
+
+
 def filter_bench(console: Console, seconds: int, rounds: int) -> None:
     with Lab() as lab:
-        mesh = Mesh(lab)
-        mesh.start_server(lab.add_host("rpi111"))
-        mesh.create_user("admin", "admin-password", admin=True)
-        key = mesh.auth_key("admin", reusable=True)
-        p1, p2 = lab.add_host("pc-a"), lab.add_host("pc-b")
-        for h in (p1, p2):
-            mesh.join_headless(h, key)
+        mesh, p1, p2 = pc_pair(lab)
         mesh.set_policy(FILTER_POLICY)
         ip2 = mesh.address(p2)
         wait_for(lambda: filter_rules(p2) >= 8, timeout=20, what="pc-b's filter for the policy")
@@ -163,13 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         filter_bench(console, args.seconds, args.rounds)
         return 0
     with Lab() as lab:
-        mesh = Mesh(lab)
-        mesh.start_server(lab.add_host("rpi111"))
-        mesh.create_user("admin", "admin-password", admin=True)
-        key = mesh.auth_key("admin", reusable=True)
-        p1, p2 = lab.add_host("pc-a"), lab.add_host("pc-b")
-        for h in (p1, p2):
-            mesh.join_headless(h, key)
+        mesh, p1, p2 = pc_pair(lab)
         ip2 = mesh.address(p2)
         mesh.wait_ping(p1, ip2)
         h1, h2 = lab.add_host("hand-a"), lab.add_host("hand-b")

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 
 from pcloud.backend.control.client import ControlClient, ControlError, ControlUnreachable
 from pcloud.server.protocol import Netmap
@@ -61,29 +62,60 @@ class ServerList:
         return self.current
 
 
-class Poller:
-    def __init__(
-        self,
-        client: ControlClient,
-        servers: ServerList,
-        token: str,
-        *,
-        since: int | None,
-        on_netmap: Callable[[Netmap], Awaitable[None]],
-        on_fatal: Callable[[ControlError], Awaitable[None]],
-        on_reachable: Callable[[str | None], None],
-        timeout: int = 50,
-    ) -> None:
-        self.client, self.servers, self._token = client, servers, token
-        self.since = since
-        self._on_netmap, self._on_fatal, self._on_reachable = on_netmap, on_fatal, on_reachable
-        self.timeout = timeout
+@dataclass(eq=False, repr=False)  # repr=False: the token is a secret
+class NetmapFollower:
+    """What the long poll and the stream (`stream.StreamPoller`) share: the servers, the node's
+    token, the version to ask from, the core's callbacks, and the wake-up that cuts a backoff
+    short."""
+
+    client: ControlClient
+    servers: ServerList
+    token: str
+    _: KW_ONLY
+    since: int | None
+    on_netmap: Callable[[Netmap], Awaitable[None]]
+    on_fatal: Callable[[ControlError], Awaitable[None]]
+    on_reachable: Callable[[str | None], None]
+
+    def __post_init__(self) -> None:
         self._wake = asyncio.Event()
-        self._inflight: asyncio.Future[Netmap] | None = None
 
     def wake(self) -> None:
-        """Retry now, not after the backoff (the liveness probe saw the server answer)."""
+        """Retry now, not after the backoff (e.g. the liveness probe saw the server answer)."""
         self._wake.set()
+
+    async def failed(self, e: BaseException, interrupted: str) -> str | None:
+        """The problem a try ran into, to report before the backoff and the next server; None
+        when the server refused our credentials (401/403: the core is told through `on_fatal`
+        and following ends). A cancel from `interrupt` is the problem `interrupted`; our own
+        task being cancelled goes on up."""
+        if isinstance(e, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise e  # we are being stopped, not interrupted
+            return interrupted
+        if isinstance(e, ControlError) and e.status in (401, 403):
+            log.warning("coordination server refused our node credentials: %s", e)
+            await self.on_fatal(e)
+            return None
+        return str(e)
+
+    async def pause(self, delay: float) -> None:
+        """The backoff between tries, cut short by `wake`."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+
+@dataclass(eq=False, repr=False)
+class Poller(NetmapFollower):
+    """Keeps the node's netmap current over long polls; see the module doc."""
+
+    timeout: int = field(default=50, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._inflight: asyncio.Future[Netmap] | None = None
 
     def interrupt(self) -> None:
         """Give up the poll in flight (the liveness probe saw the server stop answering): a
@@ -98,31 +130,25 @@ class Poller:
         while True:
             server = self.servers.current
             self._inflight = asyncio.ensure_future(
-                self.client.netmap(server, self._token, self.since, self.timeout)
+                self.client.netmap(server, self.token, self.since, self.timeout)
             )
             try:
                 answer = await self._inflight
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # we are being stopped, not interrupted
-                problem = "interrupted: the server stopped answering the liveness probe"
-            except ControlError as e:
-                if e.status in (401, 403):
-                    log.warning("coordination server refused our node credentials: %s", e)
-                    await self._on_fatal(e)
+            except (asyncio.CancelledError, ControlError, ControlUnreachable) as e:
+                failure = await self.failed(
+                    e, "interrupted: the server stopped answering the liveness probe"
+                )
+                if failure is None:
                     return
-                problem = str(e)
-            except ControlUnreachable as e:
-                problem = str(e)
+                problem = failure
             else:
                 attempt = 0
                 self.since = answer.version
-                self._on_reachable(None)
+                self.on_reachable(None)
                 if answer.servers:
                     self.servers.update(answer.servers)
                 try:
-                    await self._on_netmap(answer)
+                    await self.on_netmap(answer)
                     failures = 0
                 except Exception:
                     # A netmap the core cannot handle must not end polling (no later netmap
@@ -139,7 +165,5 @@ class Poller:
             delay = backoff_delay(attempt)
             nxt = self.servers.advance()
             log.warning("netmap poll failed (%s); retrying with %s in %.1fs", problem, nxt, delay)
-            self._on_reachable(f"coordination server unreachable: {problem}")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # backoff, cut short by wake()
-                await asyncio.wait_for(self._wake.wait(), delay)
+            self.on_reachable(f"coordination server unreachable: {problem}")
+            await self.pause(delay)

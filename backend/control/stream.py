@@ -23,15 +23,16 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 
 import httpx
 from pydantic import ValidationError
 
-from pcloud.backend.control.client import API, ControlClient, ControlError, ControlUnreachable
+from pcloud.backend.control.client import API, ControlError, ControlUnreachable
 from pcloud.backend.control.client import _error as answer_error
 from pcloud.backend.control.liveness import Liveness
-from pcloud.backend.control.poller import Poller, ServerList, backoff_delay
+from pcloud.backend.control.poller import NetmapFollower, Poller, backoff_delay
 from pcloud.backend.control.reach import describe
 from pcloud.server.protocol import (
     KEEPALIVE_HEADER,
@@ -124,36 +125,20 @@ def _message(line: bytes, server: str) -> Netmap | None:
         raise ControlUnreachable(f"{server}: unexpected netmap stream line: {e}") from None
 
 
-class StreamPoller:
+@dataclass(eq=False, repr=False)
+class StreamPoller(NetmapFollower):
     """Keeps the node's netmap current over the stream; see the module doc."""
 
-    def __init__(
-        self,
-        client: ControlClient,
-        servers: ServerList,
-        token: str,
-        *,
-        since: int | None,
-        on_netmap: Callable[[Netmap], Awaitable[None]],
-        on_fatal: Callable[[ControlError], Awaitable[None]],
-        on_reachable: Callable[[str | None], None],
-        poll_timeout: int = 50,
-        probe_s: float = 5.0,
-    ) -> None:
-        self.client, self.servers, self._token = client, servers, token
-        self.since = since
-        self._on_netmap, self._on_fatal, self._on_reachable = on_netmap, on_fatal, on_reachable
-        self.poll_timeout, self.probe_s = poll_timeout, probe_s
+    poll_timeout: int = field(default=50, kw_only=True)  # the long poll's, without a stream
+    probe_s: float = field(default=5.0, kw_only=True)  # its liveness probe's interval
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.streaming = False  # a stream is open (for status and tests)
-        self._wake = asyncio.Event()
         self._reader: asyncio.Task[bool] | None = None  # the stream being read
         self._fallback: Poller | None = None  # the long poll, against a server without streams
         self._attempt = self._failures = 0
         self._heard = time.monotonic()  # when the server last sent anything
-
-    def wake(self) -> None:
-        """Retry now, not after the backoff."""
-        self._wake.set()
 
     def interrupt(self) -> None:
         """Give up the stream being read (the server's name now resolves elsewhere): a stream
@@ -166,7 +151,7 @@ class StreamPoller:
 
     async def _read(self, server: str) -> bool:
         """Follow `server`'s stream until it ends; False if the core could not take a netmap."""
-        lines = netmap_lines(self.client.http, server, self._token, self.since)
+        lines = netmap_lines(self.client.http, server, self.token, self.since)
         async with contextlib.aclosing(lines):
             async for message in lines:
                 if not self.streaming:
@@ -174,7 +159,7 @@ class StreamPoller:
                     self._attempt = 0
                     log.info("netmap stream open to %s", server)
                 self._heard = time.monotonic()
-                self._on_reachable(None)
+                self.on_reachable(None)
                 if message is None:
                     continue  # a keep-alive
                 if not await self._handle(message):
@@ -190,23 +175,15 @@ class StreamPoller:
                 if not await self._reader:
                     self._failures += 1
                 problem = None
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # we are being stopped, not interrupted
-                problem = "interrupted: the server's address changed"
             except NoStream:
                 log.warning("%s has no netmap stream: using the long poll", server)
                 await self._long_poll()
                 return
-            except ControlError as e:
-                if e.status in (401, 403):
-                    log.warning("coordination server refused our node credentials: %s", e)
-                    await self._on_fatal(e)
+            except (asyncio.CancelledError, ControlError, ControlUnreachable) as e:
+                failure = await self.failed(e, "interrupted: the server's address changed")
+                if failure is None:
                     return
-                problem = str(e)
-            except ControlUnreachable as e:
-                problem = str(e)
+                problem = failure
             finally:
                 self.streaming = False
             if self._failures:
@@ -221,10 +198,8 @@ class StreamPoller:
             nxt = self.servers.advance()
             if problem is not None:
                 log.warning("netmap stream failed (%s); retrying %s in %.1fs", problem, nxt, delay)
-                self._on_reachable(f"coordination server unreachable: {problem}")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # backoff (cut short by wake)
-                await asyncio.wait_for(self._wake.wait(), delay)
+                self.on_reachable(f"coordination server unreachable: {problem}")
+            await self.pause(delay)
 
     async def _handle(self, answer: Netmap) -> bool:
         """Hand one netmap to the core; False if it could not take it (then: a full map)."""
@@ -232,7 +207,7 @@ class StreamPoller:
         if answer.servers:
             self.servers.update(answer.servers)
         try:
-            await self._on_netmap(answer)
+            await self.on_netmap(answer)
         except Exception:
             # As in the long poll: a map the core cannot handle must not end the stream for
             # good. Reconnect without `since` for a full map, which repairs what it left.
@@ -244,14 +219,14 @@ class StreamPoller:
     async def _long_poll(self) -> None:
         """The fallback: the long poll and its liveness probe, until credentials are refused."""
         poller = Poller(
-            self.client, self.servers, self._token, since=self.since,
-            on_netmap=self._on_netmap, on_fatal=self._on_fatal,
-            on_reachable=self._on_reachable, timeout=self.poll_timeout,
+            self.client, self.servers, self.token, since=self.since,
+            on_netmap=self.on_netmap, on_fatal=self.on_fatal,
+            on_reachable=self.on_reachable, timeout=self.poll_timeout,
         )  # fmt: skip
         self._fallback = poller
 
         def probed(problem: str | None) -> None:
-            self._on_reachable(problem)
+            self.on_reachable(problem)
             if problem is not None:
                 poller.interrupt()  # its poll may hang on a dead connection (server moved)
 

@@ -43,17 +43,23 @@ def peer(mesh: Mesh, host: Host, name: str) -> dict[str, Any]:
     raise KeyError(name)
 
 
+def home_mesh(lab: Lab, *names: str, expiration: str = "1h") -> tuple[list[Host], Sites, Mesh, str]:
+    """`names` on the home LAN behind the home router, the coordination server on the first
+    (its public URL the router's forwarded port), an admin and the admin's reusable auth key."""
+    hosts = [lab.add_host(name) for name in names]
+    sites = Sites(lab)
+    sites.home(*hosts)
+    mesh = Mesh(lab)
+    mesh.start_server(hosts[0], "--public-url", PUBLIC_URL)
+    mesh.create_user("admin", "admin-password", admin=True)
+    return hosts, sites, mesh, mesh.auth_key("admin", reusable=True, expiration=expiration)
+
+
 @pytest.fixture
 def home(lab: Lab) -> tuple[Mesh, Sites]:
     """rpi111 (server, WireGuard on the forwarded port) at home, behind the home router."""
-    rpi111 = lab.add_host("rpi111")
-    rpi112 = lab.add_host("rpi112")  # a Pi with no port forward (only tests that start it)
-    sites = Sites(lab)
-    sites.home(rpi111, rpi112)
-    mesh = Mesh(lab)
-    mesh.start_server(rpi111, "--public-url", PUBLIC_URL)
-    mesh.create_user("admin", "admin-password", admin=True)
-    key = mesh.auth_key("admin", reusable=True)
+    # rpi112: a Pi with no port forward (only tests that start it)
+    (rpi111, _rpi112), sites, mesh, key = home_mesh(lab, "rpi111", "rpi112")
     headless(
         mesh, rpi111, mesh.link, key,
         "--listen-port", str(WG_PORT), "--advertise-endpoint", f"{HOME_PUBLIC}:{WG_PORT}",
