@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Peer, check_endpoint, is_lan_address
@@ -123,6 +124,17 @@ def rank(endpoint: str, local_nets: Sequence[ipaddress.IPv4Network]) -> int:
     if any(ip in net for net in local_nets):
         return 0
     return 2 if is_lan_address(ip) else 1
+
+
+def server_rank(url: str, local_nets: Sequence[ipaddress.IPv4Network]) -> int:
+    """`rank` for a coordination server's URL; a DNS name counts as public (1): it is how a
+    server is named for devices outside its LAN."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return 1
+    return rank(f"[{host}]:0", local_nets)
 
 
 def _recent(handshake: datetime, wall_now: datetime) -> bool:

@@ -36,9 +36,12 @@ def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKO
 class ServerList:
     """Coordination servers in failover order; `current` is the one we are talking to."""
 
-    def __init__(self, first: str) -> None:
+    def __init__(self, first: str, rank: Callable[[str], int] | None = None) -> None:
         self._urls = [first]
         self._index = 0
+        # Failover order: where a server can be reached from here first (from outside the home,
+        # the public URL before the LAN ones, each of which costs a connect timeout).
+        self._rank = rank
 
     @property
     def current(self) -> str:
@@ -54,7 +57,10 @@ class ServerList:
         merged = [u.rstrip("/") for u in urls]
         if current not in merged:
             merged.insert(0, current)
-        self._urls = list(dict.fromkeys(merged))
+        merged = list(dict.fromkeys(merged))
+        if self._rank is not None:
+            merged.sort(key=self._rank)  # stable: the netmap's order within a rank
+        self._urls = merged
         self._index = self._urls.index(current)
 
     def advance(self) -> str:

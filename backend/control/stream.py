@@ -50,6 +50,7 @@ SILENCE_MARGIN_S = 1.0
 FAST_RETRY_S = (0.1, 0.6)
 FAST_WINDOW_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
+MOVED = "interrupted: the server's address changed"
 
 
 class NoStream(Exception):
@@ -171,6 +172,7 @@ class StreamPoller(NetmapFollower):
         while True:
             server = self.servers.current
             self._reader = asyncio.ensure_future(self._read(server))
+            moved = False  # interrupted: the server's name resolves elsewhere now
             try:
                 if not await self._reader:
                     self._failures += 1
@@ -180,10 +182,10 @@ class StreamPoller(NetmapFollower):
                 await self._long_poll()
                 return
             except (asyncio.CancelledError, ControlError, ControlUnreachable) as e:
-                failure = await self.failed(e, "interrupted: the server's address changed")
+                failure = await self.failed(e, MOVED)
                 if failure is None:
                     return
-                problem = failure
+                problem, moved = failure, failure == MOVED
             finally:
                 self.streaming = False
             if self._failures:
@@ -195,7 +197,8 @@ class StreamPoller(NetmapFollower):
                 delay = backoff_delay(self._attempt)
             # Next time the next server of the netmap's list (the same one when there is one):
             # a stream that failed or ended (its server stopping) is better tried elsewhere.
-            nxt = self.servers.advance()
+            # After a move the same server again: its name, resolved anew, leads to it.
+            nxt = self.servers.current if moved else self.servers.advance()
             if problem is not None:
                 log.warning("netmap stream failed (%s); retrying %s in %.1fs", problem, nxt, delay)
                 self.on_reachable(f"coordination server unreachable: {problem}")
