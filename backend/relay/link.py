@@ -22,7 +22,15 @@ from pcloud.server.protocol import relay as wire
 
 log = logging.getLogger(__name__)
 OnRecv = Callable[[bytes, bytes], None]  # (source public key, WireGuard packet)
-DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone
+DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
+# Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
+# in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
+# (6 s) instead of DEAD_AFTER_S. Leaving a live relay by mistake (two welcomes lost) costs
+# nothing: every node registers with every relay, so a peer receives through whichever one we
+# send through, and the next welcome brings this link back.
+ANSWER_S = 1.0  # a welcome takes one round trip; a second is far beyond any home or mobile RTT
+MISSES_DOWN = 2
+PONG_S = 3.0  # the WebSocket's pong deadline (websockets closes the link past it)
 
 
 class Link:
@@ -33,6 +41,7 @@ class Link:
         self.on_recv = on_recv
         self.welcomed_at = 0.0
         self.welcomed = asyncio.Event()  # set by the first welcome
+        self._welcome_seen = asyncio.Event()  # set by every welcome (cleared by the waiter)
 
     @property
     def up(self) -> bool:
@@ -52,6 +61,7 @@ class Link:
         if frame.kind == wire.WELCOME:
             self.welcomed_at = time.monotonic()
             self.welcomed.set()
+            self._welcome_seen.set()
         elif frame.kind == wire.RECV:
             self.on_recv(frame.key, frame.body)
 
@@ -72,6 +82,11 @@ class UdpLink(Link, asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("relay %s over UDP: %s", self.name, exc)
+        if isinstance(exc, ConnectionRefusedError) and self.welcomed_at:
+            # ICMP port unreachable: nothing listens on the relay port any more (the server
+            # stopped while its host lives). Down now; a welcome brings the link back.
+            log.info("relay %s over UDP: refused, down", self.name)
+            self.welcomed_at = 0.0
 
     def send(self, dst: bytes, packet: bytes) -> None:
         if self._transport is not None:
@@ -81,17 +96,42 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
         self._transport = transport
+        misses = 0
         try:
             while True:
                 server = ServerKey(
                     public_key=self.info.public_key, time=int(time.time() + self._offset)
                 )
                 box = base64.b64decode(make_proof(self.key, server, "relay"))
+                sent = time.monotonic()
                 transport.sendto(wire.hello(self._pub, box))
-                await asyncio.sleep(wire.HELLO_S)  # a period, not synchronisation
+                if await self._answered(sent):
+                    misses = 0
+                else:
+                    misses += 1
+                    if misses == MISSES_DOWN and self.welcomed_at:
+                        log.info("relay %s over UDP: %d hellos unanswered, down", self.name, misses)
+                        self.welcomed_at = 0.0
+                    if misses < MISSES_DOWN:
+                        continue  # once more at once: one lost datagram is not a dead relay
+                # A period, not synchronisation (a dead relay gets a hello per period too).
+                await asyncio.sleep(max(0.0, sent + wire.HELLO_S - time.monotonic()))
         finally:
             transport.close()
             self._transport = None
+
+
+    async def _answered(self, sent: float) -> bool:
+        """Whether a welcome arrives within ANSWER_S of the hello sent at `sent`."""
+        deadline = sent + ANSWER_S
+        while self.welcomed_at < sent:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._welcome_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._welcome_seen.wait(), left)
+        return True
 
 
 class StreamLink(Link):
@@ -117,7 +157,7 @@ class StreamLink(Link):
                 async with websockets.connect(
                     self.url, ssl=self._ctx, max_size=wire.MAX_FRAME + 64,
                     additional_headers={"Authorization": f"Bearer {self._token}"},
-                    open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=DEAD_AFTER_S,
+                    open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=PONG_S,
                 ) as ws:  # fmt: skip
                     await self._serve(ws)
             except (OSError, websockets.WebSocketException, TimeoutError) as e:
