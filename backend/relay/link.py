@@ -120,7 +120,6 @@ class UdpLink(Link, asyncio.DatagramProtocol):
             transport.close()
             self._transport = None
 
-
     async def _answered(self, sent: float) -> bool:
         """Whether a welcome arrives within ANSWER_S of the hello sent at `sent`."""
         deadline = sent + ANSWER_S

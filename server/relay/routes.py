@@ -48,12 +48,10 @@ async def relay_info(request: Request, accounts: AccountsDep, node: CurrentNode)
     relay = _relay(request.app.state)
     if relay is None:
         raise ApiError(404, "no_relay", "this server runs no relay")
+    state, host = request.app.state, request.headers.get("host")
     return RelayInfo(
         name=relay.name,
-        udp_port=advertised_port(
-            request.app.state.relay_udp_port, request.app.state.relay_port_follows,
-            request.headers.get("host"),
-        ),  # fmt: skip
+        udp_port=advertised_port(state.relay_udp_port, state.relay_port_follows, host),
         public_key=accounts.proofs.public_key,
         time=int(time.time()),
     )

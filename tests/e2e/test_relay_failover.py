@@ -27,7 +27,9 @@ RESUME_S = 15.0  # the deadline for pings through the other relay after the node
 def go_dark(host: Host) -> None:
     """The host drops everything that reaches it: a node that lost power answers nothing
     (a killed process alone leaves the kernel's ICMP port-unreachable, a hint we must not need)."""
-    rules = "table inet pcl_dark { chain in { type filter hook input priority -10; policy drop; }; }"
+    rules = (
+        "table inet pcl_dark { chain in { type filter hook input priority -10; policy drop; }; }"
+    )
     host.run(["nft", "-f", "-"], input=rules)
 
 
