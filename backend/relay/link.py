@@ -25,11 +25,13 @@ OnRecv = Callable[[bytes, bytes], None]  # (source public key, WireGuard packet)
 DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
 # Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
 # in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
-# (6 s) instead of DEAD_AFTER_S. Leaving a live relay by mistake (two welcomes lost) costs
-# nothing: every node registers with every relay, so a peer receives through whichever one we
-# send through, and the next welcome brings this link back.
+# (6 s) instead of DEAD_AFTER_S; while we send through the link, hellos go every EAGER_S instead
+# of HELLO_S (traffic is what a dead relay loses), which makes it EAGER_S + 2 s. Leaving a live
+# relay by mistake (two welcomes lost) costs nothing: every node registers with every relay, so
+# a peer receives through whichever one we send through, and the next welcome brings it back.
 ANSWER_S = 1.0  # a welcome takes one round trip; a second is far beyond any home or mobile RTT
 MISSES_DOWN = 2
+EAGER_S = 1.5  # at most this often (the relay refuses hellos closer than 0.5 s from one address)
 PONG_S = 3.0  # the WebSocket's pong deadline (websockets closes the link past it)
 
 
@@ -76,6 +78,8 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         self._offset = info.time - time.time()
         self._pub = base64.b64decode(key.public_key())
         self._transport: asyncio.DatagramTransport | None = None
+        self._hello_at = 0.0
+        self._wake = asyncio.Event()  # traffic wants the next hello early
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self._frame(data)
@@ -91,6 +95,8 @@ class UdpLink(Link, asyncio.DatagramProtocol):
     def send(self, dst: bytes, packet: bytes) -> None:
         if self._transport is not None:
             self._transport.sendto(wire.send(dst, packet))
+            if time.monotonic() - self._hello_at > EAGER_S:
+                self._wake.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,7 +109,7 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                     public_key=self.info.public_key, time=int(time.time() + self._offset)
                 )
                 box = base64.b64decode(make_proof(self.key, server, "relay"))
-                sent = time.monotonic()
+                sent = self._hello_at = time.monotonic()
                 transport.sendto(wire.hello(self._pub, box))
                 if await self._answered(sent):
                     misses = 0
@@ -114,8 +120,12 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                         self.welcomed_at = 0.0
                     if misses < MISSES_DOWN:
                         continue  # once more at once: one lost datagram is not a dead relay
-                # A period, not synchronisation (a dead relay gets a hello per period too).
-                await asyncio.sleep(max(0.0, sent + wire.HELLO_S - time.monotonic()))
+                # A period, not synchronisation (a dead relay gets a hello per period too),
+                # cut short by traffic once EAGER_S have passed.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    left = sent + wire.HELLO_S - time.monotonic()
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, left))
         finally:
             transport.close()
             self._transport = None

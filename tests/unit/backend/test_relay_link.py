@@ -84,3 +84,30 @@ async def test_port_unreachable_takes_the_link_down_at_once(
         assert "refused, down" in caplog.text  # the refusal did it, not unanswered hellos
     finally:
         task.cancel()
+
+
+async def test_traffic_finds_a_dead_relay_before_the_hello_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "HELLO_S", 3.0)
+    monkeypatch.setattr(relay_link, "ANSWER_S", 0.1)
+    monkeypatch.setattr(relay_link, "EAGER_S", 0.2)
+    relay = Relay()
+    transport, link, task = await start(relay)
+
+    async def traffic() -> None:
+        while True:
+            link.send(b"k" * wire.KEY_LEN, b"packet")
+            await asyncio.sleep(0.05)  # a packet rate, not synchronisation
+
+    sender = asyncio.create_task(traffic())
+    try:
+        relay.answering = False
+        silent = time.monotonic()
+        await async_wait_for(lambda: not link.up, timeout=3.0, what="the link to go down")
+        # Hellos went early (EAGER_S) because of the traffic, not a HELLO_S later.
+        assert time.monotonic() - silent < 0.2 + 2 * 0.1 + 0.5
+    finally:
+        sender.cancel()
+        task.cancel()
+        transport.close()
