@@ -21,7 +21,8 @@ from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
 
 log = logging.getLogger(__name__)
-OnRecv = Callable[[bytes, bytes], None]  # (source public key, WireGuard packet)
+# (the link it came through, source public key, WireGuard packet)
+OnRecv = Callable[["Link", bytes, bytes], None]
 DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
 # Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
 # in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
@@ -65,7 +66,7 @@ class Link:
             self.welcomed.set()
             self._welcome_seen.set()
         elif frame.kind == wire.RECV:
-            self.on_recv(frame.key, frame.body)
+            self.on_recv(self, frame.key, frame.body)
 
 
 class UdpLink(Link, asyncio.DatagramProtocol):
@@ -129,6 +130,7 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         finally:
             transport.close()
             self._transport = None
+            self.welcomed_at = 0.0  # a link no longer run is not up
 
     async def _answered(self, sent: float) -> bool:
         """Whether a welcome arrives within ANSWER_S of the hello sent at `sent`."""

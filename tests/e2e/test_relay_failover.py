@@ -67,6 +67,7 @@ def test_relayed_pair_moves_to_the_other_servers_relay(lab: Lab, figure: Figure)
     assert mesh.server_proc.wait(timeout=5) != 0
     go_dark(rpi111)
     start = time.monotonic()
+    print("rpi111 dark at", time.strftime("%H:%M:%S", time.gmtime()))
 
     def resumed() -> bool:
         return ping(phone, address) and ping(phone2, address2) and on("rpi112")
@@ -75,3 +76,6 @@ def test_relayed_pair_moves_to_the_other_servers_relay(lab: Lab, figure: Figure)
     took = time.monotonic() - start
     figure("relaying server rpi111 died: the phones' pings resume through rpi112's relay", took)
     print(f"relay failover rpi111 -> rpi112: {took:.1f} s")
+    for host in (phone, phone2):  # when each side left rpi111's relay, and why
+        log = mesh.backends[host.name].log_text()
+        print(host.name, [ln for ln in log.splitlines() if "relay.link" in ln or "relayed" in ln])

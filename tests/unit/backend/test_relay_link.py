@@ -48,7 +48,7 @@ async def start(relay: Relay) -> tuple[asyncio.DatagramTransport, UdpLink, async
     port = transport.get_extra_info("sockname")[1]
     key = PrivateKey.generate()
     info = RelayInfo(name="r1", udp_port=port, public_key=key.public_key(), time=int(time.time()))
-    link = UdpLink(info, "127.0.0.1", PrivateKey.generate(), lambda _k, _p: None)
+    link = UdpLink(info, "127.0.0.1", PrivateKey.generate(), lambda _l, _k, _p: None)
     task = asyncio.create_task(link.run())
     await async_wait_for(lambda: link.up, timeout=5, what="the first welcome")
     return transport, link, task
