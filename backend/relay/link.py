@@ -21,8 +21,19 @@ from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
 
 log = logging.getLogger(__name__)
-OnRecv = Callable[[bytes, bytes], None]  # (source public key, WireGuard packet)
-DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone
+# (the link it came through, source public key, WireGuard packet)
+OnRecv = Callable[["Link", bytes, bytes], None]
+DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
+# Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
+# in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
+# (6 s) instead of DEAD_AFTER_S; while we send through the link, hellos go every EAGER_S instead
+# of HELLO_S (traffic is what a dead relay loses), which makes it EAGER_S + 2 s. Leaving a live
+# relay by mistake (two welcomes lost) costs nothing: every node registers with every relay, so
+# a peer receives through whichever one we send through, and the next welcome brings it back.
+ANSWER_S = 1.0  # a welcome takes one round trip; a second is far beyond any home or mobile RTT
+MISSES_DOWN = 2
+EAGER_S = 1.5  # at most this often (the relay refuses hellos closer than 0.5 s from one address)
+PONG_S = 3.0  # the WebSocket's pong deadline (websockets closes the link past it)
 
 
 class Link:
@@ -33,6 +44,7 @@ class Link:
         self.on_recv = on_recv
         self.welcomed_at = 0.0
         self.welcomed = asyncio.Event()  # set by the first welcome
+        self._welcome_seen = asyncio.Event()  # set by every welcome (cleared by the waiter)
 
     @property
     def up(self) -> bool:
@@ -52,8 +64,9 @@ class Link:
         if frame.kind == wire.WELCOME:
             self.welcomed_at = time.monotonic()
             self.welcomed.set()
+            self._welcome_seen.set()
         elif frame.kind == wire.RECV:
-            self.on_recv(frame.key, frame.body)
+            self.on_recv(self, frame.key, frame.body)
 
 
 class UdpLink(Link, asyncio.DatagramProtocol):
@@ -66,32 +79,70 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         self._offset = info.time - time.time()
         self._pub = base64.b64decode(key.public_key())
         self._transport: asyncio.DatagramTransport | None = None
+        self._hello_at = 0.0
+        self._wake = asyncio.Event()  # traffic wants the next hello early
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self._frame(data)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("relay %s over UDP: %s", self.name, exc)
+        if isinstance(exc, ConnectionRefusedError) and self.welcomed_at:
+            # ICMP port unreachable: nothing listens on the relay port any more (the server
+            # stopped while its host lives). Down now; a welcome brings the link back.
+            log.info("relay %s over UDP: refused, down", self.name)
+            self.welcomed_at = 0.0
 
     def send(self, dst: bytes, packet: bytes) -> None:
         if self._transport is not None:
             self._transport.sendto(wire.send(dst, packet))
+            if time.monotonic() - self._hello_at > EAGER_S:
+                self._wake.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
         self._transport = transport
+        misses = 0
         try:
             while True:
                 server = ServerKey(
                     public_key=self.info.public_key, time=int(time.time() + self._offset)
                 )
                 box = base64.b64decode(make_proof(self.key, server, "relay"))
+                sent = self._hello_at = time.monotonic()
                 transport.sendto(wire.hello(self._pub, box))
-                await asyncio.sleep(wire.HELLO_S)  # a period, not synchronisation
+                if await self._answered(sent):
+                    misses = 0
+                else:
+                    misses += 1
+                    if misses == MISSES_DOWN and self.welcomed_at:
+                        log.info("relay %s over UDP: %d hellos unanswered, down", self.name, misses)
+                        self.welcomed_at = 0.0
+                    if misses < MISSES_DOWN:
+                        continue  # once more at once: one lost datagram is not a dead relay
+                # A period, not synchronisation (a dead relay gets a hello per period too),
+                # cut short by traffic once EAGER_S have passed.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    left = sent + wire.HELLO_S - time.monotonic()
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, left))
         finally:
             transport.close()
             self._transport = None
+            self.welcomed_at = 0.0  # a link no longer run is not up
+
+    async def _answered(self, sent: float) -> bool:
+        """Whether a welcome arrives within ANSWER_S of the hello sent at `sent`."""
+        deadline = sent + ANSWER_S
+        while self.welcomed_at < sent:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._welcome_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._welcome_seen.wait(), left)
+        return True
 
 
 class StreamLink(Link):
@@ -117,7 +168,7 @@ class StreamLink(Link):
                 async with websockets.connect(
                     self.url, ssl=self._ctx, max_size=wire.MAX_FRAME + 64,
                     additional_headers={"Authorization": f"Bearer {self._token}"},
-                    open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=DEAD_AFTER_S,
+                    open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=PONG_S,
                 ) as ws:  # fmt: skip
                     await self._serve(ws)
             except (OSError, websockets.WebSocketException, TimeoutError) as e:

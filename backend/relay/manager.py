@@ -6,6 +6,9 @@ WebSocket on its HTTPS port when UDP gets no answer), so a peer can reach us thr
 relay it uses and a dead relay costs nothing but a switch to the next one: frames go out through
 the first server (netmap order) whose relay is up. A home cluster has one to three servers, so
 registering with all of them is cheaper than agreeing on a "home relay" through the netmap.
+
+A peer's packets go back through the relay they last came from (while it is up): when one side
+leaves a dead relay, the other follows at its next packet instead of finding out by itself.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class RelayManager:
         self._wg_port = 0
         self._peers: set[str] = set()
         self._raw: dict[bytes, str] = {}  # a peer's raw key -> base64 (no encoding per packet)
+        self._via: dict[bytes, Link] = {}  # a peer's raw key -> the link it last came through
 
     # -- what the rest of the backend asks ----------------------------------------------
 
@@ -68,11 +72,14 @@ class RelayManager:
 
     def labels(self) -> dict[str, str]:
         """Proxy endpoint -> the path status shows (`relay rpi111`, `relay rpi111 (tcp)`)."""
-        link = self._link()
-        label = "relay (none up)"
-        if link is not None:
-            label = f"relay {link.name}" + (" (tcp)" if link.transport == "tcp" else "")
-        return {p.endpoint: label for p in self.proxies.values()}
+        out = {}
+        for proxy in self.proxies.values():
+            link = self._link_for(proxy.key)
+            label = "relay (none up)"
+            if link is not None:
+                label = f"relay {link.name}" + (" (tcp)" if link.transport == "tcp" else "")
+            out[proxy.endpoint] = label
+        return out
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class RelayManager:
                     if peers != self._peers:
                         self._peers = peers
                         self._raw = {base64.b64decode(k): k for k in peers}
+                        self._via = {k: v for k, v in self._via.items() if k in self._raw}
                     self._ensure_links(nm.servers, key, token, ctx)
                     if await self._decide(nm, await stats()):
                         await on_change()
@@ -112,6 +120,7 @@ class RelayManager:
                 await task
         self._access.clear()
         self._links.clear()
+        self._via.clear()
         for proxy in self.proxies.values():
             proxy.close()
         self.proxies.clear()
@@ -153,15 +162,22 @@ class RelayManager:
                     return link
         return None
 
+    def _link_for(self, peer: bytes) -> Link | None:
+        """The relay the peer's packets last came through while it is up, else the first up."""
+        link = self._via.get(peer)
+        return link if link is not None and link.up else self._link()
+
     def _send(self, dst: bytes, packet: bytes) -> None:
-        link = self._link()
+        link = self._link_for(dst)
         if link is not None:
             link.send(dst, packet)
 
-    def _recv(self, src: bytes, packet: bytes) -> None:
+    def _recv(self, via: Link, src: bytes, packet: bytes) -> None:
         key = self._raw.get(src)
         if key is None:
             return  # not a peer of ours (the relay should never send it): dropped
+        if self._via.get(src) is not via:
+            self._via[src] = via
         proxy = self.proxies.get(key)
         if proxy is not None:
             proxy.deliver(packet)
@@ -184,6 +200,8 @@ class RelayManager:
         for url in set(self._access) - set(servers):
             self._access.pop(url).cancel()
             self._links.pop(url, None)
+            live = {id(link) for links in self._links.values() for link in links}
+            self._via = {k: v for k, v in self._via.items() if id(v) in live}
 
     async def _reach(self, url: str, key: PrivateKey, token: str, ctx: ssl.SSLContext) -> None:
         """Register with the relay of the server at `url` and keep registered."""

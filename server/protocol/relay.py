@@ -85,7 +85,8 @@ class RelayInfo(BaseModel):
     """`GET /api/v1/relay`: where this server's relay listens and what its hellos are sealed to.
 
     `udp_port` is the relay's UDP port (0: no UDP relay, WebSocket only); the host is the one of
-    the server URL the node used. `public_key` and `time` are the proof key and clock, as
+    the server URL the node used, and so is the port unless the server has an explicit
+    --relay-port (a home router forwards N/tcp and N/udp to the server's HTTPS port number). `public_key` and `time` are the proof key and clock, as
     `GET /api/v1/key` gives them."""
 
     name: str

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import logging
 import time
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
@@ -27,14 +28,30 @@ def _relay(app_state: object) -> Relay | None:
     return getattr(app_state, "relay", None)
 
 
+def advertised_port(bound: int, follows: bool, used: str | None) -> int:
+    """The UDP port a node should send to: with no --relay-port the relay's port has the number
+    of the HTTPS port, and a router forwarding port N/tcp forwards N/udp too (the README), so
+    the answer follows the port of the URL the node used (`used`: the request's Host header,
+    e.g. `203.0.113.10:8444` through the home router's second forward). An explicit
+    --relay-port (`follows` False, set by `service.attach`) is given as is: its public number is not ours to guess."""
+    if not follows or not bound or used is None:
+        return bound
+    try:
+        port = urlsplit("//" + used).port
+    except ValueError:  # a hostile or garbled Host header: the bound port
+        return bound
+    return port if port else 443  # no port in Host: the default HTTPS port was used
+
+
 @router.get(wire.RELAY_PATH, response_model=RelayInfo)
 async def relay_info(request: Request, accounts: AccountsDep, node: CurrentNode) -> RelayInfo:
     relay = _relay(request.app.state)
     if relay is None:
         raise ApiError(404, "no_relay", "this server runs no relay")
+    state, host = request.app.state, request.headers.get("host")
     return RelayInfo(
         name=relay.name,
-        udp_port=request.app.state.relay_udp_port,
+        udp_port=advertised_port(state.relay_udp_port, state.relay_port_follows, host),
         public_key=accounts.proofs.public_key,
         time=int(time.time()),
     )

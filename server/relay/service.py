@@ -26,6 +26,7 @@ def attach(app: FastAPI, settings: Settings, shared: Relay | None = None) -> Rel
     relay = shared or Relay(app.state.pcloud, app.state.accounts.proofs, settings.hostname)
     app.state.relay = relay
     app.state.relay_udp_port = udp_port(settings)
+    app.state.relay_port_follows = settings.relay_port is None  # see advertised_port
     app.include_router(routes.router)
     app.state.metrics.registry.register(RelayCollector(relay))
     return relay

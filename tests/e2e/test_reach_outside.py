@@ -24,7 +24,7 @@ import pytest
 
 from pcloud.server.security.tls import TlsFiles, leaf_names
 from tests.e2e.test_sites import headless, peer, public_link
-from tests.lab import Host, Lab, wait_for
+from tests.lab import Host, Lab, Proc, wait_for
 from tests.lab.mesh import BIN, PORT, SERVER_DIR, Mesh, ping
 from tests.lab.sites import HOME_PUBLIC, HTTPS_PORT, SECOND_HTTPS_PORT, SITES, WG_PORT, Sites
 
@@ -63,9 +63,9 @@ def start_etcd(host: Host) -> str:
     return url
 
 
-def start_second_server(mesh: Mesh, host: Host, etcd: str) -> None:
+def start_second_server(mesh: Mesh, host: Host, etcd: str, *extra: str) -> Proc:
     """pcloud-server on `host` sharing the store, with the network CA (what `pcloud ha join`
-    fetches over the server-role channel) and no --public-url of its own."""
+    fetches over the server-role channel) and no --public-url of its own unless `extra` says."""
     assert mesh.server is not None
     ours, theirs = (
         TlsFiles.in_dir(mesh.server.path(SERVER_DIR)),
@@ -76,9 +76,10 @@ def start_second_server(mesh: Mesh, host: Host, etcd: str) -> None:
     shutil.copy2(ours.ca_key, theirs.ca_key)
     proc = host.spawn("pcloud-server", [
         str(BIN / "pcloud-server"), "--state-dir", SERVER_DIR, "--listen", f"{host.ip}:{PORT}",
-        "--hostname", host.name, "--store", "etcd", "--etcd-endpoint", etcd,
+        "--hostname", host.name, "--store", "etcd", "--etcd-endpoint", etcd, *extra,
     ])  # fmt: skip
-    wait_for(lambda: "join link:" in proc.log_text(), timeout=30, what="rpi112's server")
+    wait_for(lambda: "join link:" in proc.log_text(), timeout=30, what=f"{host.name}'s server")
+    return proc
 
 
 def test_outside_laptop_through_a_second_server_moves_and_home_renumbers(

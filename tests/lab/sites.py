@@ -4,7 +4,8 @@ Layout (run id `ab12`), on top of a `Lab` whose LAN (192.168.0.0/24) becomes the
 
     pcl-ab12-inet        br0: the internet (203.0.113.0/24 and 198.51.100.0/24, one segment)
     pcl-ab12-r-home      wan 203.0.113.10, lan 192.168.0.1 on the lab LAN; masquerade; forwards
-                         HTTPS 8443/tcp, 8443/udp (relay) and the WireGuard port to rpi111
+                         HTTPS 8443/tcp, 8443/udp (relay) and the WireGuard port to rpi111;
+                         with a second server, 8444/tcp and 8444/udp to its 8443
     pcl-ab12-r-cafe      wan 198.51.100.20, lan 10.20.0.1/24; masquerade (endpoint-independent)
     pcl-ab12-r-mobile    wan 198.51.100.30, lan 10.30.0.1/24; masquerade fully-random: a new
                          random source port per destination (endpoint-dependent, "symmetric")
@@ -135,8 +136,8 @@ class Sites:
 
     def home(self, server: Host, *others: Host, second: Host | None = None) -> str:
         """Put the lab LAN behind the home router (LAN hosts route through 192.168.0.1); forward
-        8443/tcp, WG_PORT/udp and the echo ports to `server`, and SECOND_HTTPS_PORT/tcp to
-        `second`'s 8443 when given. Returns the home's public address."""
+        8443/tcp, WG_PORT/udp and the echo ports to `server`, and SECOND_HTTPS_PORT/tcp and /udp
+        (its relay) to `second`'s 8443 when given. Returns the home's public address."""
         ns = self._router("home", HOME_PUBLIC)
         self.lab._claim(HOME_GW, "r-home")
         self.lab._ports += 1
@@ -157,6 +158,8 @@ class Sites:
         if second is not None:
             forwards += (
                 f' iifname "wan" tcp dport {SECOND_HTTPS_PORT} dnat to {second.ip}:{HTTPS_PORT};'
+                # Its relay too: the UDP port with the number of the public HTTPS port.
+                f' iifname "wan" udp dport {SECOND_HTTPS_PORT} dnat to {second.ip}:{HTTPS_PORT};'
             )
         _sh(ns, "nft", "-f", "-", input=_nat_rules("masquerade", forwards))
         for host in (server, *others, *([second] if second else [])):

@@ -13,6 +13,7 @@ from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import ServerKey
 from pcloud.server.protocol import relay as wire
 from pcloud.server.relay.core import Relay
+from pcloud.server.relay.routes import advertised_port
 from pcloud.server.security.nodeproof import NodeProofs
 from tests.support.inproc import CoordApp
 
@@ -105,3 +106,15 @@ def test_deleted_node_loses_its_registration(
         c.delete(f"/api/v1/nodes/{node_id}").raise_for_status()
     relay.on_datagram(wire.send(a2.raw, b"x" * 40), a1.addr, a1.got.append)
     assert relay.dropped["unknown_peer"] == 1 and relay.forwarded == 0
+
+
+def test_udp_port_answered_is_the_one_of_the_url_the_node_used() -> None:
+    # Through the home router's second forward (8444/tcp and /udp to the server's 8443).
+    assert advertised_port(8443, True, "203.0.113.10:8444") == 8444
+    assert advertised_port(8443, True, "192.168.0.12:8443") == 8443  # on the LAN
+    assert advertised_port(8443, True, "[2001:db8::1]:9443") == 9443
+    assert advertised_port(8443, True, "home.example.net") == 443  # the default HTTPS port
+    assert advertised_port(8443, True, "x:99999") == 8443  # garbled: the bound port
+    assert advertised_port(8443, True, None) == 8443
+    assert advertised_port(3478, False, "203.0.113.10:8444") == 3478  # an explicit --relay-port
+    assert advertised_port(0, True, "203.0.113.10:8444") == 0  # no UDP relay stays none
