@@ -201,7 +201,8 @@ class StreamPoller(NetmapFollower):
             nxt = self.servers.current if moved else self.servers.advance()
             if problem is not None:
                 log.warning("netmap stream failed (%s); retrying %s in %.1fs", problem, nxt, delay)
-                self.on_reachable(f"coordination server unreachable: {problem}")
+                if not moved:  # whoever interrupted (the probe, a name's move) says why
+                    self.on_reachable(f"coordination server unreachable: {problem}")
             await self.pause(delay)
 
     async def _handle(self, answer: Netmap) -> bool:

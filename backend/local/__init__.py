@@ -319,6 +319,10 @@ class LocalBackend:
             probe_s=self.settings.control_probe_s,
         )  # fmt: skip
         self._spawn(poller.run())
+        # The /health probe still runs beside the stream: a hung server's silence was not
+        # always noticed by the stream's read deadline in time (seen in the newcomer test),
+        # and the newcomer's promise is an outage shown within seconds.
+        self._spawn(self.reach.probe(control, servers, poller, self._on_reachable))
         self.reach.follow(poller)
         self._spawn(self.reach.run())
         self._spawn(self.housekeeping.run())
