@@ -9,6 +9,7 @@ touched, so their sessions and handshakes survive every apply (DESIGN section 4)
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -159,14 +160,21 @@ def _peer_add(p: PeerConfig) -> PeerOp:
     )
 
 
-def _peer_update(cur: PeerState, want: PeerConfig) -> PeerOp | None:
+def _peer_update(cur: PeerState, want: PeerConfig, was: str | None) -> PeerOp | None:
     endpoint: str | None = None
     if want.endpoint:
         # A peer with no endpoint wanted keeps the one WireGuard learned from it by roaming:
         # there is no "unset endpoint" and overwriting it would break a working tunnel.
         ep = normalize_endpoint(want.endpoint)
-        if cur.endpoint is None or not _same_endpoint(cur.endpoint, ep):
+        if cur.endpoint is None:
             endpoint = ep
+        elif was is not None:
+            # Set only when what we want changed: WireGuard roams to wherever the peer's
+            # authenticated packets come from (a NAT's public side), and setting the same
+            # wanted endpoint again would undo that on every re-apply.
+            endpoint = ep if was != ep else None
+        elif not _same_endpoint(cur.endpoint, ep):
+            endpoint = ep  # nothing set by us yet (e.g. an adopted interface): compare
     keepalive: int | None = None
     if _keepalive(want.persistent_keepalive) != cur.persistent_keepalive:
         keepalive = _keepalive(want.persistent_keepalive)
@@ -185,9 +193,14 @@ def _peer_update(cur: PeerState, want: PeerConfig) -> PeerOp | None:
     )
 
 
-def diff(current: DeviceState, desired: InterfaceConfig) -> ConfigDiff:
+def diff(
+    current: DeviceState, desired: InterfaceConfig, applied: Mapping[str, str] | None = None
+) -> ConfigDiff:
     """The changes that turn `current` into `desired`: private key and listen port only when they
-    differ (None listen port = keep whatever is bound), then removals, updates and additions."""
+    differ (None listen port = keep whatever is bound), then removals, updates and additions.
+    `applied` is what `applied_endpoints` gave for the last config applied: a peer's endpoint is
+    set only when the wanted one differs from it (WireGuard's own, learned by roaming, is kept);
+    a peer not in it is compared with WireGuard's endpoint."""
     want_key = PrivateKey.from_b64(desired.private_key) if desired.private_key else None
     if want_key is None:
         raise DriverError("the interface config has no private key")
@@ -219,7 +232,17 @@ def diff(current: DeviceState, desired: InterfaceConfig) -> ConfigDiff:
         if cur is None:
             ops.append(_peer_add(want))
         else:
-            op = _peer_update(cur, want)
+            op = _peer_update(cur, want, (applied or {}).get(k))
             if op is not None:
                 ops.append(op)
     return ConfigDiff(private_key=private_key, listen_port=listen_port, peers=tuple(ops))
+
+
+def applied_endpoints(desired: InterfaceConfig) -> dict[str, str]:
+    """Peer key -> the endpoint `desired` wants (normalised): what a driver remembers once it
+    applied `desired`, for the next `diff`."""
+    return {
+        normalize_key(p.public_key): normalize_endpoint(p.endpoint)
+        for p in desired.peers
+        if p.endpoint
+    }

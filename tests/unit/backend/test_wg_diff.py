@@ -9,6 +9,7 @@ from pcloud.backend.wg.diff import (
     DeviceState,
     PeerOp,
     PeerState,
+    applied_endpoints,
     diff,
     normalize_allowed_ips,
     normalize_endpoint,
@@ -77,6 +78,21 @@ def test_only_keepalive_changed() -> None:
 def test_no_endpoint_wanted_keeps_roamed_endpoint() -> None:
     cur = state(PeerState(P1, "198.51.100.7:4444", ("10.0.0.2/32",)))
     assert diff(cur, cfg(PeerConfig(P1, ("10.0.0.2/32",)))).empty
+
+
+def test_reapply_keeps_the_endpoint_wireguard_roamed_to() -> None:
+    want = cfg(PeerConfig(P1, ("10.0.0.2/32",), "192.168.0.7:51820", 25))
+    # Applied once; then the peer's packets came from its NAT's public side: WireGuard roamed.
+    cur = state(PeerState(P1, "198.51.100.7:4444", ("10.0.0.2/32",), 25))
+    assert diff(cur, want, applied_endpoints(want)).empty
+    # Only a change of what we want is set (e.g. the selector moved on to another candidate).
+    moved = cfg(PeerConfig(P1, ("10.0.0.2/32",), "[::ffff:203.0.113.9]:7", 25))
+    assert diff(cur, moved, applied_endpoints(want)).peers == (
+        PeerOp("update", P1, endpoint="203.0.113.9:7"),
+    )
+    # Nothing applied by us yet (an interface adopted after a restart): compared with WireGuard.
+    assert diff(cur, want, {}).peers == (PeerOp("update", P1, endpoint="192.168.0.7:51820"),)
+    assert applied_endpoints(moved) == {P1: "203.0.113.9:7"}
 
 
 def test_allowed_ips_compare_as_sets_of_networks() -> None:
