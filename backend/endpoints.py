@@ -28,6 +28,7 @@ from pcloud.server.protocol import Peer, check_endpoint, is_lan_address
 TRY_FOR_S = 5.0
 # A path is alive while packets arrive: the persistent keepalive (every 25 s) at the least.
 ALIVE_S = 35.0
+SWITCH_S = 1.0
 
 
 @dataclass
@@ -96,8 +97,11 @@ class EndpointSelector:
                 # WireGuard roamed: the peer's authenticated packets come from there.
                 choice.learned, choice.confirmed, changed = stat.endpoint, True, True
                 continue
+            # The switch reaches WireGuard a moment after this decision: a handshake within
+            # SWITCH_S of it may still be the previous candidate's.
             after = handshake is not None and (
-                choice.since_wall is None or handshake >= choice.since_wall
+                choice.since_wall is None
+                or (handshake - choice.since_wall).total_seconds() >= SWITCH_S
             )
             if alive and after:
                 choice.confirmed = True

@@ -160,7 +160,7 @@ def _peer_add(p: PeerConfig) -> PeerOp:
     )
 
 
-def _peer_update(cur: PeerState, want: PeerConfig, was: str | None) -> PeerOp | None:
+def _peer_update(cur: PeerState, want: PeerConfig, known: bool, was: str | None) -> PeerOp | None:
     endpoint: str | None = None
     if want.endpoint:
         # A peer with no endpoint wanted keeps the one WireGuard learned from it by roaming:
@@ -168,11 +168,12 @@ def _peer_update(cur: PeerState, want: PeerConfig, was: str | None) -> PeerOp | 
         ep = normalize_endpoint(want.endpoint)
         if cur.endpoint is None:
             endpoint = ep
-        elif was is not None:
+        elif known:
             # Set only when what we want changed: WireGuard roams to wherever the peer's
             # authenticated packets come from (a NAT's public side), and setting the same
-            # wanted endpoint again would undo that on every re-apply.
-            endpoint = ep if was != ep else None
+            # wanted endpoint again would undo that on every re-apply. A peer we applied
+            # without an endpoint that has one now reached us from there: kept too.
+            endpoint = ep if was is not None and was != ep else None
         elif not _same_endpoint(cur.endpoint, ep):
             endpoint = ep  # nothing set by us yet (e.g. an adopted interface): compare
     keepalive: int | None = None
@@ -194,7 +195,7 @@ def _peer_update(cur: PeerState, want: PeerConfig, was: str | None) -> PeerOp | 
 
 
 def diff(
-    current: DeviceState, desired: InterfaceConfig, applied: Mapping[str, str] | None = None
+    current: DeviceState, desired: InterfaceConfig, applied: Mapping[str, str | None] | None = None
 ) -> ConfigDiff:
     """The changes that turn `current` into `desired`: private key and listen port only when they
     differ (None listen port = keep whatever is bound), then removals, updates and additions.
@@ -223,6 +224,7 @@ def diff(
     have = {normalize_key(p.public_key): p for p in current.peers}
 
     ops: list[PeerOp] = []
+    last = applied or {}
     # Removals first, so a new peer's allowed IPs taken over from a removed one end up with the
     # new peer (WireGuard moves an allowed IP to the last peer that claims it).
     for k in sorted(have.keys() - wanted.keys()):
@@ -232,17 +234,16 @@ def diff(
         if cur is None:
             ops.append(_peer_add(want))
         else:
-            op = _peer_update(cur, want, (applied or {}).get(k))
+            op = _peer_update(cur, want, k in last, last.get(k))
             if op is not None:
                 ops.append(op)
     return ConfigDiff(private_key=private_key, listen_port=listen_port, peers=tuple(ops))
 
 
-def applied_endpoints(desired: InterfaceConfig) -> dict[str, str]:
-    """Peer key -> the endpoint `desired` wants (normalised): what a driver remembers once it
-    applied `desired`, for the next `diff`."""
+def applied_endpoints(desired: InterfaceConfig) -> dict[str, str | None]:
+    """Peer key -> the endpoint `desired` wants (normalised; None: none): what a driver
+    remembers once it applied `desired`, for the next `diff`."""
     return {
-        normalize_key(p.public_key): normalize_endpoint(p.endpoint)
+        normalize_key(p.public_key): normalize_endpoint(p.endpoint) if p.endpoint else None
         for p in desired.peers
-        if p.endpoint
     }

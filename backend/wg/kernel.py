@@ -156,7 +156,7 @@ class KernelDriver:
         self.name = name
         self._started = False
         # The endpoints the last apply wanted: re-applies leave WireGuard's roaming alone.
-        self._applied: dict[str, str] | None = None
+        self._applied: dict[str, str | None] | None = None
 
     async def _wg(self) -> Any:
         try:

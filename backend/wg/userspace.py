@@ -90,7 +90,7 @@ class UserspaceDriver:
         self._popen: subprocess.Popen[bytes] | None = None
         self._desired: InterfaceConfig | None = None
         # The endpoints the last apply wanted: re-applies leave WireGuard's roaming alone.
-        self._applied: dict[str, str] | None = None
+        self._applied: dict[str, str | None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
 

@@ -61,6 +61,22 @@ def test_a_roamed_endpoint_with_a_fresh_handshake_is_kept() -> None:
     assert sel.chosen()[key(2)] == "198.51.100.20:7"
 
 
+def test_a_handshake_racing_the_switch_does_not_confirm_the_new_candidate() -> None:
+    sel = EndpointSelector(try_for=5)
+    p = peer(2, ["203.0.113.10:7", "192.168.0.111:7"])
+    t0 = datetime.now(UTC)
+    sel.update([p], [], now=0.0, wall_now=t0, local_nets=CAFE)
+    t5 = t0 + timedelta(seconds=5)
+    assert sel.update([p], [], now=5.0, wall_now=t5)  # no answer: the LAN candidate's turn
+    # The public candidate's handshake landed just after that decision, before WireGuard got
+    # the new endpoint: it proves nothing about the LAN address.
+    hs = t5 + timedelta(seconds=0.2)
+    sel.update(
+        [p], [stat("192.168.0.111:7", hs, rx=5)], now=6.0, wall_now=t5 + timedelta(seconds=1)
+    )
+    assert sel.pending()
+
+
 def test_a_learned_endpoint_stays_while_packets_arrive_and_goes_when_they_stop() -> None:
     sel = EndpointSelector(try_for=5)
     p = peer(2, ["203.0.113.10:7"])

@@ -93,6 +93,10 @@ def test_reapply_keeps_the_endpoint_wireguard_roamed_to() -> None:
     # Nothing applied by us yet (an interface adopted after a restart): compared with WireGuard.
     assert diff(cur, want, {}).peers == (PeerOp("update", P1, endpoint="192.168.0.7:51820"),)
     assert applied_endpoints(moved) == {P1: "203.0.113.9:7"}
+    # Applied without an endpoint (the peer had no candidates yet), then the peer's handshake
+    # came in: its first candidates do not replace the address it really sends from.
+    bare = cfg(PeerConfig(P1, ("10.0.0.2/32",), None, 25))
+    assert diff(cur, want, applied_endpoints(bare)).empty
 
 
 def test_allowed_ips_compare_as_sets_of_networks() -> None:
