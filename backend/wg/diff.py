@@ -233,10 +233,17 @@ def diff(
         cur = have.get(k)
         if cur is None:
             ops.append(_peer_add(want))
-        else:
-            op = _peer_update(cur, want, k in last, last.get(k))
-            if op is not None:
-                ops.append(op)
+            continue
+        op = _peer_update(cur, want, k in last, last.get(k))
+        if op is not None and op.endpoint is not None and cur.last_handshake is None:
+            # No session yet, and WireGuard sends no new initiation within 5 s (REKEY_TIMEOUT)
+            # of its last one, which went to the old endpoint or to none, or reached a peer
+            # that did not know us yet (a node that just logged in): the first handshake
+            # across a NAT would wait out that retry. A peer set afresh initiates at once
+            # (its persistent keepalive), to the endpoint that is now known.
+            ops += [PeerOp(action="remove", public_key=k), _peer_add(want)]
+        elif op is not None:
+            ops.append(op)
     return ConfigDiff(private_key=private_key, listen_port=listen_port, peers=tuple(ops))
 
 
