@@ -3,10 +3,11 @@
 A peer may list several `ip:port` candidates (its LAN addresses, the address the server saw).
 `EndpointSelector` orders them by where they can work from here (`rank`: an address on one of
 our own networks first, then public addresses, other private addresses last), starts with the
-first and, when
-no handshake happens within `try_for` seconds, moves on to the next, round and round until one
-answers; once a handshake is seen the choice sticks (DESIGN 4). It is pure: time and WireGuard's
-stats are passed in.
+first and, when no handshake happens within `try_for` seconds, moves on to the next, round and
+round until one answers; once a handshake is seen the choice sticks while packets keep arriving
+(DESIGN 4). Where WireGuard roamed (the peer's packets come from an address that is not the
+candidate, e.g. a NAT's public side) that `learned` endpoint is the choice until its packets stop.
+It is pure: time and WireGuard's stats are passed in.
 
 `local_endpoints` lists this host's non-loopback IPv4 addresses with our listen port, which is
 what we report to the coordination server.
@@ -26,6 +27,9 @@ from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Peer, check_endpoint, is_lan_address
 
 TRY_FOR_S = 5.0
+# A path is alive while packets arrive: the persistent keepalive (every 25 s) at the least.
+ALIVE_S = 35.0
+SWITCH_S = 1.0
 
 
 @dataclass
@@ -38,6 +42,7 @@ class _Choice:
     # Where WireGuard roamed to: the peer reached us from there with a fresh handshake, so it
     # is a working path even when it is none of the candidates (a NAT's public side).
     learned: str | None = None
+    rx: tuple[int, float] | None = None  # WireGuard's received bytes, and when they last grew
 
     @property
     def current(self) -> str | None:
@@ -88,20 +93,24 @@ class EndpointSelector:
                 continue
             stat = by_key.get(key)
             handshake = stat.last_handshake if stat else None
-            fresh = handshake is not None and (wall_now is None or _recent(handshake, wall_now))
-            if fresh and stat is not None and stat.endpoint and stat.endpoint != choice.current:
+            alive = _alive(choice, stat, now, wall_now)
+            if alive and stat is not None and stat.endpoint and stat.endpoint != choice.current:
                 # WireGuard roamed: the peer's authenticated packets come from there.
                 choice.learned, choice.confirmed, changed = stat.endpoint, True, True
                 continue
+            # The switch reaches WireGuard a moment after this decision: a handshake within
+            # SWITCH_S of it may still be the previous candidate's.
             after = handshake is not None and (
-                choice.since_wall is None or handshake >= choice.since_wall
+                choice.since_wall is None
+                or (handshake - choice.since_wall).total_seconds() >= SWITCH_S
             )
-            if fresh and after:
+            if alive and after:
                 choice.confirmed = True
                 continue
-            # A handshake from before this candidate was set says nothing about it.
+            # A handshake from before this candidate was set says nothing about it, and a
+            # path whose packets stopped (a handshake stays "recent" for minutes) is dead.
             choice.confirmed = False
-            if choice.learned and not fresh:
+            if choice.learned and not alive:
                 choice.learned, choice.since, choice.since_wall = None, now, wall_now
                 changed = True
             elif len(cands) > 1 and now - choice.since >= self.try_for:
@@ -137,10 +146,20 @@ def server_rank(url: str, local_nets: Sequence[ipaddress.IPv4Network]) -> int:
     return rank(f"[{host}]:0", local_nets)
 
 
-def _recent(handshake: datetime, wall_now: datetime) -> bool:
-    # WireGuard rekeys every 2 minutes while traffic flows; a handshake older than ~3 minutes
-    # means the peer stopped answering on this endpoint.
-    return (wall_now - handshake).total_seconds() < 180
+def _alive(choice: _Choice, stat: PeerStats | None, now: float, wall_now: datetime | None) -> bool:
+    """Packets from the peer still arrive: a handshake within ALIVE_S, or received bytes that
+    grew within ALIVE_S (the peers' persistent keepalives make them grow every 25 s at the
+    least). A handshake alone stays "recent" for minutes after its path died."""
+    if stat is None or stat.last_handshake is None:
+        return False
+    if choice.rx is None or stat.rx_bytes != choice.rx[0]:
+        # Grown, or seen for the first time (e.g. an interface adopted after a restart): the
+        # benefit of the doubt until ALIVE_S without a packet.
+        choice.rx = (stat.rx_bytes, now)
+        return True
+    if now - choice.rx[1] < ALIVE_S:
+        return True
+    return wall_now is None or (wall_now - stat.last_handshake).total_seconds() < ALIVE_S
 
 
 def local_endpoints(

@@ -57,7 +57,6 @@ class RelayManager:
         """The WireGuard endpoint per peer: the proxy for relayed peers, else `chosen`."""
         out = dict(chosen)
         out.update(self.paths.roamed)
-        out.update(self.paths.alive_direct)
         for key in self.paths.relayed:
             proxy = self.proxies.get(key)
             if proxy is not None:

@@ -43,9 +43,6 @@ class RelayPaths:
         # Where WireGuard roamed to when a relayed peer reached us directly: configured as the
         # endpoint from then on (the selector's candidate of the moment may be a dead one).
         self.roamed: dict[str, str] = {}
-        # Peers with a live direct path: WireGuard's endpoint, kept on every re-apply (the
-        # driver sets what it is given, which would undo WireGuard's roaming).
-        self.alive_direct: dict[str, str] = {}
 
     def update(
         self,
@@ -94,7 +91,6 @@ class RelayPaths:
         return now - seen[1] < ALIVE_S or (wall_now - s.last_handshake).total_seconds() < ALIVE_S
 
     def _forget(self, key: str) -> None:
-        self.alive_direct.pop(key, None)
         self.relayed.discard(key)
         self.roamed.pop(key, None)
         self._waiting.pop(key, None)
@@ -113,7 +109,6 @@ class RelayPaths:
     ) -> None:
         fresh = self._alive(key, s, now, wall_now)
         via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxy
-        self.alive_direct.pop(key, None)
         if key in self._probing:
             # A direct try while relayed: WireGuard roams to where the peer's latest packet came
             # from, so packets received with the endpoint still direct came directly.
@@ -136,7 +131,6 @@ class RelayPaths:
             self._waiting.pop(key, None)
             self._next_probe.setdefault(key, now + PROBE_FIRST_S)
         elif fresh and s is not None and s.endpoint:
-            self.alive_direct[key] = s.endpoint
             if key in self.relayed:  # the peer reached us directly: direct it is
                 self.relayed.discard(key)
                 self.roamed[key] = s.endpoint

@@ -9,6 +9,7 @@ touched, so their sessions and handshakes survive every apply (DESIGN section 4)
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -159,14 +160,22 @@ def _peer_add(p: PeerConfig) -> PeerOp:
     )
 
 
-def _peer_update(cur: PeerState, want: PeerConfig) -> PeerOp | None:
+def _peer_update(cur: PeerState, want: PeerConfig, known: bool, was: str | None) -> PeerOp | None:
     endpoint: str | None = None
     if want.endpoint:
         # A peer with no endpoint wanted keeps the one WireGuard learned from it by roaming:
         # there is no "unset endpoint" and overwriting it would break a working tunnel.
         ep = normalize_endpoint(want.endpoint)
-        if cur.endpoint is None or not _same_endpoint(cur.endpoint, ep):
+        if cur.endpoint is None:
             endpoint = ep
+        elif known:
+            # Set only when what we want changed: WireGuard roams to wherever the peer's
+            # authenticated packets come from (a NAT's public side), and setting the same
+            # wanted endpoint again would undo that on every re-apply. A peer we applied
+            # without an endpoint that has one now reached us from there: kept too.
+            endpoint = ep if was is not None and was != ep else None
+        elif not _same_endpoint(cur.endpoint, ep):
+            endpoint = ep  # nothing set by us yet (e.g. an adopted interface): compare
     keepalive: int | None = None
     if _keepalive(want.persistent_keepalive) != cur.persistent_keepalive:
         keepalive = _keepalive(want.persistent_keepalive)
@@ -185,9 +194,14 @@ def _peer_update(cur: PeerState, want: PeerConfig) -> PeerOp | None:
     )
 
 
-def diff(current: DeviceState, desired: InterfaceConfig) -> ConfigDiff:
+def diff(
+    current: DeviceState, desired: InterfaceConfig, applied: Mapping[str, str | None] | None = None
+) -> ConfigDiff:
     """The changes that turn `current` into `desired`: private key and listen port only when they
-    differ (None listen port = keep whatever is bound), then removals, updates and additions."""
+    differ (None listen port = keep whatever is bound), then removals, updates and additions.
+    `applied` is what `applied_endpoints` gave for the last config applied: a peer's endpoint is
+    set only when the wanted one differs from it (WireGuard's own, learned by roaming, is kept);
+    a peer not in it is compared with WireGuard's endpoint."""
     want_key = PrivateKey.from_b64(desired.private_key) if desired.private_key else None
     if want_key is None:
         raise DriverError("the interface config has no private key")
@@ -210,6 +224,7 @@ def diff(current: DeviceState, desired: InterfaceConfig) -> ConfigDiff:
     have = {normalize_key(p.public_key): p for p in current.peers}
 
     ops: list[PeerOp] = []
+    last = applied or {}
     # Removals first, so a new peer's allowed IPs taken over from a removed one end up with the
     # new peer (WireGuard moves an allowed IP to the last peer that claims it).
     for k in sorted(have.keys() - wanted.keys()):
@@ -218,8 +233,24 @@ def diff(current: DeviceState, desired: InterfaceConfig) -> ConfigDiff:
         cur = have.get(k)
         if cur is None:
             ops.append(_peer_add(want))
-        else:
-            op = _peer_update(cur, want)
-            if op is not None:
-                ops.append(op)
+            continue
+        op = _peer_update(cur, want, k in last, last.get(k))
+        if op is not None and op.endpoint is not None and cur.last_handshake is None:
+            # No session yet, and WireGuard sends no new initiation within 5 s (REKEY_TIMEOUT)
+            # of its last one, which went to the old endpoint or to none, or reached a peer
+            # that did not know us yet (a node that just logged in): the first handshake
+            # across a NAT would wait out that retry. A peer set afresh initiates at once
+            # (its persistent keepalive), to the endpoint that is now known.
+            ops += [PeerOp(action="remove", public_key=k), _peer_add(want)]
+        elif op is not None:
+            ops.append(op)
     return ConfigDiff(private_key=private_key, listen_port=listen_port, peers=tuple(ops))
+
+
+def applied_endpoints(desired: InterfaceConfig) -> dict[str, str | None]:
+    """Peer key -> the endpoint `desired` wants (normalised; None: none): what a driver
+    remembers once it applied `desired`, for the next `diff`."""
+    return {
+        normalize_key(p.public_key): normalize_endpoint(p.endpoint) if p.endpoint else None
+        for p in desired.peers
+    }

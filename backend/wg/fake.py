@@ -12,7 +12,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from pcloud.backend.keys import PrivateKey
-from pcloud.backend.wg.diff import ConfigDiff, DeviceState, PeerState, diff, normalize_key
+from pcloud.backend.wg.diff import (
+    ConfigDiff,
+    DeviceState,
+    PeerState,
+    applied_endpoints,
+    diff,
+    normalize_key,
+)
 from pcloud.backend.wg.driver import DriverError, InterfaceConfig, PeerStats
 
 
@@ -48,7 +55,7 @@ class FakeDriver:
         if not self.started:
             raise DriverError("apply() before start()")
         self._maybe_fail()
-        change = diff(self.state, config)
+        change = diff(self.state, config, applied_endpoints(self.config) if self.config else None)
         self.applied.append(config)
         self.changes.append(change)
         self.config = config

@@ -24,7 +24,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pcloud.backend.keys import PrivateKey, encode_key
 from pcloud.backend.wg import link
-from pcloud.backend.wg.diff import ConfigDiff, DeviceState, PeerOp, PeerState, diff
+from pcloud.backend.wg.diff import (
+    ConfigDiff,
+    DeviceState,
+    PeerOp,
+    PeerState,
+    applied_endpoints,
+    diff,
+)
 from pcloud.backend.wg.driver import DriverError, InterfaceConfig, PeerStats
 
 
@@ -148,6 +155,8 @@ class KernelDriver:
     def __init__(self, name: str) -> None:
         self.name = name
         self._started = False
+        # The endpoints the last apply wanted: re-applies leave WireGuard's roaming alone.
+        self._applied: dict[str, str | None] | None = None
 
     async def _wg(self) -> Any:
         try:
@@ -194,7 +203,8 @@ class KernelDriver:
         self._started = True
 
     async def apply(self, config: InterfaceConfig) -> None:
-        await self._set(diff(await self._state(), config))
+        await self._set(diff(await self._state(), config, self._applied))
+        self._applied = applied_endpoints(config)
         await link.configure(self.name, config.address, mtu=config.mtu, routes=config.routes)
 
     async def stats(self) -> list[PeerStats]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from pcloud.backend.proc import reap, terminate, wait_pid_exit
 from pcloud.backend.wg import link
-from pcloud.backend.wg.diff import ConfigDiff, diff
+from pcloud.backend.wg.diff import ConfigDiff, applied_endpoints, diff
 from pcloud.backend.wg.driver import DriverError, DriverEvent, InterfaceConfig, PeerStats
 from pcloud.backend.wg.uapi_client import DEFAULT_SOCKET_DIR, UapiClient, socket_path
 
@@ -89,6 +89,8 @@ class UserspaceDriver:
         self._pid: int | None = None
         self._popen: subprocess.Popen[bytes] | None = None
         self._desired: InterfaceConfig | None = None
+        # The endpoints the last apply wanted: re-applies leave WireGuard's roaming alone.
+        self._applied: dict[str, str | None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -256,8 +258,9 @@ class UserspaceDriver:
 
     async def _apply_locked(self, config: InterfaceConfig) -> None:
         try:
-            change = diff(await self._uapi.get(), config)
+            change = diff(await self._uapi.get(), config, self._applied)
             await self._uapi.set(change)
+            self._applied = applied_endpoints(config)
             await link.configure(self.name, config.address, mtu=config.mtu, routes=config.routes)
         except (ValueError, OSError) as exc:
             # Anything but DriverError would end the supervisor's restart loop, which only

@@ -15,8 +15,8 @@ HOME = [ipaddress.IPv4Network("192.168.0.0/24")]
 CAFE = [ipaddress.IPv4Network("10.20.0.0/24")]
 
 
-def stat(endpoint: str | None, handshake: datetime | None) -> PeerStats:
-    return PeerStats(key(2), endpoint, handshake, 0, 0)
+def stat(endpoint: str | None, handshake: datetime | None, rx: int = 0) -> PeerStats:
+    return PeerStats(key(2), endpoint, handshake, rx, 0)
 
 
 def test_rank_puts_our_lan_first_then_public_then_other_lans() -> None:
@@ -59,6 +59,55 @@ def test_a_roamed_endpoint_with_a_fresh_handshake_is_kept() -> None:
     later = t0 + timedelta(minutes=5)
     assert sel.update([p], [stat("198.51.100.20:9", t0)], now=300.0, wall_now=later)
     assert sel.chosen()[key(2)] == "198.51.100.20:7"
+
+
+def test_a_handshake_racing_the_switch_does_not_confirm_the_new_candidate() -> None:
+    sel = EndpointSelector(try_for=5)
+    p = peer(2, ["203.0.113.10:7", "192.168.0.111:7"])
+    t0 = datetime.now(UTC)
+    sel.update([p], [], now=0.0, wall_now=t0, local_nets=CAFE)
+    t5 = t0 + timedelta(seconds=5)
+    assert sel.update([p], [], now=5.0, wall_now=t5)  # no answer: the LAN candidate's turn
+    # The public candidate's handshake landed just after that decision, before WireGuard got
+    # the new endpoint: it proves nothing about the LAN address.
+    hs = t5 + timedelta(seconds=0.2)
+    sel.update(
+        [p], [stat("192.168.0.111:7", hs, rx=5)], now=6.0, wall_now=t5 + timedelta(seconds=1)
+    )
+    assert sel.pending()
+
+
+def test_a_learned_endpoint_stays_while_packets_arrive_and_goes_when_they_stop() -> None:
+    sel = EndpointSelector(try_for=5)
+    p = peer(2, ["203.0.113.10:7"])
+    t0 = datetime.now(UTC)
+    sel.update([p], [], now=0.0, wall_now=t0)
+    assert sel.update([p], [stat("203.0.113.10:9", t0, rx=100)], now=1.0, wall_now=t0)
+    # Keepalives keep arriving long after the handshake: the roamed path is kept.
+    for i in range(1, 7):
+        now = 1.0 + 20 * i
+        wall = t0 + timedelta(seconds=now)
+        assert not sel.update([p], [stat("203.0.113.10:9", t0, rx=100 + i)], now, wall)
+        assert sel.chosen()[key(2)] == "203.0.113.10:9"
+    # Then nothing for ALIVE_S, the handshake still under 3 minutes old: dead, not "fresh".
+    wall = t0 + timedelta(seconds=160)
+    assert sel.update([p], [stat("203.0.113.10:9", t0, rx=106)], 160.0, wall)
+    assert sel.chosen()[key(2)] == "203.0.113.10:7"
+
+
+def test_a_dead_confirmed_candidate_is_left_for_the_next() -> None:
+    sel = EndpointSelector(try_for=5)
+    p = peer(2, ["192.168.0.111:7", "203.0.113.10:7"])
+    t0 = datetime.now(UTC)
+    sel.update([p], [], now=0.0, wall_now=t0, local_nets=HOME)
+    hs = t0 + timedelta(seconds=1)
+    sel.update([p], [stat("192.168.0.111:7", hs, rx=10)], 1.0, hs, HOME)
+    assert not sel.pending()
+    # The LAN path goes quiet (the peer left the LAN): 40 s later its handshake, "recent" by
+    # WireGuard's rekey period, no longer holds the choice; the next candidate is tried.
+    wall = t0 + timedelta(seconds=41)
+    assert sel.update([p], [stat("192.168.0.111:7", hs, rx=10)], 41.0, wall, HOME)
+    assert sel.chosen()[key(2)] == "203.0.113.10:7" and sel.pending()
 
 
 def test_peer_path_says_direct_or_why_not() -> None:

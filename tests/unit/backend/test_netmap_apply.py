@@ -166,12 +166,13 @@ def test_selector_tries_next_candidate_after_timeout_then_sticks() -> None:
     assert sel.update([p], [], now=15.0, wall_now=now)
     assert sel.chosen()[key(2)] == "a:1"  # round and round
     # A handshake on the current candidate: it sticks, however long it takes.
-    assert not sel.update([p], [stats(key(2), now)], now=20.0, wall_now=now)
-    assert not sel.update([p], [stats(key(2), now)], now=99.0, wall_now=now)
+    hs = now + timedelta(seconds=2)
+    assert not sel.update([p], [stats(key(2), hs)], now=20.0, wall_now=hs)
+    assert not sel.update([p], [stats(key(2), hs)], now=99.0, wall_now=hs)
     assert sel.chosen()[key(2)] == "a:1" and not sel.pending()
     # Long silence (stale handshake): back to trying.
     later = now + timedelta(minutes=10)
-    assert sel.update([p], [stats(key(2), now)], now=200.0, wall_now=later)
+    assert sel.update([p], [stats(key(2), hs)], now=200.0, wall_now=later)
     assert sel.chosen()[key(2)] == "b:2"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from pcloud.backend.keys import PrivateKey
@@ -9,6 +11,7 @@ from pcloud.backend.wg.diff import (
     DeviceState,
     PeerOp,
     PeerState,
+    applied_endpoints,
     diff,
     normalize_allowed_ips,
     normalize_endpoint,
@@ -16,6 +19,7 @@ from pcloud.backend.wg.diff import (
 from pcloud.backend.wg.driver import DriverError, InterfaceConfig, PeerConfig
 
 KEY = PrivateKey.generate()
+SHOOK = datetime(2026, 1, 1, tzinfo=UTC)  # a peer with a session
 P1, P2, P3 = (PrivateKey.generate().public_key() for _ in range(3))
 
 
@@ -50,7 +54,7 @@ def test_listen_port_none_keeps_current() -> None:
 
 def test_remove_update_add() -> None:
     cur = state(
-        PeerState(P1, "192.0.2.1:1", ("10.0.0.2/32",), 0),
+        PeerState(P1, "192.0.2.1:1", ("10.0.0.2/32",), 0, SHOOK),
         PeerState(P2, "192.0.2.2:2", ("10.0.0.3/32",), 0),
     )
     d = diff(
@@ -77,6 +81,43 @@ def test_only_keepalive_changed() -> None:
 def test_no_endpoint_wanted_keeps_roamed_endpoint() -> None:
     cur = state(PeerState(P1, "198.51.100.7:4444", ("10.0.0.2/32",)))
     assert diff(cur, cfg(PeerConfig(P1, ("10.0.0.2/32",)))).empty
+
+
+def test_reapply_keeps_the_endpoint_wireguard_roamed_to() -> None:
+    want = cfg(PeerConfig(P1, ("10.0.0.2/32",), "192.168.0.7:51820", 25))
+    # Applied once; then the peer's packets came from its NAT's public side: WireGuard roamed.
+    cur = state(PeerState(P1, "198.51.100.7:4444", ("10.0.0.2/32",), 25, SHOOK))
+    assert diff(cur, want, applied_endpoints(want)).empty
+    # Only a change of what we want is set (e.g. the selector moved on to another candidate).
+    moved = cfg(PeerConfig(P1, ("10.0.0.2/32",), "[::ffff:203.0.113.9]:7", 25))
+    assert diff(cur, moved, applied_endpoints(want)).peers == (
+        PeerOp("update", P1, endpoint="203.0.113.9:7"),
+    )
+    # Nothing applied by us yet (an interface adopted after a restart): compared with WireGuard.
+    assert diff(cur, want, {}).peers == (PeerOp("update", P1, endpoint="192.168.0.7:51820"),)
+    assert applied_endpoints(moved) == {P1: "203.0.113.9:7"}
+    # Applied without an endpoint (the peer had no candidates yet), then the peer's handshake
+    # came in: its first candidates do not replace the address it really sends from.
+    bare = cfg(PeerConfig(P1, ("10.0.0.2/32",), None, 25))
+    assert diff(cur, want, applied_endpoints(bare)).empty
+
+
+def test_a_peer_without_a_handshake_is_set_afresh_when_its_endpoint_changes() -> None:
+    # Known without an endpoint (it had no candidates yet); now it has one. Set afresh,
+    # WireGuard initiates at once instead of waiting out its 5 s retry.
+    want = cfg(PeerConfig(P1, ("10.0.0.2/32",), "198.51.100.20:5", 25))
+    cur = state(PeerState(P1, None, ("10.0.0.2/32",), 25))
+    assert diff(cur, want, {P1: None}).peers == (
+        PeerOp("remove", P1),
+        PeerOp("add", P1, "198.51.100.20:5", 25, ("10.0.0.2/32",)),
+    )
+    # A peer with a session keeps it: only the endpoint is updated.
+    shook = state(PeerState(P1, "192.0.2.1:5", ("10.0.0.2/32",), 25, SHOOK))
+    assert diff(shook, want, {P1: "192.0.2.1:5"}).peers == (
+        PeerOp("update", P1, endpoint="198.51.100.20:5"),
+    )
+    # Nothing else changed: nothing is set afresh.
+    assert diff(state(PeerState(P1, "198.51.100.20:5", ("10.0.0.2/32",), 25)), want).empty
 
 
 def test_allowed_ips_compare_as_sets_of_networks() -> None:
@@ -170,6 +211,6 @@ def test_hostile_endpoint_rejected(hostile: str) -> None:
 def test_roamed_endpoint_with_a_zone_is_replaced_not_an_error() -> None:
     # wireguard-go prints a link-local source it learnt by roaming with its zone: the wanted
     # endpoint is then simply different.
-    cur = state(PeerState(P1, "[fe80::1%eth0]:5", ("10.0.0.2/32",)))
+    cur = state(PeerState(P1, "[fe80::1%eth0]:5", ("10.0.0.2/32",), last_handshake=SHOOK))
     d = diff(cur, cfg(PeerConfig(P1, ("10.0.0.2/32",), "192.0.2.1:5")))
     assert d.peers == (PeerOp("update", P1, endpoint="192.0.2.1:5"),)
