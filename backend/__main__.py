@@ -92,25 +92,33 @@ async def run(settings: BackendSettings) -> None:
     ensure_group(settings.socket_group)
     backend_uid, admin_gid = default_write_rule(settings.socket_group)
     app = create_app(backend, admin_gid=admin_gid, backend_uid=backend_uid)
-    limits = LocalApiLimits(head_timeout_s=settings.api_head_timeout_s,
-                            max_connections_per_uid=settings.api_max_connections_per_uid)
+    limits = LocalApiLimits(
+        head_timeout_s=settings.api_head_timeout_s,
+        max_connections_per_uid=settings.api_max_connections_per_uid,
+    )
     server = make_server(app, log_level=settings.log_level.lower(), limits=limits)
     raise_open_files_limit()
     # Before the sockets exist: from then on every way out goes through the `finally`.
     _stop_on_signals(server)
-    socks = bind_sockets(settings.socket, group=settings.socket_group,
-                         readonly=settings.readonly_socket)
+    socks = bind_sockets(
+        settings.socket, group=settings.socket_group, readonly=settings.readonly_socket
+    )
     try:
         await backend.start()
-        log.info("local API on %s%s (driver %s)", settings.socket,
-                 " and read-only .ro" if settings.readonly_socket else "", driver.kind)
+        log.info(
+            "local API on %s%s (driver %s)",
+            settings.socket,
+            " and read-only .ro" if settings.readonly_socket else "",
+            driver.kind,
+        )
         await server.serve(sockets=socks)
     finally:
         try:
             await asyncio.wait_for(backend.shutdown(), SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
-            log.warning("backend loops did not stop within %.0f s; exiting anyway",
-                        SHUTDOWN_TIMEOUT_S)
+            log.warning(
+                "backend loops did not stop within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S
+            )
         finally:
             for sock in socks:
                 sock.close()

@@ -161,7 +161,9 @@ def _coerce(name: str, value: Any) -> Any:
         try:
             ipaddress.ip_address(str(value))
         except ValueError:
-            raise ConfigError(f"setting 'dns_listen' must be an IP address, not {value!r}") from None
+            raise ConfigError(
+                f"setting 'dns_listen' must be an IP address, not {value!r}"
+            ) from None
     if name == "advertise_endpoint" and value is not None:
         try:
             return check_advertised(str(value))  # IP:PORT, or NAME:PORT resolved at each report
@@ -175,15 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pcloud-backend {package_version()}")
     p.add_argument("--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG})")
     p.add_argument("--state-dir", type=Path)
-    p.add_argument("--socket", type=Path,
-                   help="local API socket path (0660 root:GROUP; read-only socket at PATH.ro)")
+    p.add_argument(
+        "--socket",
+        type=Path,
+        help="local API socket path (0660 root:GROUP; read-only socket at PATH.ro)",
+    )
     p.add_argument("--socket-group", help="group allowed to change things (default pcloud)")
-    p.add_argument("--no-readonly-socket", dest="readonly_socket", action="store_false",
-                   default=None, help="no world-readable PATH.ro socket: only root and the "
-                   "group may even read the status")
+    p.add_argument(
+        "--no-readonly-socket",
+        dest="readonly_socket",
+        action="store_false",
+        default=None,
+        help="no world-readable PATH.ro socket: only root and the group may even read the status",
+    )
     p.add_argument("--interface", help="WireGuard interface name (default pcloud0)")
-    p.add_argument("--headless", action="store_true", default=None,
-                   help="log in with a pre-auth key and come up on boot (no GUI)")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        default=None,
+        help="log in with a pre-auth key and come up on boot (no GUI)",
+    )
     p.add_argument("--server", help="join link https://HOST:PORT/#fp=sha256:HEX")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--auth-key", help="pre-auth key (prefer --auth-key-file)")
@@ -191,30 +204,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname")
     p.add_argument("--driver", choices=_CHOICES["driver"])
     p.add_argument("--wireguard-go", help="path of the wireguard-go binary")
-    p.add_argument("--wg-socket-dir", type=Path, 
-                   help="UAPI socket dir (default /var/run/wireguard)")
+    p.add_argument(
+        "--wg-socket-dir", type=Path, help="UAPI socket dir (default /var/run/wireguard)"
+    )
     p.add_argument("--listen-port", type=int)
-    p.add_argument("--advertise-endpoint", metavar="IP_OR_NAME:PORT",
-                   help="public address:port forwarded to this device's WireGuard port "
-                   "(the home router's UDP port forward), reported as a candidate")
-    p.add_argument("--system-root", "--k3s-root", dest="system_root", type=Path,
-                   help="root for K3s and systemd files written by install-server (default /)")
-    p.add_argument("--service-manager", choices=_CHOICES["service_manager"],
-                   help="how server daemons are kept running (default auto: systemd if it "
-                   "is PID 1, else supervised by the backend)")
-    p.add_argument("--k3s-binary", type=Path,
-                   help="K3s binary for install-server/join-server requests that name none "
-                   "(default: the pinned release, downloaded and SHA-256 verified; no hash is "
-                   "pinned yet, so set one for now)")
-    p.add_argument("--dns", choices=list(DNS_MODES),
-                   help="names for devices: auto (systemd-resolved if it runs, else a managed "
-                   "resolv.conf), resolved, file, or off")
+    p.add_argument(
+        "--advertise-endpoint",
+        metavar="IP_OR_NAME:PORT",
+        help="public address:port forwarded to this device's WireGuard port "
+        "(the home router's UDP port forward), reported as a candidate",
+    )
+    p.add_argument(
+        "--system-root",
+        "--k3s-root",
+        dest="system_root",
+        type=Path,
+        help="root for K3s and systemd files written by install-server (default /)",
+    )
+    p.add_argument(
+        "--service-manager",
+        choices=_CHOICES["service_manager"],
+        help="how server daemons are kept running (default auto: systemd if it "
+        "is PID 1, else supervised by the backend)",
+    )
+    p.add_argument(
+        "--k3s-binary",
+        type=Path,
+        help="K3s binary for install-server/join-server requests that name none "
+        "(default: the pinned release, downloaded and SHA-256 verified; no hash is "
+        "pinned yet, so set one for now)",
+    )
+    p.add_argument(
+        "--dns",
+        choices=list(DNS_MODES),
+        help="names for devices: auto (systemd-resolved if it runs, else a managed "
+        "resolv.conf), resolved, file, or off",
+    )
     p.add_argument("--dns-listen", help="resolver address in file mode (default 127.0.10.53)")
-    p.add_argument("--resolv-conf", type=Path, help="resolver file to manage (default "
-                   "/etc/resolv.conf)")
-    p.add_argument("--restore-dns", action="store_true", default=None,
-                   help="only restore the resolver file a stopped or killed backend left "
-                   "managed, then exit (for package removal)")
+    p.add_argument(
+        "--resolv-conf", type=Path, help="resolver file to manage (default /etc/resolv.conf)"
+    )
+    p.add_argument(
+        "--restore-dns",
+        action="store_true",
+        default=None,
+        help="only restore the resolver file a stopped or killed backend left "
+        "managed, then exit (for package removal)",
+    )
     p.add_argument("--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 

@@ -20,15 +20,20 @@ ROOT_REFUSAL = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcloud-gui", description="PCloud tray app")
-    p.add_argument("--socket", type=Path,
-                   default=Path(os.environ.get("PCLOUD_SOCKET", str(DEFAULT_SOCKET))),
-                   help=f"backend local API socket (default {DEFAULT_SOCKET})")
-    p.add_argument("--hidden", action="store_true",
-                   help="start in the tray without opening the window (autostart)")
+    p.add_argument(
+        "--socket",
+        type=Path,
+        default=Path(os.environ.get("PCLOUD_SOCKET", str(DEFAULT_SOCKET))),
+        help=f"backend local API socket (default {DEFAULT_SOCKET})",
+    )
+    p.add_argument(
+        "--hidden",
+        action="store_true",
+        help="start in the tray without opening the window (autostart)",
+    )
     p.add_argument("--allow-root", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--instance-name", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="WARNING",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
@@ -38,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         # Root has no desktop session bus, and a root GUI would be a needless attack surface.
         sys.stderr.write(ROOT_REFUSAL)
         return 2
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     # Qt is imported only past the root check, so the refusal works without a display.
     import qasync

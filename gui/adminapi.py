@@ -95,20 +95,27 @@ class AdminAPI:
         status, payload = answer.status, answer.body
         if status >= 400:
             detail = payload.get("error", {}) if isinstance(payload, dict) else {}
-            raise CoordError(status, str(detail.get("code", "error")),
-                             str(detail.get("message", f"HTTP {status}")))
+            raise CoordError(
+                status,
+                str(detail.get("code", "error")),
+                str(detail.get("message", f"HTTP {status}")),
+            )
         return payload
 
     async def sign_in(self, username: str, password: str) -> str:
         """A user token for admin calls (the password goes to the server and is not kept)."""
-        answer = await self.coord("POST", "/login",
-                                  body={"username": username, "password": password})
+        answer = await self.coord(
+            "POST", "/login", body={"username": username, "password": password}
+        )
         return str(answer["token"])
 
     async def setup(self, setup_code: str, username: str, password: str) -> str:
         """Creates the first admin with the installer's setup code; answers its token."""
-        answer = await self.coord("POST", "/setup", body={
-            "setup_code": setup_code, "username": username, "password": password})
+        answer = await self.coord(
+            "POST",
+            "/setup",
+            body={"setup_code": setup_code, "username": username, "password": password},
+        )
         return str(answer["token"])
 
     async def is_admin(self, token: str) -> bool:
@@ -124,8 +131,12 @@ class AdminAPI:
         return list(await self.coord("GET", "/users", token=token))
 
     async def create_user(self, token: str, username: str, password: str, admin: bool) -> None:
-        await self.coord("POST", "/users", token=token,
-                         body={"username": username, "password": password, "admin": admin})
+        await self.coord(
+            "POST",
+            "/users",
+            token=token,
+            body={"username": username, "password": password, "admin": admin},
+        )
 
     async def delete_user(self, token: str, username: str) -> None:
         await self.coord("DELETE", f"/users/{username}", token=token)
@@ -145,9 +156,18 @@ class AdminAPI:
     async def create_auth_key(
         self, token: str, *, reusable: bool, expires_in_s: int, role: str
     ) -> CreatedKey:
-        answer: CreatedKey = await self.coord("POST", "/auth-keys", token=token, body={
-            "reusable": reusable, "ephemeral": False, "expires_in_s": expires_in_s,
-            "role": role, "tags": []})
+        answer: CreatedKey = await self.coord(
+            "POST",
+            "/auth-keys",
+            token=token,
+            body={
+                "reusable": reusable,
+                "ephemeral": False,
+                "expires_in_s": expires_in_s,
+                "role": role,
+                "tags": [],
+            },
+        )
         return answer
 
     async def delete_auth_key(self, token: str, prefix: str) -> None:
@@ -156,7 +176,9 @@ class AdminAPI:
     async def install_info(self, token: str | None = None) -> InstallInfo:
         """The server's one-line install for new devices (public: the token is optional)."""
         answer = await self.coord("GET", "/install", token=token)
-        if not isinstance(answer, dict) or not all(k in answer for k in InstallInfo.__required_keys__):
+        if not isinstance(answer, dict) or not all(
+            k in answer for k in InstallInfo.__required_keys__
+        ):
             raise CoordError(502, "bad_answer", "the server's answer has no install line")
         info: InstallInfo = answer  # type: ignore[assignment]
         return info

@@ -34,8 +34,14 @@ def _raise(widget: QWidget) -> None:
 class PCloudApp(QObject):
     quit_requested = Signal()
 
-    def __init__(self, client: LocalClient, tokens: TokenStore, *,
-                 use_tray: bool | None = None, start_hidden: bool = False) -> None:
+    def __init__(
+        self,
+        client: LocalClient,
+        tokens: TokenStore,
+        *,
+        use_tray: bool | None = None,
+        start_hidden: bool = False,
+    ) -> None:
         super().__init__()
         self.session = Session(client, tokens, self)
         self.window = MainWindow(self.session)

@@ -28,14 +28,20 @@ class Problem:
 
 
 def backend_not_running(detail: str = "") -> Problem:
-    return Problem("backend_not_running", "The PCloud backend is not running",
-                   f"Start it with: {BACKEND_START_HINT}" + (f"\n({detail})" if detail else ""))
+    return Problem(
+        "backend_not_running",
+        "The PCloud backend is not running",
+        f"Start it with: {BACKEND_START_HINT}" + (f"\n({detail})" if detail else ""),
+    )
 
 
 def no_permission(detail: str = "") -> Problem:
-    return Problem("permission", "You are not allowed to control PCloud",
-                   f"Add yourself to the pcloud group: {GROUP_HINT}, then log out and back in."
-                   + (f"\n({detail})" if detail else ""))
+    return Problem(
+        "permission",
+        "You are not allowed to control PCloud",
+        f"Add yourself to the pcloud group: {GROUP_HINT}, then log out and back in."
+        + (f"\n({detail})" if detail else ""),
+    )
 
 
 def is_group_denial(exc: PermissionDenied) -> bool:
@@ -63,15 +69,19 @@ def classify(exc: BaseException) -> Problem:
         text = exc.message.lower()
         if exc.code == "pinning_failed":
             if "fingerprint mismatch" in text:
-                return Problem("wrong_fingerprint", "Wrong fingerprint",
-                               "The server's certificate does not match the join link. Ask for "
-                               "a fresh link; do not continue if you did not expect this.\n"
-                               + exc.message)
+                return Problem(
+                    "wrong_fingerprint",
+                    "Wrong fingerprint",
+                    "The server's certificate does not match the join link. Ask for "
+                    "a fresh link; do not continue if you did not expect this.\n" + exc.message,
+                )
             if "cannot reach" in text:
                 return Problem("server_unreachable", "Server unreachable", exc.message)
-            return Problem("invalid_link", "Not a join link",
-                           "Paste the whole join link, https://HOST:PORT/#fp=sha256:…\n"
-                           + exc.message)
+            return Problem(
+                "invalid_link",
+                "Not a join link",
+                "Paste the whole join link, https://HOST:PORT/#fp=sha256:…\n" + exc.message,
+            )
         if exc.code == "server_unreachable" or exc.status in (502, 503, 504):
             return Problem("server_unreachable", "Server unreachable", exc.message)
         if exc.status == 401 or exc.code in ("unauthorized", "invalid_credentials"):

@@ -40,8 +40,9 @@ class TokenStore:
 
     def __init__(self, backend: Any | None = None, *, use_system: bool = True) -> None:
         self._memory: dict[str, str] = {}
-        self._backend = backend if backend is not None else (
-            _usable_keyring() if use_system else None)
+        self._backend = (
+            backend if backend is not None else (_usable_keyring() if use_system else None)
+        )
 
     @property
     def persistent(self) -> bool:

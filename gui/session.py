@@ -60,8 +60,9 @@ class Session(QObject):
     failed = Signal(object)  # Problem from an action the user started
     notice = Signal(str, str)  # title, text: "Copied", …
 
-    def __init__(self, client: LocalClient, tokens: TokenStore,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, client: LocalClient, tokens: TokenStore, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.client = client
         self.admin = AdminAPI(client)
@@ -126,8 +127,11 @@ class Session(QObject):
     @property
     def needs_first_run(self) -> bool:
         """NeedsLogin and no server known: the wizard's moment."""
-        return self.status is not None and self.status.state == "NeedsLogin" \
+        return (
+            self.status is not None
+            and self.status.state == "NeedsLogin"
             and not self.status.server_url
+        )
 
     # -- running actions ---------------------------------------------------------------------
 
@@ -181,8 +185,9 @@ class Session(QObject):
         link = normalise_link(form.server_url)
         self._set_busy(True)
         try:
-            status = await self.client.login(link, auth_key=form.auth_key,
-                                             username=form.username, password=form.password)
+            status = await self.client.login(
+                link, auth_key=form.auth_key, username=form.username, password=form.password
+            )
             self.apply_status(status)
             if form.username and form.password:
                 await self.sign_in(form.username, form.password)

@@ -35,12 +35,19 @@ def _peer_entries(status: Status) -> tuple[MenuEntry, ...]:
     peers = sorted(status.peers, key=lambda p: (not p.online, p.hostname))
     if not peers:
         return (MenuEntry("peer", "No peers yet", enabled=False),)
-    return tuple(MenuEntry("peer", f"{p.hostname}\t{p.address}", dot=p.online, copy=p.address)
-                 for p in peers)
+    return tuple(
+        MenuEntry("peer", f"{p.hostname}\t{p.address}", dot=p.online, copy=p.address) for p in peers
+    )
 
 
-def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool = False,
-                 is_admin: bool = False, read_only: bool = False) -> list[MenuEntry]:
+def menu_entries(
+    status: Status | None,
+    problem: Problem | None,
+    *,
+    busy: bool = False,
+    is_admin: bool = False,
+    read_only: bool = False,
+) -> list[MenuEntry]:
     entries: list[MenuEntry] = []
     busy = busy or read_only  # read-only: every change would be refused, so none is offered
     if status is None:
@@ -67,15 +74,21 @@ def menu_entries(status: Status | None, problem: Problem | None, *, busy: bool =
     logged_in = state != "NeedsLogin"
     if logged_in:
         if state in ("Running", "Starting"):
-            entries.append(MenuEntry("disconnect", "Disconnect", enabled=not busy,
-                                     separator_before=True))
+            entries.append(
+                MenuEntry("disconnect", "Disconnect", enabled=not busy, separator_before=True)
+            )
         else:
-            entries.append(MenuEntry("connect", "Connect", enabled=not busy,
-                                     separator_before=True))
+            entries.append(MenuEntry("connect", "Connect", enabled=not busy, separator_before=True))
     me = status.self
     if me is not None:
-        entries.append(MenuEntry("self", f"This device: {me.hostname} - {me.address}",
-                                 copy=me.address, separator_before=not logged_in))
+        entries.append(
+            MenuEntry(
+                "self",
+                f"This device: {me.hostname} - {me.address}",
+                copy=me.address,
+                separator_before=not logged_in,
+            )
+        )
         if state == "Running":  # disconnected, the netmap's "online" would mislead
             entries.append(MenuEntry("peers", "Peers", children=_peer_entries(status)))
     entries.append(MenuEntry("open", "Open PCloud", separator_before=True))
@@ -114,8 +127,12 @@ class Tray(QObject):
         self.icon.setContextMenu(self.menu)
         self.icon.activated.connect(self._activated)
         self._submenus: list[QMenu] = []
-        for signal in (session.status_changed, session.problem_changed, session.busy_changed,
-                       session.admin_changed):
+        for signal in (
+            session.status_changed,
+            session.problem_changed,
+            session.busy_changed,
+            session.admin_changed,
+        ):
             signal.connect(self.rebuild)
         session.notice.connect(self._notify)
         self.rebuild()
@@ -125,8 +142,9 @@ class Tray(QObject):
 
     def entries(self) -> list[MenuEntry]:
         s = self.session
-        return menu_entries(s.status, s.problem, busy=s.busy, is_admin=s.is_admin,
-                            read_only=s.read_only)
+        return menu_entries(
+            s.status, s.problem, busy=s.busy, is_admin=s.is_admin, read_only=s.read_only
+        )
 
     def rebuild(self, *_: object) -> None:
         s = self.session
@@ -176,8 +194,10 @@ class Tray(QObject):
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         # A left click opens the window: users expect something to happen (netbird#3634).
-        if reason in (QSystemTrayIcon.ActivationReason.Trigger,
-                      QSystemTrayIcon.ActivationReason.DoubleClick):
+        if reason in (
+            QSystemTrayIcon.ActivationReason.Trigger,
+            QSystemTrayIcon.ActivationReason.DoubleClick,
+        ):
             self.open_requested.emit()
 
     def _notify(self, title: str, text: str) -> None:

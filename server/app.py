@@ -145,7 +145,15 @@ def create_app(
     relay_service.attach(app, settings, relay)
     install_handlers(app)
     for module in (
-        accounts_routes, nodes, cluster, cluster_ca, netmap, netmap_stream, acl, meta, welcome,
+        accounts_routes,
+        nodes,
+        cluster,
+        cluster_ca,
+        netmap,
+        netmap_stream,
+        acl,
+        meta,
+        welcome,
         install,
     ):
         app.include_router(module.router)

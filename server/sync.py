@@ -132,4 +132,3 @@ class StoreSync:
             except StoreError as exc:
                 log.warning("cannot publish this server in the store yet: %s", exc)
             await asyncio.sleep(RETRY_S)  # backoff while the store refuses writes
-

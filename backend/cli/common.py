@@ -37,7 +37,7 @@ def fail(message: str) -> int:
 
 def explain(exc: LocalAPIError) -> str:
     if isinstance(exc, BackendNotRunning):
-        return (f"{exc.message}; start it with: sudo systemctl start pcloud-backend")
+        return f"{exc.message}; start it with: sudo systemctl start pcloud-backend"
     if isinstance(exc, PermissionDenied):
         msg = exc.message
         if "usermod" not in msg:

@@ -28,6 +28,8 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     if detail.detail:
         print_table(filter_table(detail.detail, status))
     if detail.state == "in_force":
-        print("# everything else arriving from peers is dropped; replies to what this device"
-              " opened always pass")
+        print(
+            "# everything else arriving from peers is dropped; replies to what this device"
+            " opened always pass"
+        )
     return EXIT_ERROR if detail.state == "failed" else EXIT_OK

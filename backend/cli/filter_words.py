@@ -17,8 +17,10 @@ PORTED = (6, 17, 33, 132)
 def summary(f: FilterStatus) -> str:
     """`packet filter: in force, 7 rules` and the like."""
     if f.state == "in_force":
-        return (f"packet filter: in force, {_count(f.rules, 'rule')} "
-                f"({_count(f.nft_rules, 'nftables rule')})")
+        return (
+            f"packet filter: in force, {_count(f.rules, 'rule')} "
+            f"({_count(f.nft_rules, 'nftables rule')})"
+        )
     if f.state == "failed":
         return f"packet filter: FAILED ({f.reason}); tunnels withheld"
     if f.state == "none":
@@ -57,8 +59,7 @@ def who(rule: FilterRule, status: Status) -> str:
         return aliases if aliases.startswith("(") else f"{aliases} (any peer)"
     nets = [ipaddress.ip_network(s, strict=False) for s in rule.src]
     names = sorted(
-        p.hostname for p in status.peers
-        if any(ipaddress.ip_address(p.address) in n for n in nets)
+        p.hostname for p in status.peers if any(ipaddress.ip_address(p.address) in n for n in nets)
     )
     return f"{aliases} ({', '.join(names) or 'no peer now'})"
 

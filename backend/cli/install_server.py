@@ -23,17 +23,29 @@ from pcloud.backend.localapi.client import LocalAPIError, LocalClient
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("install-server", help="make this machine the network's first server")
     p.add_argument("--network", help="overlay network CIDR (default 10.0.0.0/24)")
-    p.add_argument("--listen", metavar="LAN_ADDR:PORT",
-                   help="where the coordination server listens (default first LAN IP, :8443)")
-    p.add_argument("--public-url", metavar="https://PUBLIC_IP:PORT",
-                   help="the address devices outside the LAN use: forward this TCP port, the "
-                   "same port on UDP (the relay) and the WireGuard UDP port (--listen-port) on the "
-                   "router to this machine")
-    p.add_argument("--k3s-binary", type=Path,
-                   help="K3s binary to install (default: the pinned release, SHA-256 checked; "
-                   "no hash is pinned yet, so give one for now)")
-    p.add_argument("--admin-user", metavar="NAME",
-                   help="the first admin's name (password prompted, or read from stdin)")
+    p.add_argument(
+        "--listen",
+        metavar="LAN_ADDR:PORT",
+        help="where the coordination server listens (default first LAN IP, :8443)",
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="https://PUBLIC_IP:PORT",
+        help="the address devices outside the LAN use: forward this TCP port, the "
+        "same port on UDP (the relay) and the WireGuard UDP port (--listen-port) on the "
+        "router to this machine",
+    )
+    p.add_argument(
+        "--k3s-binary",
+        type=Path,
+        help="K3s binary to install (default: the pinned release, SHA-256 checked; "
+        "no hash is pinned yet, so give one for now)",
+    )
+    p.add_argument(
+        "--admin-user",
+        metavar="NAME",
+        help="the first admin's name (password prompted, or read from stdin)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -66,8 +78,11 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
                 raise CliError("the admin's password needs at least 8 characters")
     binary = str(args.k3s_binary.resolve()) if args.k3s_binary else None
     job_id = await client.install_server(
-        network=args.network, listen=args.listen, k3s_binary=binary,
-        admin_username=user if password else None, admin_password=password,
+        network=args.network,
+        listen=args.listen,
+        k3s_binary=binary,
+        admin_username=user if password else None,
+        admin_password=password,
         public_url=args.public_url,
     )
     console = Console(width=None if sys.stdout.isatty() else 120)
@@ -75,15 +90,27 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     if job.state != "done":
         raise failure("install-server", job)
     result = job.result or {}
-    console.print(f"Server installed: this device is {result.get('address')}", highlight=False, soft_wrap=True)
+    console.print(
+        f"Server installed: this device is {result.get('address')}", highlight=False, soft_wrap=True
+    )
     if result.get("setup_code"):
-        console.print(f"Setup code (create the first admin with it): {result['setup_code']}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"Setup code (create the first admin with it): {result['setup_code']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.get("admin"):
         console.print(f"First admin: {result['admin']}", highlight=False, soft_wrap=True)
-    console.print(f"Join link for the next devices: {result.get('join_link')}", highlight=False, soft_wrap=True)
+    console.print(
+        f"Join link for the next devices: {result.get('join_link')}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if result.get("install_line"):
-        console.print("One-line install for a new device (its own pcloud package from this server, "
-                      f"with a pre-auth key):\n  {result['install_line']}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            "One-line install for a new device (its own pcloud package from this server, "
+            f"with a pre-auth key):\n  {result['install_line']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return EXIT_OK

@@ -23,11 +23,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--auth-key", help="server-role pre-auth key (prefer --auth-key-file)")
     how.add_argument("--auth-key-file", type=Path, help="read the pre-auth key from this file")
-    how.add_argument("--admin-user", metavar="NAME", help="approve as this admin (password "
-                     "prompted, or read from stdin)")
-    p.add_argument("--k3s-binary", type=Path,
-                   help="K3s binary to install (default: the pinned release, SHA-256 checked; "
-                   "no hash is pinned yet, so give one for now)")
+    how.add_argument(
+        "--admin-user",
+        metavar="NAME",
+        help="approve as this admin (password prompted, or read from stdin)",
+    )
+    p.add_argument(
+        "--k3s-binary",
+        type=Path,
+        help="K3s binary to install (default: the pinned release, SHA-256 checked; "
+        "no hash is pinned yet, so give one for now)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -53,6 +59,9 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     if job.state != "done":
         raise failure("join-server", job)
     result = job.result or {}
-    console.print(f"This device ({result.get('address')}) is now a server; K3s API "
-                  f"{result.get('k3s_url')}", highlight=False, soft_wrap=True)
+    console.print(
+        f"This device ({result.get('address')}) is now a server; K3s API {result.get('k3s_url')}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return EXIT_OK

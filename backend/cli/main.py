@@ -30,15 +30,30 @@ from pcloud.backend.cli.common import EXIT_USAGE, CliError, explain, fail
 from pcloud.backend.localapi.client import DEFAULT_SOCKET, LocalAPIError, LocalClient
 from pcloud.backend.version import package_version
 
-SUBCOMMANDS = (login, up, down, logout, status, ip, peers, ping, rotate_key, install_server,
-               join_server, ha, remove_server, filter)
+SUBCOMMANDS = (
+    login,
+    up,
+    down,
+    logout,
+    status,
+    ip,
+    peers,
+    ping,
+    rotate_key,
+    install_server,
+    join_server,
+    ha,
+    remove_server,
+    filter,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcloud", description="PCloud command-line client")
     parser.add_argument("--version", action="version", version=f"pcloud {package_version()}")
     parser.add_argument(
-        "--socket", type=Path,
+        "--socket",
+        type=Path,
         default=Path(os.environ.get("PCLOUD_SOCKET", str(DEFAULT_SOCKET))),
         help=f"the backend's socket (default {DEFAULT_SOCKET}, or $PCLOUD_SOCKET)",
     )

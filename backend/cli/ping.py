@@ -45,14 +45,17 @@ async def run(args: argparse.Namespace, client: LocalClient) -> int:
     ping = shutil.which("ping")
     if ping is None:
         raise CliError("the system `ping` is not installed")
-    proc = await asyncio.create_subprocess_exec(ping, "-c", str(args.count), "-W", "2",
-                                                peer.address)
+    proc = await asyncio.create_subprocess_exec(
+        ping, "-c", str(args.count), "-W", "2", peer.address
+    )
     code = await proc.wait()
     after = find_peer(await client.status(), peer.hostname)
     if code == 0:
         via = after.endpoint or "an unknown endpoint"
         print(f"{peer.hostname} ({peer.address}) answered via {via}")
     else:
-        print(f"{peer.hostname} ({peer.address}) did not answer; WireGuard endpoint "
-              f"{after.endpoint or 'none'}, candidates {', '.join(peer.endpoints) or 'none'}")
+        print(
+            f"{peer.hostname} ({peer.address}) did not answer; WireGuard endpoint "
+            f"{after.endpoint or 'none'}, candidates {', '.join(peer.endpoints) or 'none'}"
+        )
     return code

@@ -68,8 +68,13 @@ def peers_table(status: Status, now: datetime | None = None) -> Table:
     table.add_column("ENDPOINT", overflow="fold")
     for peer in sorted(status.peers, key=lambda p: p.hostname):
         handshake = ago(peer.last_handshake, now, compact=True)
-        table.add_row(peer.hostname, peer.address, "yes" if peer.online else "no", handshake,
-                      peer.endpoint or "-")
+        table.add_row(
+            peer.hostname,
+            peer.address,
+            "yes" if peer.online else "no",
+            handshake,
+            peer.endpoint or "-",
+        )
     return table
 
 

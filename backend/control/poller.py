@@ -24,8 +24,12 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 
 
-def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
-                  rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int,
+    base: float = BACKOFF_BASE_S,
+    cap: float = BACKOFF_CAP_S,
+    rng: random.Random | None = None,
+) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (AWS architecture blog's
     "exponential backoff and jitter"), at least a tenth of the ceiling so we never spin."""
     ceiling = min(cap, base * 2.0 ** min(attempt, 30))

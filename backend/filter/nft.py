@@ -26,7 +26,10 @@ async def run(batch: list[dict[str, Any]], *, nft: str = "nft") -> str:
     doc = json.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}}, *batch]})
     try:
         proc = await asyncio.create_subprocess_exec(
-            exe, "-j", "-f", "-",
+            exe,
+            "-j",
+            "-f",
+            "-",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -46,8 +49,12 @@ async def list_tables(*, nft: str = "nft") -> list[tuple[str, str]]:
     if exe is None:
         raise NftError(f"{nft!r} not found: install the nftables package")
     proc = await asyncio.create_subprocess_exec(
-        exe, "-j", "list", "tables",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        exe,
+        "-j",
+        "list",
+        "tables",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
     if proc.returncode != 0:

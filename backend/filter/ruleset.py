@@ -95,8 +95,10 @@ def rule_exprs(rule: FilterRule) -> list[list[Json]]:
     by_version = _addresses(rule.src)
     sources: list[Json | None] = (
         [
-            _match({"payload": {"protocol": "ip" if v == 4 else "ip6", "field": "saddr"}},
-                   _one_or_set(addrs))
+            _match(
+                {"payload": {"protocol": "ip" if v == 4 else "ip6", "field": "saddr"}},
+                _one_or_set(addrs),
+            )
             for v, addrs in sorted(by_version.items())
         ]
         if by_version
@@ -121,26 +123,45 @@ def build(rules: list[FilterRule], interface: str) -> list[Json]:
         {"add": {"table": _table()}},  # so the delete below never fails on a first install
         {"delete": {"table": _table()}},
         {"add": {"table": _table()}},
-        {"add": {"chain": {
-            **_in_table(), "name": BASE_CHAIN, "type": "filter", "hook": "input",
-            "prio": 0, "policy": "accept",
-        }}},
+        {
+            "add": {
+                "chain": {
+                    **_in_table(),
+                    "name": BASE_CHAIN,
+                    "type": "filter",
+                    "hook": "input",
+                    "prio": 0,
+                    "policy": "accept",
+                }
+            }
+        },
         {"add": {"chain": {**_in_table(), "name": CHAIN}}},
-        {"add": {"rule": {
-            **_in_table(), "chain": BASE_CHAIN,
-            "expr": [
-                _match({"meta": {"key": "iifname"}}, interface),
-                {"jump": {"target": CHAIN}},
-            ],
-        }}},
+        {
+            "add": {
+                "rule": {
+                    **_in_table(),
+                    "chain": BASE_CHAIN,
+                    "expr": [
+                        _match({"meta": {"key": "iifname"}}, interface),
+                        {"jump": {"target": CHAIN}},
+                    ],
+                }
+            }
+        },
         # Only replies to what this node opened pass unchecked: packets a peer sends on a
         # connection it opened are checked like new ones, so taking a port away stops an
         # open connection too (as Tailscale's filter, which checks every inbound packet).
-        _rule(_match({"ct": {"key": "state"}}, "established"),
-              _match({"ct": {"key": "direction"}}, "reply"),
-              {"accept": None}, comment="replies to what this node opened"),
-        _rule(_match({"ct": {"key": "state"}}, "related"), {"accept": None},
-              comment="ICMP errors about this node's connections"),
+        _rule(
+            _match({"ct": {"key": "state"}}, "established"),
+            _match({"ct": {"key": "direction"}}, "reply"),
+            {"accept": None},
+            comment="replies to what this node opened",
+        ),
+        _rule(
+            _match({"ct": {"key": "state"}}, "related"),
+            {"accept": None},
+            comment="ICMP errors about this node's connections",
+        ),
         _rule(_match({"ct": {"key": "state"}}, "invalid"), {"drop": None}),
     ]
     for rule in rules:

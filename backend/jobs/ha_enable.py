@@ -242,9 +242,7 @@ class HaJobs:
             # it here would bring up a server on an empty SQLite file that answers (wrongly,
             # "unknown auth key") until the restart with the shared store replaces it.
             domain = backend.netmap.domain if backend.netmap else ""
-            services.record_server(
-                listen, backend.node.network, backend.settings.hostname, domain
-            )
+            services.record_server(listen, backend.node.network, backend.settings.hostname, domain)
         url = await self.start_server(list(ctx.data["endpoints"]))
         ctx.set_result(server_url=url)
         return f"{url} on the shared store"

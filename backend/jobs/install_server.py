@@ -270,9 +270,7 @@ class InstallServer:
         return f"{username} created"
 
 
-def start(
-    backend: JobHost, params: dict[str, Any], credentials: tuple[str, str] | None
-) -> str:
+def start(backend: JobHost, params: dict[str, Any], credentials: tuple[str, str] | None) -> str:
     """Start (or resume) the install-server job; returns its id."""
     job = InstallServer(backend)
     clean = {k: v for k, v in params.items() if v is not None}

@@ -319,18 +319,18 @@ class LocalBackend:
             probe_s=self.settings.control_probe_s,
         )  # fmt: skip
         self._spawn(poller.run())
-        # The /health probe still runs beside the stream: a hung server's silence was not
-        # always noticed by the stream's read deadline in time (seen in the newcomer test),
-        # and the newcomer's promise is an outage shown within seconds.
+        # The /health probe beside the stream: a hung server shows within seconds (reach.py).
         self._spawn(self.reach.probe(control, servers, poller, self._on_reachable))
         self.reach.follow(poller)
         self._spawn(self.reach.run())
         self._spawn(self.housekeeping.run())
         ca = self.store.load_ca()
         if ca is not None:
-            self._spawn(self.engine.run_relay(
-                self.session.key, self.node.node_token, ca, lambda: self.netmap, self._apply
-            ))
+            self._spawn(
+                self.engine.run_relay(
+                    self.session.key, self.node.node_token, ca, lambda: self.netmap, self._apply
+                )
+            )
         self._recompute()
 
     async def _go_down(self) -> None:

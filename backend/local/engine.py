@@ -100,16 +100,24 @@ class Engine:
         return []
 
     async def run_relay(
-        self, key: keys.PrivateKey, token: str, ca_pem: str,
-        netmap: Callable[[], Netmap | None], on_change: Callable[[], Awaitable[None]],
+        self,
+        key: keys.PrivateKey,
+        token: str,
+        ca_pem: str,
+        netmap: Callable[[], Netmap | None],
+        on_change: Callable[[], Awaitable[None]],
     ) -> None:
         """Carry the peers that have no direct path through a server's relay until cancelled."""
         if self.driver.kind == "fake":
             return  # no interface, no packets to relay
         await self.relay.run(
-            key=key, token=token, ctx=pinned_context(ca_pem),
+            key=key,
+            token=token,
+            ctx=pinned_context(ca_pem),
             netmap=lambda: netmap() if self.up else None,
-            wg_port=self.driver.listen_port, stats=self.driver.stats, on_change=on_change,
+            wg_port=self.driver.listen_port,
+            stats=self.driver.stats,
+            on_change=on_change,
         )
 
     def shown(self, netmap: Netmap | None, node: NodeInfo | None) -> Netmap | None:

@@ -68,7 +68,9 @@ class Reach:
         on_reachable: Callable[[str | None], None],
     ) -> None:
         """Probe the server's /health beside the stream; a failed probe interrupts the stream
-        (it may hang on a dead connection) and shows the outage."""
+        (it may hang on a dead connection) and shows the outage. The stream's own read
+        deadline did not show a hung (SIGSTOPped) server within the newcomer test's 20 s, and
+        the newcomer's promise is an outage shown within seconds."""
 
         def probed(problem: str | None) -> None:
             on_reachable(problem)

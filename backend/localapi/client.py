@@ -171,8 +171,12 @@ class LocalClient:
         username: str | None = None,
         password: str | None = None,
     ) -> Status:
-        body = {"server_url": server_url, "auth_key": auth_key, "username": username,
-                "password": password}
+        body = {
+            "server_url": server_url,
+            "auth_key": auth_key,
+            "username": username,
+            "password": password,
+        }
         body = {k: v for k, v in body.items() if v is not None}
         return Status.model_validate(await self._request("POST", "/v1/login", body))
 
@@ -199,15 +203,23 @@ class LocalClient:
         public_url: str | None = None,
     ) -> str:
         """Start (or resume) the install-server job; its id."""
-        body = {"network": network, "listen": listen, "k3s_binary": k3s_binary,
-                "public_url": public_url,
-                "admin_username": admin_username, "admin_password": admin_password}
+        body = {
+            "network": network,
+            "listen": listen,
+            "k3s_binary": k3s_binary,
+            "public_url": public_url,
+            "admin_username": admin_username,
+            "admin_password": admin_password,
+        }
         body = {k: v for k, v in body.items() if v is not None}
         answer = await self._request("POST", "/v1/install-server", body)
         return JobStarted.model_validate(answer).job_id
 
     async def join_server(
-        self, *, auth_key: str | None = None, token: str | None = None,
+        self,
+        *,
+        auth_key: str | None = None,
+        token: str | None = None,
         k3s_binary: str | None = None,
     ) -> str:
         """Start (or resume) the join-server job; its id."""

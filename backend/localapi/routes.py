@@ -91,8 +91,7 @@ def create_app(
     admin_gid: int | None = None,
     backend_uid: int = 0,
 ) -> FastAPI:
-    app = FastAPI(title="pcloud-backend local API", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="pcloud-backend local API", docs_url=None, redoc_url=None, openapi_url=None)
     registry: JobRegistry = jobs if jobs is not None else backend.jobs
 
     def trusted(request: Request) -> bool:
@@ -117,20 +116,30 @@ def create_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         if len(request.headers.raw) > MAX_HEADERS:
-            return _error(431, "header_too_large",
-                          f"the request has more than {MAX_HEADERS} headers")
+            return _error(
+                431, "header_too_large", f"the request has more than {MAX_HEADERS} headers"
+            )
         for header in ("origin", "referer"):
             if header in request.headers:
-                return _error(403, "browser_refused",
-                              f"requests carrying a browser's {header.title()} header are "
-                              "refused: the local API is not for web pages")
+                return _error(
+                    403,
+                    "browser_refused",
+                    f"requests carrying a browser's {header.title()} header are "
+                    "refused: the local API is not for web pages",
+                )
         if request.method not in READ_METHODS:
             who: Caller = getattr(request.state, "caller", ANONYMOUS)
             ok, reason = may_write(who, backend_uid=backend_uid, admin_gid=admin_gid)
             if not ok:
-                log.info("refused %s %s from uid %d pid %d on %s: %s", request.method,
-                         request.url.path, who.uid, who.pid,
-                         getattr(request.state, "local_socket", "?"), reason)
+                log.info(
+                    "refused %s %s from uid %d pid %d on %s: %s",
+                    request.method,
+                    request.url.path,
+                    who.uid,
+                    who.pid,
+                    getattr(request.state, "local_socket", "?"),
+                    reason,
+                )
                 return _error(403, "forbidden", f"permission denied: {reason}")
         return await call_next(request)
 
@@ -141,7 +150,8 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "error")
+            exc.status_code, "error"
+        )
         return _error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -191,8 +201,12 @@ def create_app(
         credentials = None
         if body.admin_username and body.admin_password:
             credentials = (body.admin_username, body.admin_password)
-        params = {"network": body.network, "listen": body.listen, "k3s_binary": body.k3s_binary,
-                  "public_url": body.public_url}
+        params = {
+            "network": body.network,
+            "listen": body.listen,
+            "k3s_binary": body.k3s_binary,
+            "public_url": body.public_url,
+        }
         return JobStarted(job_id=install_server.start(backend, params, credentials))
 
     @app.post("/v1/join-server", response_model=JobStarted)
@@ -216,7 +230,9 @@ def create_app(
             raise OperationError(
                 "force-new-cluster rewrites our etcd membership to this server alone: confirm "
                 f"with {ha_enable.CONFIRMATION!r} once the other servers are gone for good",
-                code="not_confirmed", http_status=400)
+                code="not_confirmed",
+                http_status=400,
+            )
         params = {"confirm": body.confirm}
         return JobStarted(job_id=ha_enable.start(backend, ha_enable.FORCE, params))
 
@@ -227,7 +243,8 @@ def create_app(
     @app.post("/v1/coord", response_model=CoordAnswer)
     async def post_coord(body: CoordRequest) -> CoordAnswer:
         status, answer = await backend.relay(
-            body.method, body.path, body=body.body, token=body.token)
+            body.method, body.path, body=body.body, token=body.token
+        )
         return CoordAnswer(status=status, body=answer)
 
     @app.get("/v1/jobs/{job_id}", response_model=Job)
@@ -246,9 +263,11 @@ def create_app(
         counted = uid not in (0, backend_uid)
         if counted and streams.get(uid, 0) >= MAX_STREAMS_PER_UID:
             log.info("refused an event stream to uid %d: it holds %d", uid, MAX_STREAMS_PER_UID)
-            return _error(429, "too_many_streams",
-                          f"uid {uid} already follows {MAX_STREAMS_PER_UID} event streams; "
-                          "close one first")
+            return _error(
+                429,
+                "too_many_streams",
+                f"uid {uid} already follows {MAX_STREAMS_PER_UID} event streams; close one first",
+            )
         if counted:
             streams[uid] = streams.get(uid, 0) + 1
         released = False

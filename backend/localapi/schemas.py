@@ -59,7 +59,7 @@ class Status(BaseModel):
     nat: str | None = None
 
     def unreachable_note(self, now: datetime | None = None) -> str | None:
-        """"Connected, coordination server unreachable since 14:02:11 UTC (35 s ago)", the one
+        """ "Connected, coordination server unreachable since 14:02:11 UTC (35 s ago)", the one
         wording the CLI, the GUI header and the tray share; None unless that is the case."""
         since = self.control_unreachable_since
         if since is None or self.state != "Running":
@@ -143,8 +143,10 @@ class InstallServerRequest(BaseModel):
         return self
 
     def __repr__(self) -> str:  # the password stays out of logs and tracebacks
-        return (f"InstallServerRequest(network={self.network!r}, listen={self.listen!r}, "
-                f"admin_username={self.admin_username!r})")
+        return (
+            f"InstallServerRequest(network={self.network!r}, listen={self.listen!r}, "
+            f"admin_username={self.admin_username!r})"
+        )
 
     __str__ = __repr__
 

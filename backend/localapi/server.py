@@ -116,11 +116,22 @@ class PeerCredProtocol(H11Protocol):
         super().connection_made(transport)
         if not self._admit(caller):
             cap = self.limits.max_connections_per_uid
-            self.warn("uid-cap", "refused a connection from uid %d on %s: it already holds %d",
-                      caller.uid, local, cap)
-            transport.write(_answer(503, "Service Unavailable", "too_many_connections",
-                                    f"uid {caller.uid} already holds {cap} connections to the "
-                                    "local API; close some"))
+            self.warn(
+                "uid-cap",
+                "refused a connection from uid %d on %s: it already holds %d",
+                caller.uid,
+                local,
+                cap,
+            )
+            transport.write(
+                _answer(
+                    503,
+                    "Service Unavailable",
+                    "too_many_connections",
+                    f"uid {caller.uid} already holds {cap} connections to the "
+                    "local API; close some",
+                )
+            )
             transport.close()
             return
         self._arm_head_timer()
@@ -162,8 +173,12 @@ class PeerCredProtocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             caller = self.app_state.get("caller", ANONYMOUS)
-            self.warn("head-timeout", "closed a local API connection of uid %d that sent no "
-                      "complete request within %g s", caller.uid, self.limits.head_timeout_s)
+            self.warn(
+                "head-timeout",
+                "closed a local API connection of uid %d that sent no complete request within %g s",
+                caller.uid,
+                self.limits.head_timeout_s,
+            )
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -177,11 +192,20 @@ class PeerCredProtocol(H11Protocol):
         # h11 refuses an incomplete head past its buffer cap; say so (431), not "invalid".
         if len(self.conn.trailing_data[0]) > MAX_HEAD_BYTES:
             caller = self.app_state.get("caller", ANONYMOUS)
-            self.warn("head-too-large", "answered 431 to uid %d: request head over %d bytes",
-                      caller.uid, MAX_HEAD_BYTES)
-            self.transport.write(_answer(431, "Request Header Fields Too Large",
-                                         "header_too_large",
-                                         f"the request head is larger than {MAX_HEAD_BYTES} bytes"))
+            self.warn(
+                "head-too-large",
+                "answered 431 to uid %d: request head over %d bytes",
+                caller.uid,
+                MAX_HEAD_BYTES,
+            )
+            self.transport.write(
+                _answer(
+                    431,
+                    "Request Header Fields Too Large",
+                    "header_too_large",
+                    f"the request head is larger than {MAX_HEAD_BYTES} bytes",
+                )
+            )
             self.transport.close()
             return
         super().send_400_response(msg)
@@ -237,7 +261,9 @@ MAIN_MODE = 0o660
 READONLY_MODE = 0o666
 
 
-def bind_sockets(path: Path, *, group: str = "pcloud", readonly: bool = True) -> list[socket.socket]:
+def bind_sockets(
+    path: Path, *, group: str = "pcloud", readonly: bool = True
+) -> list[socket.socket]:
     """The main socket at `path` (0660 root:`group`) and, unless `readonly` is False, the
     read-only one at `path`.ro (0666). Both or neither: a failure on the second closes and
     removes the first."""
@@ -264,8 +290,11 @@ def make_server(
     app: Any, *, log_level: str = "warning", limits: LocalApiLimits | None = None
 ) -> uvicorn.Server:
     # A class per server: its limits and its count of connections per uid.
-    protocol = type("LocalApiProtocol", (PeerCredProtocol,), {
-        "limits": limits or LocalApiLimits(), "per_uid": {}, "warn": _Warn()})
+    protocol = type(
+        "LocalApiProtocol",
+        (PeerCredProtocol,),
+        {"limits": limits or LocalApiLimits(), "per_uid": {}, "warn": _Warn()},
+    )
     config = uvicorn.Config(
         app,
         http=protocol,

@@ -1,4 +1,4 @@
-""""Add this machine as server": a confirmation, then the join-server job's progress."""
+""" "Add this machine as server": a confirmation, then the join-server job's progress."""
 
 from __future__ import annotations
 

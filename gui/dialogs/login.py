@@ -31,16 +31,16 @@ from pcloud.gui.session import LoginForm, Session
 class LoginDialog(QDialog):
     logged_in = Signal()
 
-    def __init__(self, session: Session, parent: QWidget | None = None,
-                 link: str = "") -> None:
+    def __init__(self, session: Session, parent: QWidget | None = None, link: str = "") -> None:
         super().__init__(parent)
         self.session = session
         self.task: asyncio.Task[Any] | None = None
         self.setWindowTitle("Log in to PCloud")
         self.setMinimumWidth(460)
         layout = QVBoxLayout(self)
-        intro = QLabel("Paste the join link you were given (it ends in #fp=sha256:…), or the "
-                       "server's address.")
+        intro = QLabel(
+            "Paste the join link you were given (it ends in #fp=sha256:…), or the server's address."
+        )
         intro.setWordWrap(True)
         layout.addWidget(intro)
         self.link = QLineEdit(link)
@@ -85,7 +85,8 @@ class LoginDialog(QDialog):
         self.clear_error()
 
         self.buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         ok.setText("Log in")
         self.buttons.accepted.connect(self.submit)
@@ -96,8 +97,11 @@ class LoginDialog(QDialog):
     def form(self) -> LoginForm | None:
         link = self.link.text().strip()
         if not link:
-            self.show_problem(Problem("invalid_link", "No join link",
-                                      "Paste the join link or the server's address."))
+            self.show_problem(
+                Problem(
+                    "invalid_link", "No join link", "Paste the join link or the server's address."
+                )
+            )
             return None
         if self.by_key.isChecked():
             key = self.auth_key.text().strip()
@@ -106,11 +110,11 @@ class LoginDialog(QDialog):
                 return None
             return LoginForm(link, auth_key=key)
         if not self.username.text().strip() or not self.password.text():
-            self.show_problem(Problem("wrong_password", "Username and password needed",
-                                      "Fill in both fields."))
+            self.show_problem(
+                Problem("wrong_password", "Username and password needed", "Fill in both fields.")
+            )
             return None
-        return LoginForm(link, username=self.username.text().strip(),
-                         password=self.password.text())
+        return LoginForm(link, username=self.username.text().strip(), password=self.password.text())
 
     def submit(self) -> None:
         form = self.form()

@@ -94,8 +94,10 @@ class NetworkPage(QWizardPage):
     def __init__(self) -> None:
         super().__init__()
         self.setTitle("Your network")
-        self.setSubTitle("Devices get addresses from this network; other devices reach the "
-                         "server on the LAN address.")
+        self.setSubTitle(
+            "Devices get addresses from this network; other devices reach the "
+            "server on the LAN address."
+        )
         form = QFormLayout(self)
         self.network = QLineEdit(DEFAULT_NETWORK)
         self.address = QComboBox()
@@ -154,7 +156,8 @@ class ProgressPage(QWizardPage):
         async def run() -> None:
             try:
                 self.job_id = await self.session.start_job(
-                    lambda: admin.start_install_server(network, listen))
+                    lambda: admin.start_install_server(network, listen)
+                )
             except Exception as e:  # noqa: BLE001 - shown on the page with a Retry
                 problem = classify(e)
                 self.view.show_start_error(f"{problem.title}: {problem.detail}")
@@ -246,8 +249,11 @@ class DonePage(QWizardPage):
         wizard: Any = self.wizard()
         job = wizard.progress_page.job
         result = (job.result if job else None) or {}
-        link = str(result.get("join_link") or (self.session.status.server_url
-                                                if self.session.status else "") or "")
+        link = str(
+            result.get("join_link")
+            or (self.session.status.server_url if self.session.status else "")
+            or ""
+        )
         self.link.set_text(link)
         self.qr.set_text(link)
         if self.session.state in ("Stopped",):
@@ -271,9 +277,13 @@ class FirstRunWizard(QWizard):
         self.progress_page = ProgressPage(session)
         self.account_page = AccountPage(session)
         self.done_page = DonePage(session)
-        for page_id, page in ((CHOOSE, self.choose_page), (NETWORK, self.network_page),
-                              (PROGRESS, self.progress_page), (ACCOUNT, self.account_page),
-                              (DONE, self.done_page)):
+        for page_id, page in (
+            (CHOOSE, self.choose_page),
+            (NETWORK, self.network_page),
+            (PROGRESS, self.progress_page),
+            (ACCOUNT, self.account_page),
+            (DONE, self.done_page),
+        ):
             self.setPage(page_id, page)
         self.setButtonText(QWizard.WizardButton.FinishButton, "Continue")
         self.currentIdChanged.connect(self._on_page)
@@ -282,8 +292,9 @@ class FirstRunWizard(QWizard):
     def _on_page(self, page_id: int) -> None:
         # Once the server is installed there is no going back to change its network.
         self.button(QWizard.WizardButton.BackButton).setEnabled(page_id == NETWORK)
-        self.setButtonText(QWizard.WizardButton.FinishButton,
-                           "Continue" if page_id == CHOOSE else "Finish")
+        self.setButtonText(
+            QWizard.WizardButton.FinishButton, "Continue" if page_id == CHOOSE else "Finish"
+        )
 
     def _on_accepted(self) -> None:
         if self.choose_page.join.isChecked():

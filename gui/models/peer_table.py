@@ -23,8 +23,17 @@ from pcloud.backend.localapi.format import ago, human_bytes
 from pcloud.backend.localapi.schemas import PeerStatus
 from pcloud.gui.icons import dot_icon
 
-COLUMNS = ["Hostname", "User", "Role", "Overlay IP", "Path", "Last handshake", "Received",
-           "Sent", "Online"]
+COLUMNS = [
+    "Hostname",
+    "User",
+    "Role",
+    "Overlay IP",
+    "Path",
+    "Last handshake",
+    "Received",
+    "Sent",
+    "Online",
+]
 HOSTNAME, USER, ROLE, ADDRESS, ENDPOINT, HANDSHAKE, RX, TX, ONLINE = range(len(COLUMNS))
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # raw values, so "2 KiB" sorts after "900 B"
@@ -75,9 +84,11 @@ class PeerTableModel(QAbstractTableModel):
 
     def tick(self) -> None:
         if self._peers:
-            self.dataChanged.emit(self.index(0, HANDSHAKE),
-                                  self.index(len(self._peers) - 1, HANDSHAKE),
-                                  [Qt.ItemDataRole.DisplayRole])
+            self.dataChanged.emit(
+                self.index(0, HANDSHAKE),
+                self.index(len(self._peers) - 1, HANDSHAKE),
+                [Qt.ItemDataRole.DisplayRole],
+            )
 
     # -- Qt model API ------------------------------------------------------------------------
 
@@ -87,8 +98,9 @@ class PeerTableModel(QAbstractTableModel):
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         return None

@@ -187,8 +187,9 @@ class AdminPage(QWidget):
 
     # -- talking to the backend --------------------------------------------------------------
 
-    def _run(self, what: str, call: Callable[[str], Awaitable[Any]],
-             then_refresh: bool = True) -> None:
+    def _run(
+        self, what: str, call: Callable[[str], Awaitable[Any]], then_refresh: bool = True
+    ) -> None:
         token = self.session.token
         if token is None:
             self.message.setText("Sign in as an admin first (Log in… with a password).")
@@ -215,17 +216,47 @@ class AdminPage(QWidget):
     async def _load(self, token: str) -> None:
         api = self.session.admin
         self.nodes = [dict(n) for n in await api.nodes(token)]
-        _fill(self.devices, [[str(n.get("node_id")), str(n.get("hostname")), str(n.get("user")),
-                              str(n.get("role")), str(n.get("address")),
-                              "yes" if n.get("online") else "no"] for n in self.nodes])
+        _fill(
+            self.devices,
+            [
+                [
+                    str(n.get("node_id")),
+                    str(n.get("hostname")),
+                    str(n.get("user")),
+                    str(n.get("role")),
+                    str(n.get("address")),
+                    "yes" if n.get("online") else "no",
+                ]
+                for n in self.nodes
+            ],
+        )
         users = await api.users(token)
-        _fill(self.users, [[u["username"], "yes" if u["admin"] else "no",
-                            str(u.get("created_at", ""))[:16].replace("T", " ")] for u in users])
+        _fill(
+            self.users,
+            [
+                [
+                    u["username"],
+                    "yes" if u["admin"] else "no",
+                    str(u.get("created_at", ""))[:16].replace("T", " "),
+                ]
+                for u in users
+            ],
+        )
         keys = await api.auth_keys(token)
-        _fill(self.keys, [[str(k.get("prefix")), str(k.get("user")), str(k.get("role")),
-                           "yes" if k.get("reusable") else "no",
-                           str(k.get("expires_at", ""))[:16].replace("T", " "),
-                           "yes" if k.get("used") else "no"] for k in keys])
+        _fill(
+            self.keys,
+            [
+                [
+                    str(k.get("prefix")),
+                    str(k.get("user")),
+                    str(k.get("role")),
+                    "yes" if k.get("reusable") else "no",
+                    str(k.get("expires_at", ""))[:16].replace("T", " "),
+                    "yes" if k.get("used") else "no",
+                ]
+                for k in keys
+            ],
+        )
         await self._check_ha()
 
     async def _check_ha(self) -> None:
@@ -273,19 +304,26 @@ class AdminPage(QWidget):
     def _rename(self) -> None:
         node_id, name = self._selected_node(), self.new_name.text().strip()
         if node_id is not None and name:
-            self._run("Renaming", lambda t: self.session.admin.update_node(
-                t, node_id, hostname=name))
+            self._run(
+                "Renaming", lambda t: self.session.admin.update_node(t, node_id, hostname=name)
+            )
 
     def _change_role(self) -> None:
         node_id, role = self._selected_node(), self.new_role.currentText()
         if node_id is not None:
-            self._run("Changing the role", lambda t: self.session.admin.update_node(
-                t, node_id, role=role))
+            self._run(
+                "Changing the role", lambda t: self.session.admin.update_node(t, node_id, role=role)
+            )
 
     def _confirm(self, text: str, then: Callable[[], None]) -> None:
         # open(), not exec(): a nested event loop would break qasync.
-        box = QMessageBox(QMessageBox.Icon.Question, "PCloud", text,
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "PCloud",
+            text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
         box.accepted.connect(then)
         box.finished.connect(box.deleteLater)
         box.open()
@@ -294,9 +332,10 @@ class AdminPage(QWidget):
         node_id = self._selected_node()
         if node_id is not None:
             name = _selected(self.devices, 1)
-            self._confirm(f"Remove the device {name}? It leaves every peer list at once.",
-                          lambda: self._run("Removing", lambda t: self.session.admin.delete_node(
-                              t, node_id)))
+            self._confirm(
+                f"Remove the device {name}? It leaves every peer list at once.",
+                lambda: self._run("Removing", lambda t: self.session.admin.delete_node(t, node_id)),
+            )
 
     def _create_user(self) -> None:
         name, password = self.user_name.text().strip(), self.user_password.text()
@@ -305,15 +344,17 @@ class AdminPage(QWidget):
             self.message.setText("A new user needs a username and a password.")
             return
         self.user_password.clear()
-        self._run("Creating the user", lambda t: self.session.admin.create_user(
-            t, name, password, admin))
+        self._run(
+            "Creating the user", lambda t: self.session.admin.create_user(t, name, password, admin)
+        )
 
     def _confirm_delete_user(self) -> None:
         name = _selected(self.users)
         if name:
-            self._confirm(f"Delete the user {name}?",
-                          lambda: self._run("Deleting", lambda t: self.session.admin.delete_user(
-                              t, name)))
+            self._confirm(
+                f"Delete the user {name}?",
+                lambda: self._run("Deleting", lambda t: self.session.admin.delete_user(t, name)),
+            )
 
     def _create_key(self) -> None:
         reusable = self.key_reusable.isChecked()
@@ -322,7 +363,8 @@ class AdminPage(QWidget):
 
         async def create(token: str) -> None:
             created = await self.session.admin.create_auth_key(
-                token, reusable=reusable, expires_in_s=expires, role=role)
+                token, reusable=reusable, expires_in_s=expires, role=role
+            )
             self.new_key.set_value(created["key"])
             self.new_key.show()
 

@@ -152,8 +152,9 @@ class MainWindow(QMainWindow):
             self.status_server.setText("")
             return
         if s.read_only:
-            self.notice.show_problem(no_permission("PCloud is read-only for you until then."),
-                                     level="warning")
+            self.notice.show_problem(
+                no_permission("PCloud is read-only for you until then."), level="warning"
+            )
         elif s.problem is None and not self.notice.isHidden() and status.state != "Error":
             self.notice.hide()
         self.state_text.setText(status_label(status))
@@ -168,7 +169,9 @@ class MainWindow(QMainWindow):
             self.server_notice.hide()
         me = status.self
         self.device.setText(f"This device: {me.hostname} - {me.address}" if me else "")
-        self.device.setToolTip(f"Other devices reach it as {me.dns_name}" if me and me.dns_name else "")
+        self.device.setToolTip(
+            f"Other devices reach it as {me.dns_name}" if me and me.dns_name else ""
+        )
         self.copy_ip.setEnabled(me is not None)
         if status.state == "NeedsLogin":
             self.toggle.setText("Log in…")

@@ -21,7 +21,7 @@ MARKS = {
 
 
 def failure_text(job: Job) -> str | None:
-    """"Step 'start the server' failed: port 8443 is in use" or None."""
+    """ "Step 'start the server' failed: port 8443 is in use" or None."""
     if job.state != "failed":
         return None
     failed = next((s for s in job.steps if s.state == "failed"), None)
@@ -106,7 +106,7 @@ class JobProgressView(QWidget):
             self.steps_box.addWidget(row)
         for row, step in zip(self._rows, job.steps, strict=False):
             row.show_step(step.name, step.state, step.detail)
-        for extra in self._rows[len(job.steps):]:
+        for extra in self._rows[len(job.steps) :]:
             extra.hide()
         done = sum(s.state in ("done", "skipped") for s in job.steps)
         failure = failure_text(job)

@@ -37,10 +37,7 @@ def k3s_wrapper(host: Host, *, slow_start_s: int = 0) -> str:
     machine), so a test can crash the backend while the job waits for the API."""
     path = host.path(K3S)
     if slow_start_s:
-        path.write_text(
-            "#!/bin/sh\n"
-            f'[ "$1" = server ] && sleep {slow_start_s}\n' + exec_line()
-        )
+        path.write_text(f'#!/bin/sh\n[ "$1" = server ] && sleep {slow_start_s}\n' + exec_line())
         path.chmod(0o755)
     else:
         write_wrapper(path)

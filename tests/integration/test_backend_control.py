@@ -55,8 +55,12 @@ class Captured:
 
 def settings(tmp_path: Path, name: str) -> BackendSettings:
     return BackendSettings(
-        state_dir=tmp_path / name, socket=tmp_path / f"{name}.sock", hostname=name,
-        driver="fake", endpoint_check_s=0.5, poll_timeout=5,
+        state_dir=tmp_path / name,
+        socket=tmp_path / f"{name}.sock",
+        hostname=name,
+        driver="fake",
+        endpoint_check_s=0.5,
+        poll_timeout=5,
     )
 
 
@@ -93,7 +97,10 @@ def peer_names(b: LocalBackend) -> set[str]:
 
 
 async def test_login_pins_ca_runs_and_never_leaks_the_private_key(
-    coord: CoordServer, auth_key: str, make_backend: Any, caplog: pytest.LogCaptureFixture,
+    coord: CoordServer,
+    auth_key: str,
+    make_backend: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     captured = Captured()
@@ -112,8 +119,11 @@ async def test_login_pins_ca_runs_and_never_leaks_the_private_key(
     # Let the housekeeping loop report endpoints and the long poll run a little.
     await until(lambda: b.housekeeping.reported is not None, "endpoints reported")
     private = b.store.key_path.read_text().strip()
-    forms = [private.encode(), base64.b64decode(private).hex().encode(),
-             base64.urlsafe_b64encode(base64.b64decode(private)).rstrip(b"=")]
+    forms = [
+        private.encode(),
+        base64.b64decode(private).hex().encode(),
+        base64.urlsafe_b64encode(base64.b64decode(private)).rstrip(b"="),
+    ]
     sent = captured.blob()
     assert b"/api/v1/nodes/register" in sent and b"/api/v1/netmap" in sent
     assert b.session.key.public_key().encode() in sent
@@ -136,8 +146,9 @@ async def test_bad_credentials_are_reported(
 ) -> None:
     b: LocalBackend = await make_backend("laptop")
     with pytest.raises(LoginFailed) as info:
-        await b.login(LoginRequest(server_url=coord.join_link, username="alice",
-                                   password="wrong password"))
+        await b.login(
+            LoginRequest(server_url=coord.join_link, username="alice", password="wrong password")
+        )
     assert info.value.http_status == 401
     with pytest.raises(LoginFailed):
         await b.login(LoginRequest(server_url=coord.join_link, auth_key="pcak_nope_nope"))
@@ -167,16 +178,21 @@ async def test_two_devices_get_each_other_with_endpoints(
     await until(lambda: "rpi111" in peer_names(a), "a to learn about b through the long poll")
     assert "laptop" in peer_names(b)
     assert a.node and b.node and a.node.address != b.node.address
+
     # b's reported endpoints (host addresses, FakeDriver port 51820) reach a's netmap ...
     def b_endpoints() -> list[str]:
         assert a.netmap
         return [e for p in a.netmap.peers if p.hostname == "rpi111" for e in p.endpoints]
+
     await until(lambda: any(e.endswith(":51820") for e in b_endpoints()), "b's endpoints")
+
     # ... and a's WireGuard config: b with its /32 and its first candidate as endpoint.
     def b_config() -> Any:
         assert isinstance(a.driver, FakeDriver) and a.driver.config
-        return next((p for p in a.driver.config.peers if p.allowed_ips ==
-                     (f"{b.node.address}/32",)), None)  # type: ignore[union-attr]
+        return next(
+            (p for p in a.driver.config.peers if p.allowed_ips == (f"{b.node.address}/32",)), None
+        )  # type: ignore[union-attr]
+
     cfg = await until(lambda: (c := b_config()) and c.endpoint and c, "b configured on a")
     assert cfg.endpoint in b_endpoints() and cfg.persistent_keepalive == 25
     status = await a.status()
@@ -227,8 +243,10 @@ async def test_restart_with_server_down_reconciles_and_recovers(
         assert again.state is State.RUNNING
         assert isinstance(again.driver, FakeDriver) and again.driver.config
         assert len(again.driver.config.peers) == 1
-        await until(lambda: again.warning and "unreachable" in again.warning,
-                    "the outage to show as a warning")
+        await until(
+            lambda: again.warning and "unreachable" in again.warning,
+            "the outage to show as a warning",
+        )
         assert again.state is State.RUNNING and "rpi111" in peer_names(again)
         coord.start()
         await until(lambda: again.warning is None, "the poller to reconnect", timeout=60)
@@ -275,8 +293,16 @@ async def test_poller_fails_over_to_the_next_server(
         raise AssertionError(err)
 
     client = ControlClient(pinned_context(ca))
-    poller = Poller(client, servers, a.node.node_token, since=None, on_netmap=on_netmap,
-                    on_fatal=on_fatal, on_reachable=problems.append, timeout=1)
+    poller = Poller(
+        client,
+        servers,
+        a.node.node_token,
+        since=None,
+        on_netmap=on_netmap,
+        on_fatal=on_fatal,
+        on_reachable=problems.append,
+        timeout=1,
+    )
     task = asyncio.create_task(poller.run())
     try:
         await until(lambda: got, "a netmap from the second server")
@@ -314,8 +340,12 @@ async def serve_local_api(tmp_path: Path) -> AsyncIterator[Callable[[LocalBacken
 
 async def pcloud(sock: Path, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "pcloud"), "--socket", str(sock), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(Path(sys.executable).parent / "pcloud"),
+        "--socket",
+        str(sock),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -331,8 +361,11 @@ async def test_cli_status_json_peers_and_rotate_key(
     await b.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))
     assert a.node and b.node and isinstance(a.driver, FakeDriver)
     b_key = b.session.key.public_key()
-    await until(lambda: a.netmap and any(p.public_key == b_key and p.online
-                                         for p in a.netmap.peers), "a to see b online")
+    await until(
+        lambda: a.netmap and any(p.public_key == b_key and p.online for p in a.netmap.peers),
+        "a to see b online",
+    )
+
     def b_endpoint() -> str | None:
         assert isinstance(a.driver, FakeDriver) and a.driver.config
         return next((p.endpoint for p in a.driver.config.peers if p.public_key == b_key), None)
@@ -363,5 +396,10 @@ async def test_cli_status_json_peers_and_rotate_key(
     assert new_key != old_key
     assert out.splitlines() == [f"New public key: {new_key}", f"Address unchanged: {address}"]
     # The rotation reached the server: b's netmap carries a's new key at the same address.
-    await until(lambda: b.netmap and any(p.public_key == new_key and p.address == address
-                                         for p in b.netmap.peers), "b to learn a's new key")
+    await until(
+        lambda: (
+            b.netmap
+            and any(p.public_key == new_key and p.address == address for p in b.netmap.peers)
+        ),
+        "b to learn a's new key",
+    )

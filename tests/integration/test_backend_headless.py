@@ -37,12 +37,24 @@ class BackendProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BackendProcess:
-        argv = [str(BIN / "pcloud-backend"), "--config", str(self.root / "empty.toml"),
-                "--state-dir", str(self.root / self.name), "--socket", str(self.socket),
-                "--driver", "fake", "--hostname", self.name, *self.extra]
+        argv = [
+            str(BIN / "pcloud-backend"),
+            "--config",
+            str(self.root / "empty.toml"),
+            "--state-dir",
+            str(self.root / self.name),
+            "--socket",
+            str(self.socket),
+            "--driver",
+            "fake",
+            "--hostname",
+            self.name,
+            *self.extra,
+        ]
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     def stop(self) -> None:
@@ -55,8 +67,12 @@ class BackendProcess:
                 self.proc.wait()
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "pcloud"), "--socket", str(self.socket), *argv],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [str(BIN / "pcloud"), "--socket", str(self.socket), *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def wait_state(self, state: str, timeout: float = 30) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -69,8 +85,9 @@ class BackendProcess:
                     return last  # type: ignore[no-any-return]
             assert self.proc and self.proc.poll() is None, self.log.read_text()
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name} never reached {state} (last {last}): "
-                           f"{self.log.read_text()[-2000:]}")
+        raise TimeoutError(
+            f"{self.name} never reached {state} (last {last}): {self.log.read_text()[-2000:]}"
+        )
 
 
 @pytest.fixture
@@ -87,8 +104,15 @@ def test_headless_login_cli_and_restart(
     key_file = tmp_path / "authkey"
     key_file.write_text(auth_key + "\n")
     key_file.chmod(0o600)
-    pi = BackendProcess(tmp_path, "rpi111", "--headless", "--server", coord.join_link,
-                        "--auth-key-file", str(key_file)).start()
+    pi = BackendProcess(
+        tmp_path,
+        "rpi111",
+        "--headless",
+        "--server",
+        coord.join_link,
+        "--auth-key-file",
+        str(key_file),
+    ).start()
     procs.append(pi)
     status = pi.wait_state("Running")
     me = status["self"]
@@ -98,9 +122,19 @@ def test_headless_login_cli_and_restart(
     procs.append(laptop)
     laptop.wait_state("NeedsLogin")
     login = subprocess.run(
-        [str(BIN / "pcloud"), "--socket", str(laptop.socket), "login", coord.join_link,
-         "--username", "bob"],
-        input="long enough password\n", capture_output=True, text=True, timeout=60,
+        [
+            str(BIN / "pcloud"),
+            "--socket",
+            str(laptop.socket),
+            "login",
+            coord.join_link,
+            "--username",
+            "bob",
+        ],
+        input="long enough password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert login.returncode == 0, login.stderr
     assert login.stdout.startswith("Logged in: this device is 10.0.0.")

@@ -28,18 +28,29 @@ SERVER_DIR = "/var/lib/pcloud/server"
 
 
 def start_server(host: Host) -> tuple[Proc, str]:
-    proc = host.spawn("server", [str(BIN / "pcloud-server"), "--state-dir", SERVER_DIR,
-                                 "--listen", f"{host.ip}:8443"])
-    link = wait_for(lambda: re.search(r"join link: (\S+)", proc.log_text()),
-                    timeout=30, what="the server's join link")
+    proc = host.spawn(
+        "server",
+        [str(BIN / "pcloud-server"), "--state-dir", SERVER_DIR, "--listen", f"{host.ip}:8443"],
+    )
+    link = wait_for(
+        lambda: re.search(r"join link: (\S+)", proc.log_text()),
+        timeout=30,
+        what="the server's join link",
+    )
     return proc, link.group(1)
 
 
 def start_backend(host: Host) -> Proc:
-    proc = host.spawn("backend", [str(BIN / "pcloud-backend"), "--driver", "userspace",
-                                  "--hostname", host.name], env=WG_ENV)
-    wait_for(lambda: host.pcloud("status", "--json", check=False).returncode == 0,
-             timeout=30, what=f"{host.name}'s backend socket")
+    proc = host.spawn(
+        "backend",
+        [str(BIN / "pcloud-backend"), "--driver", "userspace", "--hostname", host.name],
+        env=WG_ENV,
+    )
+    wait_for(
+        lambda: host.pcloud("status", "--json", check=False).returncode == 0,
+        timeout=30,
+        what=f"{host.name}'s backend socket",
+    )
     return proc
 
 
@@ -54,8 +65,9 @@ def ping(host: Host, ip: str) -> bool:
 
 def make_key(srv: Host) -> str:
     admin = [str(BIN / "pcloud-server"), "admin", "--state-dir", SERVER_DIR]
-    srv.run([*admin, "users", "create", "alice", "--password-stdin"],
-            input="correct horse battery\n")
+    srv.run(
+        [*admin, "users", "create", "alice", "--password-stdin"], input="correct horse battery\n"
+    )
     out = srv.run([*admin, "--json", "auth-keys", "create", "--user", "alice", "--reusable"])
     key: str = json.loads(out.stdout)["key"]
     return key
@@ -86,8 +98,11 @@ def test_two_backends_ping_through_wireguard_and_survive_a_restart(lab: Lab) -> 
     assert isinstance(peers, list) and [p["hostname"] for p in peers] == ["rpi112"]
     assert peers[0]["last_handshake"] and peers[0]["rx_bytes"] > 0
     table = laptop.pcloud("status").stdout
-    assert re.search(rf"{re.escape(pi_ip)}\s+rpi112\.pcloud\.internal\s+alice\s+client\s+"
-                     rf"active; direct {re.escape(pi.ip)}:\d+", table), table
+    assert re.search(
+        rf"{re.escape(pi_ip)}\s+rpi112\.pcloud\.internal\s+alice\s+client\s+"
+        rf"active; direct {re.escape(pi.ip)}:\d+",
+        table,
+    ), table
 
     # Server down, laptop's backend restarted: no login, same interface, tunnel still up.
     server.stop()
@@ -119,6 +134,9 @@ def test_a_moved_device_reports_its_new_endpoint(lab: Lab) -> None:
         return [e for p in peers if p["hostname"] == "laptop" for e in p["endpoints"]]
 
     # The backend checks its addresses every 10 s and re-reports; the server fans it out.
-    wait_for(lambda: any(e.startswith(f"{new_lan_ip}:") for e in laptop_endpoints()),
-             timeout=30, what="laptop's new endpoint in rpi112's netmap")
+    wait_for(
+        lambda: any(e.startswith(f"{new_lan_ip}:") for e in laptop_endpoints()),
+        timeout=30,
+        what="laptop's new endpoint in rpi112's netmap",
+    )
     wait_for(lambda: ping(pi, laptop_ip), timeout=20, what="rpi112 -> laptop after the move")

@@ -59,12 +59,24 @@ class Backend:
         self.ro = readonly_socket_path(self.socket)
         (self.dir / "backend.toml").write_text("")
         self.log = self.dir / "backend.log"
-        argv = [str(BIN / "pcloud-backend"), "--config", str(self.dir / "backend.toml"),
-                "--state-dir", str(self.dir / "state"), "--socket", str(self.socket),
-                "--driver", "fake", "--hostname", "tiers", *extra]
+        argv = [
+            str(BIN / "pcloud-backend"),
+            "--config",
+            str(self.dir / "backend.toml"),
+            "--state-dir",
+            str(self.dir / "state"),
+            "--socket",
+            str(self.socket),
+            "--driver",
+            "fake",
+            "--hostname",
+            "tiers",
+            *extra,
+        ]
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         # Ready when it answers (polled with a deadline; the process gives no other signal).
         deadline = time.monotonic() + 20
         while not self._answers():
@@ -100,15 +112,20 @@ def backend() -> Iterator[Backend]:
 
 def as_user(user: list[str], code: str) -> Any:
     """Run Python `code` (which prints one JSON value) with other credentials; its value."""
-    out = subprocess.run(["setpriv", *user, sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["setpriv", *user, sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def pcloud_as(user: list[str], sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["setpriv", *user, str(BIN / "pcloud"), "--socket", str(sock), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["setpriv", *user, str(BIN / "pcloud"), "--socket", str(sock), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def raw_requests(user: list[str], sock: Path, requests: list[tuple[str, str]]) -> list[Any]:
@@ -129,13 +146,16 @@ def raw_requests(user: list[str], sock: Path, requests: list[tuple[str, str]]) -
 def write_routes(tmp_path: Path) -> list[tuple[str, str]]:
     """Every (method, path) of the app that is not a read, found from the app itself so a
     route added later is covered without touching this test."""
-    settings = BackendSettings(state_dir=tmp_path / "state", socket=tmp_path / "x.sock",
-                               driver="fake")
+    settings = BackendSettings(
+        state_dir=tmp_path / "state", socket=tmp_path / "x.sock", driver="fake"
+    )
     app = create_app(LocalBackend(settings, FakeDriver()))
     found = sorted(
         (method, route.path.replace("{job_id}", "j1"))
-        for route in app.routes if isinstance(route, APIRoute)
-        for method in route.methods if method not in ("GET", "HEAD")
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+        if method not in ("GET", "HEAD")
     )
     return found
 
@@ -143,7 +163,10 @@ def write_routes(tmp_path: Path) -> list[tuple[str, str]]:
 def test_socket_modes(backend: Backend) -> None:
     main, ro = backend.socket.stat(), backend.ro.stat()
     assert (oct(main.st_mode & 0o777), main.st_uid, main.st_gid) == (
-        "0o660", 0, grp.getgrnam("pcloud").gr_gid)
+        "0o660",
+        0,
+        grp.getgrnam("pcloud").gr_gid,
+    )
     assert oct(ro.st_mode & 0o777) == "0o666"
 
 
@@ -200,11 +223,13 @@ def test_every_write_route_is_refused_on_the_ro_socket(backend: Backend, tmp_pat
     writes = write_routes(tmp_path)
     assert {("POST", "/v1/up"), ("POST", "/v1/login"), ("POST", "/v1/rotate-key")} <= set(writes)
     # A write to a path nobody routes is refused too: the check goes by method.
-    answers = raw_requests(NOBODY, backend.ro, [*writes, ("POST", "/v1/nope"),
-                                                 ("GET", "/v1/status"), ("GET", "/v1/jobs/j")])
+    answers = raw_requests(
+        NOBODY,
+        backend.ro,
+        [*writes, ("POST", "/v1/nope"), ("GET", "/v1/status"), ("GET", "/v1/jobs/j")],
+    )
     *refused, status, job = answers
-    for (method, path), (code, body) in zip([*writes, ("POST", "/v1/nope")], refused,
-                                            strict=True):
+    for (method, path), (code, body) in zip([*writes, ("POST", "/v1/nope")], refused, strict=True):
         assert code == 403, (method, path, body)
         assert body["error"]["code"] == "forbidden" and FIX in body["error"]["message"]
     assert status[0] == 200 and status[1]["state"] == "NeedsLogin"

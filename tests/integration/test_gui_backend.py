@@ -47,10 +47,25 @@ class Backend:
     def start(self) -> Backend:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN / "pcloud-backend"), "--driver", "fake", "--socket", str(self.socket),
-                 "--state-dir", str(self.state), "--hostname", self.name,
-                 "--config", "/dev/null", "--log-level", "DEBUG"],
-                stdout=log, stderr=log, start_new_session=True)
+                [
+                    str(BIN / "pcloud-backend"),
+                    "--driver",
+                    "fake",
+                    "--socket",
+                    str(self.socket),
+                    "--state-dir",
+                    str(self.state),
+                    "--hostname",
+                    self.name,
+                    "--config",
+                    "/dev/null",
+                    "--log-level",
+                    "DEBUG",
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         wait_until(lambda: self.socket.exists(), 20, f"{self.name}'s socket")
         return self
 
@@ -94,8 +109,9 @@ def test_gui_against_the_real_backend(
     loop: asyncio.AbstractEventLoop, coord: CoordServer, tmp_path: Path
 ) -> None:
     coord.admin("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
-    key = json.loads(coord.admin("--json", "auth-keys", "create", "--user", "alice",
-                                 "--reusable").stdout)["key"]
+    key = json.loads(
+        coord.admin("--json", "auth-keys", "create", "--user", "alice", "--reusable").stdout
+    )["key"]
     device, peer = Backend(tmp_path, "gui-dev").start(), Backend(tmp_path, "nas").start()
     session = Session(LocalClient(device.socket, timeout=30), TokenStore(use_system=False))
     session.feed.retry_first_s, session.feed.retry_max_s = 0.1, 0.5

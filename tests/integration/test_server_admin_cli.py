@@ -14,8 +14,9 @@ def test_admin_cli_through_running_server(coord: CoordServer) -> None:
     users = json.loads(coord.admin("--json", "users", "list").stdout)
     assert [u["username"] for u in users] == ["alice"]
     created = json.loads(
-        coord.admin("--json", "auth-keys", "create", "--user", "alice", "--reusable",
-                    "--expiration", "2h").stdout
+        coord.admin(
+            "--json", "auth-keys", "create", "--user", "alice", "--reusable", "--expiration", "2h"
+        ).stdout
     )
     assert created["key"].startswith("pcak_")
     table = coord.admin("auth-keys", "list").stdout

@@ -24,44 +24,140 @@ from typing import Any
 
 NOW = datetime(2026, 11, 25, 15, 42, tzinfo=UTC)
 JOIN_LINK = "https://192.168.1.10:8443/#fp=sha256:" + "6bf9a5bd558fd9bb" * 4
-STEPS = ["Key pair", "Coordination server", "Register this device", "K3s server",
-         "Setup code and first account"]
+STEPS = [
+    "Key pair",
+    "Coordination server",
+    "Register this device",
+    "K3s server",
+    "Setup code and first account",
+]
 
 
-def _peer(node_id: int, host: str, user: str, role: str, addr: str, ep: str | None,
-          hs_s: int | None, rx: int, tx: int, online: bool,
-          path: str | None = None) -> dict[str, Any]:
-    return {"node_id": node_id, "hostname": host, "user": user, "role": role, "tags": [],
-            "public_key": "A" * 43 + "=", "address": addr, "endpoints": [ep] if ep else [],
-            "online": online, "last_seen": NOW.isoformat(), "endpoint": ep if online else None,
-            "last_handshake": (NOW - timedelta(seconds=hs_s)).isoformat() if hs_s else None,
-            "rx_bytes": rx, "tx_bytes": tx,
-            "path": path or (f"direct {ep}" if ep and online else None)}
+def _peer(
+    node_id: int,
+    host: str,
+    user: str,
+    role: str,
+    addr: str,
+    ep: str | None,
+    hs_s: int | None,
+    rx: int,
+    tx: int,
+    online: bool,
+    path: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "hostname": host,
+        "user": user,
+        "role": role,
+        "tags": [],
+        "public_key": "A" * 43 + "=",
+        "address": addr,
+        "endpoints": [ep] if ep else [],
+        "online": online,
+        "last_seen": NOW.isoformat(),
+        "endpoint": ep if online else None,
+        "last_handshake": (NOW - timedelta(seconds=hs_s)).isoformat() if hs_s else None,
+        "rx_bytes": rx,
+        "tx_bytes": tx,
+        "path": path or (f"direct {ep}" if ep and online else None),
+    }
 
 
 def demo_status() -> dict[str, Any]:
     me = _peer(3, "laptop", "alice", "client", "10.0.0.3", None, None, 0, 0, True)
-    return {"state": "Running", "self": {k: me[k] for k in (
-        "node_id", "hostname", "user", "role", "tags", "public_key", "address", "endpoints",
-        "online", "last_seen")}, "server_url": JOIN_LINK, "error": None, "peers": [
-        _peer(1, "nas", "alice", "server", "10.0.0.1", "192.168.1.10:51820", 12, 734003200,
-              52428800, True),
-        _peer(2, "build-box", "carol", "server", "10.0.0.2", "192.168.1.11:51820", 3,
-              5368709120, 1288490188, True),
-        _peer(4, "pi-kitchen", "alice", "client", "10.0.0.4", "192.168.1.31:41641", 95, 2048,
-              4096, True),
-        _peer(5, "bob-phone", "bob", "client", "10.0.0.5", "203.0.113.7:51820", 140, 3145728,
-              1048576, True, path="relay nas"),  # behind a mobile network's symmetric NAT
-        _peer(6, "bob-laptop", "bob", "client", "10.0.0.6", None, None, 0, 0, False),
-    ]}
+    return {
+        "state": "Running",
+        "self": {
+            k: me[k]
+            for k in (
+                "node_id",
+                "hostname",
+                "user",
+                "role",
+                "tags",
+                "public_key",
+                "address",
+                "endpoints",
+                "online",
+                "last_seen",
+            )
+        },
+        "server_url": JOIN_LINK,
+        "error": None,
+        "peers": [
+            _peer(
+                1,
+                "nas",
+                "alice",
+                "server",
+                "10.0.0.1",
+                "192.168.1.10:51820",
+                12,
+                734003200,
+                52428800,
+                True,
+            ),
+            _peer(
+                2,
+                "build-box",
+                "carol",
+                "server",
+                "10.0.0.2",
+                "192.168.1.11:51820",
+                3,
+                5368709120,
+                1288490188,
+                True,
+            ),
+            _peer(
+                4,
+                "pi-kitchen",
+                "alice",
+                "client",
+                "10.0.0.4",
+                "192.168.1.31:41641",
+                95,
+                2048,
+                4096,
+                True,
+            ),
+            _peer(
+                5,
+                "bob-phone",
+                "bob",
+                "client",
+                "10.0.0.5",
+                "203.0.113.7:51820",
+                140,
+                3145728,
+                1048576,
+                True,
+                path="relay nas",
+            ),  # behind a mobile network's symmetric NAT
+            _peer(6, "bob-laptop", "bob", "client", "10.0.0.6", None, None, 0, 0, False),
+        ],
+    }
 
 
-def demo_job(states: list[str], state: str, detail: dict[int, str] | None = None,
-             result: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"id": "demo", "kind": "install-server", "state": state,
-            "error": (detail or {}).get(3), "result": result,
-            "steps": [{"name": n, "state": s, "detail": (detail or {}).get(i)}
-                      for i, (n, s) in enumerate(zip(STEPS, states, strict=True))]}
+def demo_job(
+    states: list[str],
+    state: str,
+    detail: dict[int, str] | None = None,
+    result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": "demo",
+        "kind": "install-server",
+        "state": state,
+        "error": (detail or {}).get(3),
+        "result": result,
+        "steps": [
+            {"name": n, "state": s, "detail": (detail or {}).get(i)}
+            for i, (n, s) in enumerate(zip(STEPS, states, strict=True))
+        ],
+    }
 
 
 @contextlib.contextmanager
@@ -73,18 +169,43 @@ def x_server() -> Iterator[None]:
     if not shutil.which("Xvfb"):
         raise SystemExit("screenshots need an X server: install xvfb (and trayer for the tray)")
     display = f":{90 + os.getpid() % 9}"
-    procs = [subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten",
-                               "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     os.environ["DISPLAY"] = display
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     try:
         time.sleep(1.0)
         if shutil.which("trayer"):
-            procs.append(subprocess.Popen(
-                ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
-                 "--height", "32", "--SetDockType", "true", "--tint", "0xdddddd",
-                 "--transparent", "true", "--alpha", "0"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "trayer",
+                        "--edge",
+                        "top",
+                        "--align",
+                        "right",
+                        "--widthtype",
+                        "request",
+                        "--height",
+                        "32",
+                        "--SetDockType",
+                        "true",
+                        "--tint",
+                        "0xdddddd",
+                        "--transparent",
+                        "true",
+                        "--alpha",
+                        "0",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             time.sleep(1.0)
         yield
     finally:
@@ -129,8 +250,7 @@ async def shoot(out: Path) -> None:
         app.tray.menu.popup(anchor)
         await settle(0.6)
         menu = app.tray.menu.geometry()
-        sub = next((m for a in app.tray.menu.actions() if isinstance(m := a.menu(), QMenu)),
-                   None)
+        sub = next((m for a in app.tray.menu.actions() if isinstance(m := a.menu(), QMenu)), None)
         area = menu.united(geo) if geo.isValid() else menu
         if sub is not None:
             peers_action = next(a for a in app.tray.menu.actions() if a.menu() is sub)
@@ -154,8 +274,13 @@ async def shoot(out: Path) -> None:
     app.window.tabs.setCurrentWidget(page)
     page.tabs.setCurrentIndex(2)
     _fill(page.devices, [["1", "nas", "alice", "server", "10.0.0.1", "yes"]])
-    _fill(page.keys, [["7f3a9d2c41e8", "alice", "client", "yes", "2026-12-02 15:42", "no"],
-                      ["19c0b6e2d7a4", "alice", "server", "no", "2026-11-26 15:42", "yes"]])
+    _fill(
+        page.keys,
+        [
+            ["7f3a9d2c41e8", "alice", "client", "yes", "2026-12-02 15:42", "no"],
+            ["19c0b6e2d7a4", "alice", "server", "no", "2026-11-26 15:42", "yes"],
+        ],
+    )
     page.key_reusable.setChecked(True)
     page.new_key.set_value("pcak_7f3a9d2c41e8_Qm4Zr8TfW2yKc9LpX3vNd6HsJ1aGe5BuY7oRi0EtMwA")
     page.new_key.show()
@@ -164,11 +289,17 @@ async def shoot(out: Path) -> None:
 
     # The "Add a device" tab: the server's one-line install and its QR code.
     page.tabs.setCurrentWidget(page.install)
-    page.install.show_info({
-        "line": "curl -fsSLk --pinnedpubkey sha256//W7mLx1cM0a2PqJ9vT4yZbK8dHf3nE6sRuQ5oVgBiA1c= "
-                "https://192.168.1.10:8443/install.sh | sudo sh -s -- --auth-key pk_...",
-        "base_url": "https://192.168.1.10:8443", "pin": "", "join_link": JOIN_LINK,
-        "version": "0.1.0", "packages": ["pcloud_0.1.0_amd64.deb", "pcloud_0.1.0_arm64.deb"]})
+    page.install.show_info(
+        {
+            "line": "curl -fsSLk --pinnedpubkey sha256//W7mLx1cM0a2PqJ9vT4yZbK8dHf3nE6sRuQ5oVgBiA1c= "
+            "https://192.168.1.10:8443/install.sh | sudo sh -s -- --auth-key pk_...",
+            "base_url": "https://192.168.1.10:8443",
+            "pin": "",
+            "join_link": JOIN_LINK,
+            "version": "0.1.0",
+            "packages": ["pcloud_0.1.0_amd64.deb", "pcloud_0.1.0_arm64.deb"],
+        }
+    )
     await settle()
     app.window.grab().save(str(out / "admin-install.png"))
 
@@ -183,18 +314,38 @@ async def shoot(out: Path) -> None:
     wizard.next()
     assert wizard.currentId() == PROGRESS
     wizard.progress_page.job_id = "demo"
-    session.apply_job(Job.model_validate(demo_job(
-        ["done", "done", "running", "pending", "pending"], "running",
-        {0: "created /var/lib/pcloud/private.key (0600)", 1: "listening on 192.168.1.10:8443"})))
+    session.apply_job(
+        Job.model_validate(
+            demo_job(
+                ["done", "done", "running", "pending", "pending"],
+                "running",
+                {
+                    0: "created /var/lib/pcloud/private.key (0600)",
+                    1: "listening on 192.168.1.10:8443",
+                },
+            )
+        )
+    )
     await settle()
     wizard.grab().save(str(out / "wizard-progress.png"))
-    session.apply_job(Job.model_validate(demo_job(
-        ["done", "done", "done", "failed", "pending"], "failed",
-        {3: "port 6443 is already in use by another program (k3s was not started)"})))
+    session.apply_job(
+        Job.model_validate(
+            demo_job(
+                ["done", "done", "done", "failed", "pending"],
+                "failed",
+                {3: "port 6443 is already in use by another program (k3s was not started)"},
+            )
+        )
+    )
     await settle()
     wizard.grab().save(str(out / "wizard-failed.png"))
-    session.apply_job(Job.model_validate(demo_job(
-        ["done"] * 5, "done", result={"setup_code": "K7QF-2M9D", "join_link": JOIN_LINK})))
+    session.apply_job(
+        Job.model_validate(
+            demo_job(
+                ["done"] * 5, "done", result={"setup_code": "K7QF-2M9D", "join_link": JOIN_LINK}
+            )
+        )
+    )
     wizard.next()
     wizard.account_page.created = True
     wizard.next()
@@ -205,9 +356,14 @@ async def shoot(out: Path) -> None:
     dialog = app.open_login(JOIN_LINK)
     dialog.move(80, 80)
     dialog.username.setText("alice")
-    dialog.show_problem(Problem("wrong_fingerprint", "Wrong fingerprint",
-                                "The server's certificate does not match the join link. Ask for "
-                                "a fresh link; do not continue if you did not expect this."))
+    dialog.show_problem(
+        Problem(
+            "wrong_fingerprint",
+            "Wrong fingerprint",
+            "The server's certificate does not match the join link. Ask for "
+            "a fresh link; do not continue if you did not expect this.",
+        )
+    )
     await settle()
     dialog.grab().save(str(out / "login-error.png"))
 

@@ -46,8 +46,9 @@ def test_editable_install_imports_under_pcloud() -> None:
         "import importlib.util, pcloud.server, pcloud.backend, pcloud.gui;"
         "print(importlib.util.find_spec('server'), importlib.util.find_spec('backend'))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd="/", check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
+    ).stdout
     assert out.strip() == "None None"
 
 
@@ -58,9 +59,21 @@ def test_wheel_holds_only_the_pcloud_namespace(tmp_path: Path) -> None:
     skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__")
     shutil.copytree(ROOT, src, ignore=skip)
     res = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if res.returncode != 0:
         pytest.fail(res.stderr)
@@ -72,10 +85,25 @@ def test_wheel_holds_only_the_pcloud_namespace(tmp_path: Path) -> None:
     assert "pcloud/resources/icons/pcloud-connected.svg" in names
     # Only what users run: the K3s stand-in and the screenshot tool live in tests/support.
     assert [n for n in names if "standin" in n or "screenshots" in n] == []
-    assert "pcloud/backend/k3s/flags.json" in names or not (ROOT / "backend/k3s/flags.json").exists()
+    assert (
+        "pcloud/backend/k3s/flags.json" in names or not (ROOT / "backend/k3s/flags.json").exists()
+    )
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                    str(target), str(wheel)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
     # Import from the wheel's files, with the editable finder of this venv switched off.
     code = (
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
@@ -84,6 +112,7 @@ def test_wheel_holds_only_the_pcloud_namespace(tmp_path: Path) -> None:
         "import pcloud.server.app, pcloud.backend, pcloud.gui;"
         "print(pcloud.server.app.__file__)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd="/", check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
+    ).stdout
     assert out.strip().startswith(str(target))

@@ -29,9 +29,20 @@ def backend_socket() -> Iterator[Path]:
     (tmp / "backend.toml").write_text("")
     log = open(tmp / "backend.log", "w")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(
-        [str(BIN / "pcloud-backend"), "--config", str(tmp / "backend.toml"), "--state-dir",
-         str(tmp / "state"), "--socket", str(sock), "--driver", "fake"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(BIN / "pcloud-backend"),
+            "--config",
+            str(tmp / "backend.toml"),
+            "--state-dir",
+            str(tmp / "state"),
+            "--socket",
+            str(sock),
+            "--driver",
+            "fake",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 20
     while not sock.exists():
@@ -70,11 +81,16 @@ def test_status_when_logged_out(capsys: pytest.CaptureFixture[str], backend_sock
     assert code == 1 and "# Logged out: run `pcloud login JOIN-LINK`" in out
     code, out, _ = run(capsys, "--socket", str(backend_socket), "status", "--json")
     assert code == 0
-    assert json.loads(out) == {"state": "NeedsLogin", "self": None, "server_url": None,
-                               "peers": [], "error": None,
-                               "control_unreachable_since": None, "nat": None,
-                               "filter": {"state": "off", "rules": 0, "nft_rules": 0,
-                                          "reason": None}}
+    assert json.loads(out) == {
+        "state": "NeedsLogin",
+        "self": None,
+        "server_url": None,
+        "peers": [],
+        "error": None,
+        "control_unreachable_since": None,
+        "nat": None,
+        "filter": {"state": "off", "rules": 0, "nft_rules": 0, "reason": None},
+    }
 
 
 @pytest.mark.parametrize(
@@ -93,17 +109,28 @@ def test_login_needs_a_way_to_authenticate(
 ) -> None:
     code, _, err = run(capsys, "--socket", str(backend_socket), "login", "https://h:1/")
     assert code == 1 and "--auth-key" in err
-    code, _, err = run(capsys, "--socket", str(backend_socket), "login", "https://h:1/",
-                       "--auth-key", "k")
+    code, _, err = run(
+        capsys, "--socket", str(backend_socket), "login", "https://h:1/", "--auth-key", "k"
+    )
     assert code == 1 and "fingerprint" in err
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_permission_denied_says_how_to_fix(backend_socket: Path) -> None:
     out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "pcloud"),
-         "--socket", str(backend_socket), "up"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            str(BIN / "pcloud"),
+            "--socket",
+            str(backend_socket),
+            "up",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 1
     assert "sudo usermod -aG pcloud $USER" in out.stderr
@@ -116,7 +143,10 @@ def test_reader_that_leaves_gets_no_traceback(backend_socket: Path) -> None:
     try:
         out = subprocess.run(
             [str(BIN / "pcloud"), "--socket", str(backend_socket), "status"],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
         )
     finally:
         os.close(write_end)

@@ -45,9 +45,7 @@ def test_an_unknown_choice_in_the_file_is_refused(tmp_path: Path, text: str, mes
         ('control_probe_s = "5"\n', "setting 'control_probe_s' must be a number, not str"),
     ],
 )  # fmt: skip
-def test_a_typo_or_a_wrong_type_says_what_to_write(
-    tmp_path: Path, text: str, message: str
-) -> None:
+def test_a_typo_or_a_wrong_type_says_what_to_write(tmp_path: Path, text: str, message: str) -> None:
     """What a user hit: `auth_key_fle` named no fix, `headless = "yes"` said only 'wrong type'."""
     with pytest.raises(ConfigError, match=message):
         load_settings(["--config", write(tmp_path, text)])

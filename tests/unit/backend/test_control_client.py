@@ -32,10 +32,16 @@ def test_parse_join_link() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", [
-    f"http://h:1/#fp=sha256:{FP}", "https://h:1/", f"https://h:1/#fp=sha1:{FP}",
-    "https://h:1/#fp=sha256:abc", "not a url",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        f"http://h:1/#fp=sha256:{FP}",
+        "https://h:1/",
+        f"https://h:1/#fp=sha1:{FP}",
+        "https://h:1/#fp=sha256:abc",
+        "not a url",
+    ],
+)
 def test_bad_join_links_are_refused(bad: str) -> None:
     with pytest.raises(PinningError):
         parse_join_link(bad)

@@ -19,8 +19,12 @@ from pcloud.backend.localapi.schemas import Job, JobEvent, JobStep, StatusEvent
 from pcloud.backend.localapi.server import bind_socket, make_server
 from pcloud.backend.wg.fake import FakeDriver
 
-JOB = Job(id="j1", kind="install-server", state="running",
-          steps=[JobStep(name="keys", state="done"), JobStep(name="server", state="running")])
+JOB = Job(
+    id="j1",
+    kind="install-server",
+    state="running",
+    steps=[JobStep(name="keys", state="done"), JobStep(name="server", state="running")],
+)
 
 
 class Jobs:
@@ -30,8 +34,9 @@ class Jobs:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[LocalBackend, Path]]:
-    settings = BackendSettings(state_dir=tmp_path / "state", socket=tmp_path / "b.sock",
-                               driver="fake")
+    settings = BackendSettings(
+        state_dir=tmp_path / "state", socket=tmp_path / "b.sock", driver="fake"
+    )
     backend = LocalBackend(settings, FakeDriver())
     await backend.start()
     sock = bind_socket(settings.socket, mode=0o600, group="pcloud")

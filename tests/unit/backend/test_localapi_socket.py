@@ -47,12 +47,24 @@ class Backend:
         config = self.dir / "backend.toml"
         config.write_text("")
         self.log = self.dir / "backend.log"
-        argv = [str(BIN / "pcloud-backend"), "--config", str(config), "--state-dir",
-                str(self.dir / "state"), "--socket", str(self.socket), "--driver", "fake",
-                "--hostname", "test-device", *extra]
+        argv = [
+            str(BIN / "pcloud-backend"),
+            "--config",
+            str(config),
+            "--state-dir",
+            str(self.dir / "state"),
+            "--socket",
+            str(self.socket),
+            "--driver",
+            "fake",
+            "--hostname",
+            "test-device",
+            *extra,
+        ]
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + 20
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -161,4 +173,3 @@ async def test_backend_not_running(tmp_path: Path) -> None:
     async with LocalClient(stale) as client:
         with pytest.raises(BackendNotRunning):
             await client.up()
-

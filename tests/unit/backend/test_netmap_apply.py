@@ -26,9 +26,16 @@ def key(n: int) -> str:
 
 def peer(n: int, endpoints: list[str] | None = None, **kw: object) -> Peer:
     data: dict[str, object] = dict(
-        node_id=n, hostname=f"h{n}", user="alice", role="client", tags=[], public_key=key(n),
-        address=f"10.0.0.{n}", endpoints=endpoints if endpoints is not None else [],
-        online=True, last_seen=None,
+        node_id=n,
+        hostname=f"h{n}",
+        user="alice",
+        role="client",
+        tags=[],
+        public_key=key(n),
+        address=f"10.0.0.{n}",
+        endpoints=endpoints if endpoints is not None else [],
+        online=True,
+        last_seen=None,
     )
     data.update(kw)
     return Peer.model_validate(data)
@@ -38,8 +45,9 @@ ME = peer(1)
 
 
 def full(version: int, *peers: Peer) -> Netmap:
-    return Netmap(version=version, full=True, self=ME, peers=list(peers),
-                  servers=["https://10.0.0.1:8443"])
+    return Netmap(
+        version=version, full=True, self=ME, peers=list(peers), servers=["https://10.0.0.1:8443"]
+    )
 
 
 def test_full_answer_replaces() -> None:
@@ -50,8 +58,13 @@ def test_full_answer_replaces() -> None:
 
 def test_delta_changes_adds_and_removes() -> None:
     held = full(1, peer(2), peer(3))
-    delta = Netmap(version=2, full=False, self=ME,
-                   peers_changed=[peer(3, ["192.168.0.3:5000"]), peer(9)], peers_removed=[2])
+    delta = Netmap(
+        version=2,
+        full=False,
+        self=ME,
+        peers_changed=[peer(3, ["192.168.0.3:5000"]), peer(9)],
+        peers_removed=[2],
+    )
     got = apply_netmap(held, delta)
     assert [p.node_id for p in got.peers] == [3, 9]
     assert got.peers[0].endpoints == ["192.168.0.3:5000"]
@@ -82,8 +95,13 @@ def test_delta_without_held_map_is_refused() -> None:
 
 def test_desired_config() -> None:
     nm = full(1, peer(2, ["192.168.0.2:51820", "203.0.113.5:4000"]), peer(3), ME)
-    cfg = desired_config(nm, private_key="PRIV", network="10.0.0.0/24", listen_port=51820,
-                         endpoints={key(2): "203.0.113.5:4000"})
+    cfg = desired_config(
+        nm,
+        private_key="PRIV",
+        network="10.0.0.0/24",
+        listen_port=51820,
+        endpoints={key(2): "203.0.113.5:4000"},
+    )
     assert cfg.address == "10.0.0.1/24" and cfg.private_key == "PRIV" and cfg.listen_port == 51820
     assert [p.public_key for p in cfg.peers] == [key(2), key(3)]  # never ourselves
     p2, p3 = cfg.peers
@@ -121,9 +139,21 @@ def test_vet_netmap_keeps_good_peers_and_names_each_bad_one() -> None:
     assert [p.node_id for p in vetted.peers] == [2, 13]
     assert vetted.peers[1].public_key == key(13)
     reasons = dict(line.split(": ", 1) for line in skipped)
-    assert list(reasons) == [f"peer {n} ('{h}')" for n, h in [
-        (3, "evil"), (4, "h4"), (5, "h5"), (6, "h6"), (7, "h7"), (8, "h8"), (9, "h9"),
-        (10, "srv1\\n"), (11, "h11"), (12, "h12")]]
+    assert list(reasons) == [
+        f"peer {n} ('{h}')"
+        for n, h in [
+            (3, "evil"),
+            (4, "h4"),
+            (5, "h5"),
+            (6, "h6"),
+            (7, "h7"),
+            (8, "h8"),
+            (9, "h9"),
+            (10, "srv1\\n"),
+            (11, "h11"),
+            (12, "h12"),
+        ]
+    ]
     assert "not a plain numeric ip:port" in reasons["peer 3 ('evil')"]
     assert reasons["peer 4 ('h4')"] == "has the same public key as peer 2 ('h2')"
     assert reasons["peer 5 ('h5')"] == "has the same public key as this device"
@@ -193,9 +223,15 @@ def test_selector_single_candidate_never_rotates_and_keeps_choice_on_new_list() 
 
 
 def test_local_endpoints() -> None:
-    addrs = [("lo", "127.0.0.1"), ("eth0", "192.168.0.11"), ("pcloud0", "10.0.0.2"),
-             ("eth1", "169.254.1.1"), ("eth2", "fe80::1"), ("wlan0", "172.16.5.4"),
-             ("eth0", "192.168.0.11")]
+    addrs = [
+        ("lo", "127.0.0.1"),
+        ("eth0", "192.168.0.11"),
+        ("pcloud0", "10.0.0.2"),
+        ("eth1", "169.254.1.1"),
+        ("eth2", "fe80::1"),
+        ("wlan0", "172.16.5.4"),
+        ("eth0", "192.168.0.11"),
+    ]
     assert local_endpoints(addrs, 51820, "pcloud0") == ["172.16.5.4:51820", "192.168.0.11:51820"]
 
 
@@ -206,8 +242,9 @@ def test_intake_tells_news_from_a_quiet_answer_and_a_server_list_change() -> Non
     quiet = Netmap(version=1, full=False, self=ME)
     assert intake(held, quiet) == (None, False)
     assert intake(None, quiet) == (None, False)  # a delta before any full map waits
-    servers = Netmap(version=2, full=False, self=ME,
-                     servers=["https://10.0.0.1:8443", "https://10.0.0.2:8443"])
+    servers = Netmap(
+        version=2, full=False, self=ME, servers=["https://10.0.0.1:8443", "https://10.0.0.2:8443"]
+    )
     merged, tunnels = intake(held, servers)
     assert merged is not None and len(merged.servers) == 2 and not tunnels
     merged, tunnels = intake(held, Netmap(version=3, full=False, self=ME, peers_removed=[2]))

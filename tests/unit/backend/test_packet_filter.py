@@ -22,43 +22,61 @@ from pcloud.backend.wg.fake import FakeDriver
 from pcloud.server.protocol import FilterRule, Netmap
 from tests.unit.backend.test_netmap_apply import ME, full, peer
 
-SSH = FilterRule(src=["10.0.0.2", "10.0.0.4/31"], proto=[6], ports=[(22, 22), (443, 443)],
-                 src_aliases=["group:ops"], why="acls[0]")
+SSH = FilterRule(
+    src=["10.0.0.2", "10.0.0.4/31"],
+    proto=[6],
+    ports=[(22, 22), (443, 443)],
+    src_aliases=["group:ops"],
+    why="acls[0]",
+)
 ANY = FilterRule(src=["*"], proto=[], ports=[(0, 65535)], src_aliases=["*"], why="default")
 ICMP = FilterRule(src=["10.0.0.2"], proto=[1], ports=[(0, 65535)], why="acls[3]")
 
 
 def rules_of(batch: list[dict]) -> list[list[dict]]:  # type: ignore[type-arg]
-    return [c["add"]["rule"]["expr"] for c in batch
-            if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == ruleset.CHAIN]
+    return [
+        c["add"]["rule"]["expr"]
+        for c in batch
+        if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == ruleset.CHAIN
+    ]
 
 
 def test_batch_replaces_only_our_table_and_ends_in_drop() -> None:
     batch = ruleset.build([SSH, ANY, ICMP], "pcloud0")
-    tables = {(c[op]["table"]["family"], c[op]["table"]["name"])
-              for c in batch for op in c if "table" in c[op]}
+    tables = {
+        (c[op]["table"]["family"], c[op]["table"]["name"])
+        for c in batch
+        for op in c
+        if "table" in c[op]
+    }
     assert tables == {("inet", "pcloud")}
     assert [next(iter(c)) for c in batch[:3]] == ["add", "delete", "add"]  # one transaction
     exprs = rules_of(batch)
     assert exprs[0][-1] == {"accept": None}
     assert {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}} in (
-        exprs[0])  # only replies to our own connections skip the rules
+        exprs[0]
+    )  # only replies to our own connections skip the rules
     assert exprs[-1] == [{"counter": None}, {"drop": None}]
     ssh = exprs[3]
-    assert ssh[0]["match"]["right"] == {"set": ["10.0.0.2", {"prefix": {"addr": "10.0.0.4",
-                                                                        "len": 31}}]}
+    assert ssh[0]["match"]["right"] == {
+        "set": ["10.0.0.2", {"prefix": {"addr": "10.0.0.4", "len": 31}}]
+    }
     assert ssh[1]["match"]["right"] == 6 and ssh[2]["match"]["right"] == {"set": [22, 443]}
     # No proto: tcp and udp on the ports (all of them here: no port match), and ICMP.
-    assert exprs[4] == [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
-                                   "right": {"set": [6, 17]}}}, {"accept": None}]
+    assert exprs[4] == [
+        {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": [6, 17]}}},
+        {"accept": None},
+    ]
     assert exprs[5][0]["match"]["right"] == {"set": [1, 58]}
     # jump; reply/related/invalid; SSH 1, ANY 2 (tcp+udp, icmp), ICMP 1; the final drop
     assert ruleset.nft_rule_count(batch) == 1 + 3 + 4 + 1
 
 
 def test_delete_only_names_our_table() -> None:
-    assert ruleset.delete() == [{"add": {"table": {"family": "inet", "name": "pcloud"}}},
-                                {"delete": {"table": {"family": "inet", "name": "pcloud"}}}]
+    assert ruleset.delete() == [
+        {"add": {"table": {"family": "inet", "name": "pcloud"}}},
+        {"delete": {"table": {"family": "inet", "name": "pcloud"}}},
+    ]
 
 
 def test_a_delta_keeps_the_held_filter_unless_it_brings_one() -> None:
@@ -74,8 +92,14 @@ async def test_no_tunnel_is_configured_without_its_filter(tmp_path: Path) -> Non
     driver = FakeDriver()
     backend = LocalBackend(settings, driver)
     backend.store.ensure_dir()
-    backend.node = NodeInfo(node_id=1, node_token="t", server_url="https://x/#fp=sha256:00",
-                            address="10.0.0.1", network="10.0.0.0/24", hostname="h1")
+    backend.node = NodeInfo(
+        node_id=1,
+        node_token="t",
+        server_url="https://x/#fp=sha256:00",
+        address="10.0.0.1",
+        network="10.0.0.0/24",
+        hostname="h1",
+    )
     backend.netmap = full(1, peer(2), peer(3)).model_copy(update={"filter": [SSH]})
     backend.want_running = True
     await driver.start()
@@ -103,11 +127,14 @@ async def test_no_filter_from_the_server_is_said_plainly() -> None:
 
 
 def test_rules_in_policy_words() -> None:
-    status = Status(state="Running", peers=[
-        {**peer(2).model_dump(), "hostname": "laptop"},
-        {**peer(5).model_dump(), "hostname": "rpi112"},
-        {**peer(9).model_dump(), "hostname": "other"},
-    ])
+    status = Status(
+        state="Running",
+        peers=[
+            {**peer(2).model_dump(), "hostname": "laptop"},
+            {**peer(5).model_dump(), "hostname": "rpi112"},
+            {**peer(9).model_dump(), "hostname": "other"},
+        ],
+    )
     assert who(SSH, status) == "group:ops (laptop, rpi112)"
     assert who(ANY, status) == "* (any peer)"
     assert what(SSH) == "tcp 22, 443"

@@ -21,16 +21,27 @@ def mode(path: Path) -> int:
 
 
 def make_netmap() -> Netmap:
-    me = Peer(node_id=1, hostname="a", user="u", role="client", tags=[], public_key=KEY,
-              address="10.0.0.2", endpoints=[], online=True, last_seen=datetime.now(UTC))
+    me = Peer(
+        node_id=1,
+        hostname="a",
+        user="u",
+        role="client",
+        tags=[],
+        public_key=KEY,
+        address="10.0.0.2",
+        endpoints=[],
+        online=True,
+        last_seen=datetime.now(UTC),
+    )
     return Netmap(version=3, full=True, self=me, peers=[me.model_copy(update={"node_id": 2})])
 
 
 def test_node_file_is_0600_and_round_trips(tmp_path: Path) -> None:
     store = Store(tmp_path / "state")
     store.ensure_dir()
-    node = NodeInfo(7, "secret-token", "https://h:1/#fp=sha256:" + "0" * 64, "10.0.0.7",
-                    "10.0.0.0/24", "dev")
+    node = NodeInfo(
+        7, "secret-token", "https://h:1/#fp=sha256:" + "0" * 64, "10.0.0.7", "10.0.0.0/24", "dev"
+    )
     store.save_node(node)
     assert mode(store.node_path) == 0o600
     assert mode(store.dir) == 0o700

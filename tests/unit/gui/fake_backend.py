@@ -80,8 +80,10 @@ class FakeBackend:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode().split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip()
-                       for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+            }
             raw = await reader.readexactly(int(headers.get("content-length", "0")))
             body = json.loads(raw) if raw else None
             self.requests.append((method, path, body))
@@ -92,9 +94,11 @@ class FakeBackend:
                 await asyncio.sleep(self.delays[path])
             status, answer = self._answer(method, path, body)
             payload = json.dumps(answer).encode()
-            writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                         + payload)
+            writer.write(
+                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -111,8 +115,9 @@ class FakeBackend:
         return error(404, "not_found", f"no route {method} {path}")
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Connection: close\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        )
         writer.write(f"event: status\ndata: {json.dumps(self.status)}\n\n".encode())
         await writer.drain()
         queue: asyncio.Queue[str | None] = asyncio.Queue()

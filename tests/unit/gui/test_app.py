@@ -49,8 +49,13 @@ def test_first_run_opens_the_wizard_once(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is about root")
 def test_refuses_root_without_the_flag() -> None:
-    result = subprocess.run([sys.executable, "-m", "pcloud.gui"], capture_output=True,
-                            text=True, timeout=60, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    result = subprocess.run(
+        [sys.executable, "-m", "pcloud.gui"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     assert result.returncode == 2
     assert "refusing to run as root" in result.stderr
 

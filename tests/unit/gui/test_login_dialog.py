@@ -34,15 +34,24 @@ def submit_and_wait(loop: asyncio.AbstractEventLoop, dialog: LoginDialog) -> Non
     run(loop, asyncio.shield(dialog.task))
 
 
-@pytest.mark.parametrize(("recorded", "title", "by_key"), [
-    ("wrong_fingerprint", "Wrong fingerprint", False),
-    ("wrong_password", "Wrong username or password", False),
-    ("server_unreachable", "Server unreachable", False),
-    ("bad_key", "Pre-auth key refused", True),
-    ("invalid_link", "Not a join link", False),
-])
-def test_named_errors(loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session,
-                      recorded: str, title: str, by_key: bool) -> None:
+@pytest.mark.parametrize(
+    ("recorded", "title", "by_key"),
+    [
+        ("wrong_fingerprint", "Wrong fingerprint", False),
+        ("wrong_password", "Wrong username or password", False),
+        ("server_unreachable", "Server unreachable", False),
+        ("bad_key", "Pre-auth key refused", True),
+        ("invalid_link", "Not a join link", False),
+    ],
+)
+def test_named_errors(
+    loop: asyncio.AbstractEventLoop,
+    backend: FakeBackend,
+    session: Session,
+    recorded: str,
+    title: str,
+    by_key: bool,
+) -> None:
     answer = ERRORS[recorded]
     backend.route("POST", "/v1/login", (answer["status"], answer["body"]))
     dialog = LoginDialog(session)
@@ -54,8 +63,9 @@ def test_named_errors(loop: asyncio.AbstractEventLoop, backend: FakeBackend, ses
     assert dialog.isVisible()  # stays open to fix the mistake
 
 
-def test_unreachable_from_a_5xx_code(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
-                                     session: Session) -> None:
+def test_unreachable_from_a_5xx_code(
+    loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session
+) -> None:
     backend.route("POST", "/v1/login", error(502, "server_unreachable", "https://x: timed out"))
     dialog = LoginDialog(session)
     fill(dialog)
@@ -73,10 +83,14 @@ def test_backend_not_running(loop: asyncio.AbstractEventLoop, tmp_path: Path) ->
     run(loop, session.close())
 
 
-def test_not_in_group(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
-                      session: Session) -> None:
-    backend.route("POST", "/v1/login", error(403, "forbidden",
-                                             "permission denied: uid 1000 is not in group pcloud"))
+def test_not_in_group(
+    loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session
+) -> None:
+    backend.route(
+        "POST",
+        "/v1/login",
+        error(403, "forbidden", "permission denied: uid 1000 is not in group pcloud"),
+    )
     dialog = LoginDialog(session)
     fill(dialog)
     submit_and_wait(loop, dialog)
@@ -88,9 +102,15 @@ def test_success_signs_in_and_keeps_no_password(
     loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session
 ) -> None:
     backend.route("POST", "/v1/login", lambda body: (200, fixture_json("status_running.json")))
-    backend.route("POST", "/v1/coord", lambda body: (
-        (200, {"status": 200, "body": {"token": "tok-1", "expires_at": "2026-12-01T00:00:00Z"}})
-        if body["path"] == "/login" else (200, {"status": 200, "body": []})))
+    backend.route(
+        "POST",
+        "/v1/coord",
+        lambda body: (
+            (200, {"status": 200, "body": {"token": "tok-1", "expires_at": "2026-12-01T00:00:00Z"}})
+            if body["path"] == "/login"
+            else (200, {"status": 200, "body": []})
+        ),
+    )
     done: list[bool] = []
     dialog = LoginDialog(session)
     dialog.logged_in.connect(lambda: done.append(True))
@@ -99,10 +119,12 @@ def test_success_signs_in_and_keeps_no_password(
     submit_and_wait(loop, dialog)
     assert done == [True] and not dialog.isVisible()
     assert backend.calls("POST", "/v1/login") == [
-        {"server_url": LINK, "username": "alice", "password": "hunter22"}]
+        {"server_url": LINK, "username": "alice", "password": "hunter22"}
+    ]
     sign_in = [b for b in backend.calls("POST", "/v1/coord") if b["path"] == "/login"]
-    assert sign_in == [{"method": "POST", "path": "/login",
-                        "body": {"username": "alice", "password": "hunter22"}}]
+    assert sign_in == [
+        {"method": "POST", "path": "/login", "body": {"username": "alice", "password": "hunter22"}}
+    ]
     run(loop, until(lambda: session.is_admin, what="admin check"))
     assert session.token == "tok-1"
     assert session.tokens.load("https://127.0.0.1:39229") == "tok-1"

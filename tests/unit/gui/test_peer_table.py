@@ -52,8 +52,10 @@ def test_update_in_place_touches_only_changed_rows() -> None:
     kept = QPersistentModelIndex(model.index(1, HOSTNAME))
     assert kept.data() == "pi-kitchen"
 
-    bumped = [p.model_copy(update={"rx_bytes": p.rx_bytes + 100}) if p.hostname == "pi-kitchen"
-              else p for p in peers]
+    bumped = [
+        p.model_copy(update={"rx_bytes": p.rx_bytes + 100}) if p.hostname == "pi-kitchen" else p
+        for p in peers
+    ]
     model.set_peers(bumped)
     assert seen == [("changed", (1, 1))]  # one row, no reset, no insert/remove
     assert kept.isValid() and kept.row() == 1
@@ -68,7 +70,11 @@ def test_update_in_place_touches_only_changed_rows() -> None:
     assert seen == [("removed", (0, 0)), ("inserted", (3, 3))]
     assert kept.isValid() and kept.data() == "pi-kitchen"  # survived the removal above it
     assert [model.index(r, HOSTNAME).data() for r in range(model.rowCount())] == [
-        "pi-kitchen", "bob-laptop", "build-box", "tv"]
+        "pi-kitchen",
+        "bob-laptop",
+        "build-box",
+        "tv",
+    ]
 
 
 def test_tick_refreshes_only_the_age_column() -> None:

@@ -29,8 +29,12 @@ def test_entries_for_each_state() -> None:
     assert running[0].text == "Connected"
     assert running[2].text == "This device: laptop - 10.0.0.3" and running[2].copy == "10.0.0.3"
     peers = running[3].children
-    assert [p.text.split("\t")[0] for p in peers] == ["build-box", "nas", "pi-kitchen",
-                                                      "bob-laptop"]  # online first
+    assert [p.text.split("\t")[0] for p in peers] == [
+        "build-box",
+        "nas",
+        "pi-kitchen",
+        "bob-laptop",
+    ]  # online first
     assert [p.dot for p in peers] == [True, True, True, False]
     assert peers[1].copy == "10.0.0.1"
 
@@ -108,8 +112,10 @@ def test_backend_missing_then_started(
     fake = FakeBackend(sock_path, fixture_json("status_running.json"))
 
     async def scenario() -> None:
-        await until(lambda: "The PCloud backend is not running" in texts(tray.menu),
-                    what="not-running notice")
+        await until(
+            lambda: "The PCloud backend is not running" in texts(tray.menu),
+            what="not-running notice",
+        )
         await fake.start()  # the feed retries on its own
         await until(lambda: "Connected" in texts(tray.menu), what="recovery", timeout=5)
         await fake.stop()

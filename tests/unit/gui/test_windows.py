@@ -15,10 +15,26 @@ from pcloud.gui.views.main_window import MainWindow
 from tests.unit.gui.conftest import fixture_json, run, until
 from tests.unit.gui.fake_backend import FakeBackend
 
-NODES = [{"node_id": 1, "hostname": "nas", "user": "alice", "role": "server", "tags": [],
-          "address": "10.0.0.1", "online": True},
-         {"node_id": 2, "hostname": "laptop", "user": "alice", "role": "client", "tags": [],
-          "address": "10.0.0.3", "online": True}]
+NODES = [
+    {
+        "node_id": 1,
+        "hostname": "nas",
+        "user": "alice",
+        "role": "server",
+        "tags": [],
+        "address": "10.0.0.1",
+        "online": True,
+    },
+    {
+        "node_id": 2,
+        "hostname": "laptop",
+        "user": "alice",
+        "role": "client",
+        "tags": [],
+        "address": "10.0.0.3",
+        "online": True,
+    },
+]
 USERS = [{"username": "alice", "admin": True, "created_at": "2026-11-25T15:00:00Z"}]
 
 
@@ -33,17 +49,27 @@ def coord_router(seen: list[dict[str, Any]]) -> Any:
         if (method, path) == ("GET", "/auth-keys"):
             return 200, {"status": 200, "body": []}
         if (method, path) == ("POST", "/auth-keys"):
-            return 200, {"status": 201, "body": {"key": "pcloud-authkey-SECRET", "prefix": "pk1",
-                                                 "expires_at": "2026-11-26T15:00:00Z"}}
+            return 200, {
+                "status": 201,
+                "body": {
+                    "key": "pcloud-authkey-SECRET",
+                    "prefix": "pk1",
+                    "expires_at": "2026-11-26T15:00:00Z",
+                },
+            }
         if (method, path) == ("POST", "/users") and body["body"]["username"] == "alice":
-            return 200, {"status": 409, "body": {"error": {
-                "code": "user_exists", "message": "user alice already exists"}}}
+            return 200, {
+                "status": 409,
+                "body": {"error": {"code": "user_exists", "message": "user alice already exists"}},
+            }
         return 200, {"status": 204, "body": None}
+
     return handle
 
 
-def test_main_window_follows_events(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
-                                    session: Session) -> None:
+def test_main_window_follows_events(
+    loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session
+) -> None:
     window = MainWindow(session)
     window.show()
     session.start()
@@ -74,8 +100,9 @@ def test_main_window_follows_events(loop: asyncio.AbstractEventLoop, backend: Fa
     run(loop, scenario())
 
 
-def test_admin_page(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
-                    session: Session) -> None:
+def test_admin_page(
+    loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session
+) -> None:
     seen: list[dict[str, Any]] = []
     backend.route("POST", "/v1/coord", coord_router(seen))
     window = MainWindow(session)
@@ -87,8 +114,10 @@ def test_admin_page(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
         await session.remember_token("tok-admin")
         assert session.is_admin and window.tabs.count() == 2
         page = window.admin_page
-        await until(lambda: page.devices.rowCount() == 2 and page.users.rowCount() == 1,
-                    what="devices and users listed")
+        await until(
+            lambda: page.devices.rowCount() == 2 and page.users.rowCount() == 1,
+            what="devices and users listed",
+        )
         assert page.users.item(0, 0).text() == "alice"
         assert all(b.get("token") == "tok-admin" for b in seen)
         assert not window.add_server.isHidden()  # admin on a client device
@@ -99,8 +128,11 @@ def test_admin_page(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
         page._rename()
         await until(lambda: any(b["method"] == "PATCH" for b in seen), what="rename")
         assert next(b for b in seen if b["method"] == "PATCH") == {
-            "method": "PATCH", "path": "/nodes/2", "token": "tok-admin",
-            "body": {"hostname": "work-laptop"}}
+            "method": "PATCH",
+            "path": "/nodes/2",
+            "token": "tok-admin",
+            "body": {"hostname": "work-laptop"},
+        }
 
         page.user_name.setText("alice")
         page.user_password.setText("pw")
@@ -115,24 +147,36 @@ def test_admin_page(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
         assert page.new_key.value.text() == "pcloud-authkey-SECRET"
         assert page.new_key.qr.text == "pcloud-authkey-SECRET"
         create = next(b for b in seen if (b["method"], b["path"]) == ("POST", "/auth-keys"))
-        assert create["body"] == {"reusable": True, "ephemeral": False, "expires_in_s": 86400,
-                                  "role": "server", "tags": []}
+        assert create["body"] == {
+            "reusable": True,
+            "ephemeral": False,
+            "expires_in_s": 86400,
+            "role": "server",
+            "tags": [],
+        }
 
     run(loop, scenario())
 
 
-def test_add_server_dialog(loop: asyncio.AbstractEventLoop, backend: FakeBackend,
-                           session: Session) -> None:
+def test_add_server_dialog(
+    loop: asyncio.AbstractEventLoop, backend: FakeBackend, session: Session
+) -> None:
     def state(steps: list[str], st: str = "running") -> dict[str, Any]:
         names = ["approve", "k3s join token", "k3s server", "role server"]
-        data = {"id": "j2", "kind": "join-server", "state": st, "error": None, "result": None,
-                "steps": [{"name": n, "state": s, "detail": None} for n, s in zip(names, steps,
-                                                                                  strict=True)]}
+        data = {
+            "id": "j2",
+            "kind": "join-server",
+            "state": st,
+            "error": None,
+            "result": None,
+            "steps": [
+                {"name": n, "state": s, "detail": None} for n, s in zip(names, steps, strict=True)
+            ],
+        }
         return Job.model_validate(data).model_dump(mode="json")
 
     backend.route("POST", "/v1/join-server", (200, {"job_id": "j2"}))
-    backend.route("GET", "/v1/jobs/j2", (200, state(["running", "pending", "pending",
-                                                     "pending"])))
+    backend.route("GET", "/v1/jobs/j2", (200, state(["running", "pending", "pending", "pending"])))
     session.tokens.save("https://127.0.0.1:39229", "tok-admin")  # filed by an earlier sign-in
     session.start()
     dialog = AddServerDialog(session)

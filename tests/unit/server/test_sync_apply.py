@@ -40,10 +40,12 @@ def _batch(revision: int, version: int, *changes: tuple[str, str, object]) -> Wa
 def test_foreign_nodes_fan_out_and_keep_ipam_in_step(tmp_path: Path) -> None:
     state = _state(tmp_path)
     n1, n2 = _node(1, "10.0.0.2"), _node(2, "10.0.0.3")
-    state.apply_foreign(_batch(5, 1, ("node", "1", to_record(n1)), ("addr", "10.0.0.2", {"node": 1}))
+    state.apply_foreign(
+        _batch(5, 1, ("node", "1", to_record(n1)), ("addr", "10.0.0.2", {"node": 1}))
     )
     v1 = state.version
-    state.apply_foreign(_batch(6, 2, ("node", "2", to_record(n2)), ("meta", "next_node_id", {"value": 3}))
+    state.apply_foreign(
+        _batch(6, 2, ("node", "2", to_record(n2)), ("meta", "next_node_id", {"value": 3}))
     )
     assert state.store_version == 2 and state.next_node_id == 3
     assert state.node_by_token["tok2"] == 2 and state.peers_of(1) == {2}
