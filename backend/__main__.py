@@ -114,7 +114,8 @@ async def run(settings: BackendSettings) -> None:
         await server.serve(sockets=socks)
     finally:
         try:
-            await asyncio.wait_for(backend.shutdown(), SHUTDOWN_TIMEOUT_S)
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await backend.shutdown()
         except TimeoutError:
             log.warning(
                 "backend loops did not stop within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S

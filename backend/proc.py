@@ -36,7 +36,8 @@ async def wait_pid_exit(pid: int, within: float | None = None) -> bool:
 
     loop.add_reader(pidfd, ready)
     try:
-        await asyncio.wait_for(gone, within)
+        async with asyncio.timeout(within):
+            await gone
         return True
     except TimeoutError:
         return False

@@ -10,7 +10,6 @@ Each new problem is also logged once as a warning (socket and fix included): som
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from PySide6.QtCore import QObject, Signal
@@ -18,6 +17,7 @@ from PySide6.QtCore import QObject, Signal
 from pcloud.backend.localapi.client import LocalAPIError, LocalClient
 from pcloud.backend.localapi.schemas import JobEvent, StatusEvent
 from pcloud.gui.errors import Problem, classify
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class EventFeed(QObject):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

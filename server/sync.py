@@ -76,7 +76,8 @@ class StoreSync:
         entry = (revision, fut)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                await fut
             return True
         except TimeoutError:
             return False

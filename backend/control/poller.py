@@ -114,7 +114,8 @@ class NetmapFollower:
         """The backoff between tries, cut short by `wake`."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
 
 @dataclass(eq=False, repr=False)

@@ -41,6 +41,7 @@ from pcloud.server.protocol import (
     STREAM_PATH,
     Netmap,
 )
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,4 @@ class StreamPoller(NetmapFollower):
         try:
             await poller.run()
         finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+            await cancel_and_wait(probe)

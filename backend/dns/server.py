@@ -162,9 +162,8 @@ class Resolver:
                 for host, port in self.upstreams:
                     try:
                         if tcp:
-                            answer = await asyncio.wait_for(
-                                _ask_tcp(host, port, data), FORWARD_TIMEOUT_S
-                            )
+                            async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                                answer = await _ask_tcp(host, port, data)
                         else:
                             answer = await _ask_udp(host, port, data)
                     except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
@@ -186,7 +185,8 @@ async def _ask_udp(host: str, port: int, data: bytes) -> bytes:
     )
     try:
         transport.sendto(data)
-        return await asyncio.wait_for(future, FORWARD_TIMEOUT_S)
+        async with asyncio.timeout(FORWARD_TIMEOUT_S):
+            return await future
     finally:
         transport.close()
 
@@ -276,10 +276,10 @@ class DnsServer:
         resolver = self.resolver
         try:
             while True:
-                (size,) = struct.unpack(
-                    "!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S)
-                )
-                data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_S)
+                async with asyncio.timeout(TCP_IDLE_S):
+                    (size,) = struct.unpack("!H", await reader.readexactly(2))
+                async with asyncio.timeout(TCP_IDLE_S):
+                    data = await reader.readexactly(size)
                 result = resolver.answer_local(data)
                 if result is None:
                     break

@@ -34,7 +34,8 @@ async def run(batch: list[dict[str, Any]], *, nft: str = "nft") -> str:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(proc.communicate(doc.encode()), TIMEOUT_S)
+        async with asyncio.timeout(TIMEOUT_S):
+            out, err = await proc.communicate(doc.encode())
     except (OSError, TimeoutError) as e:
         raise NftError(f"running nft failed: {e}") from None
     if proc.returncode != 0:
@@ -56,7 +57,8 @@ async def list_tables(*, nft: str = "nft") -> list[tuple[str, str]]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+    async with asyncio.timeout(TIMEOUT_S):
+        out, err = await proc.communicate()
     if proc.returncode != 0:
         raise NftError(err.decode(errors="replace").strip())
     items = json.loads(out or b'{"nftables": []}').get("nftables", [])

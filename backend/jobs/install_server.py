@@ -93,7 +93,8 @@ async def wait_backend(
             if left <= 0:
                 raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}")
             try:
-                await asyncio.wait_for(events.get(), left)
+                async with asyncio.timeout(left):
+                    await events.get()
             except TimeoutError:
                 continue
 

@@ -13,7 +13,6 @@ housekeeping loop run as tasks that `_stop_tasks` cancels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -43,6 +42,7 @@ from pcloud.backend.state import Facts, State, StateTracker
 from pcloud.backend.status import build_status
 from pcloud.backend.wg.driver import Driver
 from pcloud.server.protocol import Netmap, ProofPurpose, RegisterAnswer
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +286,7 @@ class LocalBackend:
         me = asyncio.current_task()  # the headless login calls login(), which stops tasks
         tasks = [t for t in self._tasks if t is not me]
         self._tasks = [t for t in self._tasks if t is me]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
 
     async def _go_up(self) -> None:
         """Interface up (adopting an existing one), persisted netmap applied, loops started."""

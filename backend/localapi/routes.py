@@ -317,7 +317,8 @@ async def _event_stream(backend: LocalBackend, *, secrets: bool) -> AsyncIterato
                 yield sse("status", current)
                 last = current
             try:
-                event = await asyncio.wait_for(queue.get(), STATUS_REFRESH_S)
+                async with asyncio.timeout(STATUS_REFRESH_S):
+                    event = await queue.get()
             except TimeoutError:
                 continue
             if event.kind == "job":

@@ -5,6 +5,7 @@ and wireguard-go: the probe never touches WireGuard's own socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -54,10 +55,9 @@ async def probe(targets: Sequence[Target], timeout: float = 1.5) -> tuple[dict[T
                         transport.sendto(request, target)
                     except OSError:
                         pass  # no route from here: that target stays unanswered
-            try:
-                await asyncio.wait_for(proto.done.wait(), min(RESEND_S, deadline - loop.time()))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(RESEND_S, deadline - loop.time())):
+                    await proto.done.wait()
         return dict(proto.seen), port
     finally:
         transport.close()

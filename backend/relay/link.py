@@ -19,6 +19,7 @@ from pcloud.backend.control.proof import make_proof
 from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 # (the link it came through, source public key, WireGuard packet)
@@ -126,7 +127,8 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     left = sent + wire.HELLO_S - time.monotonic()
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, left))
+                    async with asyncio.timeout(max(0.0, left)):
+                        await self._wake.wait()
         finally:
             transport.close()
             self._transport = None
@@ -141,7 +143,8 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                 return False
             self._welcome_seen.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._welcome_seen.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._welcome_seen.wait()
         return True
 
 
@@ -187,9 +190,7 @@ class StreamLink(Link):
                 if isinstance(message, bytes):
                     self._frame(message)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def up(self) -> bool:

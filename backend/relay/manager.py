@@ -32,6 +32,7 @@ from pcloud.backend.relay.proxy import PeerProxy, open_proxy
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Netmap, RelayInfo
 from pcloud.server.protocol import relay as wire
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
@@ -112,11 +113,7 @@ class RelayManager:
             await self.close()
 
     async def close(self) -> None:
-        for task in self._access.values():
-            task.cancel()
-        for task in self._access.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._access.values())
         self._access.clear()
         self._links.clear()
         self._via.clear()
@@ -213,7 +210,8 @@ class RelayManager:
                 self._links[url].append(udp)
                 tasks.append(asyncio.create_task(udp.run()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(udp.welcomed.wait(), UDP_GRACE_S)
+                    async with asyncio.timeout(UDP_GRACE_S):
+                        await udp.welcomed.wait()
                 if udp.up:
                     log.info("relay %s reached over UDP at %s:%d", info.name, host, info.udp_port)
             if not tasks or not self._links[url][0].up:

@@ -108,7 +108,8 @@ class SubprocessRunner:
         except OSError as exc:
             raise RunError(f"cannot run {shown}: {exc}") from None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -11,7 +11,6 @@ adopts the process named by the PID file instead of starting a second K3s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from pcloud.backend.proc import reap, terminate, wait_pid_exit
 from pcloud.backend.services.runner import RunError, Runner
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,7 @@ class ChildService:
 
     async def _cancel_supervisor(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def stop(self, argv: Sequence[str] | None = None) -> None:

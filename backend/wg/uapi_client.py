@@ -38,9 +38,8 @@ class UapiClient:
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_unix_connection(self.path, limit=_READ_LIMIT), self.timeout
-            )
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.open_unix_connection(self.path, limit=_READ_LIMIT)
         except (OSError, TimeoutError) as exc:
             raise DriverError(f"cannot reach wireguard-go at {self.path}: {exc}") from None
 
@@ -50,7 +49,8 @@ class UapiClient:
         try:
             writer.write(data)
             await writer.drain()
-            answer = await asyncio.wait_for(reader.readuntil(b"\n\n"), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                answer = await reader.readuntil(b"\n\n")
         except asyncio.IncompleteReadError as exc:
             # wireguard-go hangs up without an errno on a request it cannot parse at all.
             answer = exc.partial

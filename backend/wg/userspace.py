@@ -27,6 +27,7 @@ from pcloud.backend.wg import link
 from pcloud.backend.wg.diff import ConfigDiff, applied_endpoints, diff
 from pcloud.backend.wg.driver import DriverError, DriverEvent, InterfaceConfig, PeerStats
 from pcloud.backend.wg.uapi_client import DEFAULT_SOCKET_DIR, UapiClient, socket_path
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ class UserspaceDriver:
     async def close(self, *, remove_interface: bool) -> None:
         self._closing = True
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            await cancel_and_wait(self._supervisor)
             self._supervisor = None
         if remove_interface:
             async with self._lock:

@@ -130,7 +130,8 @@ async def run_policy_job(work: Callable[[], T], timeout_s: float) -> T:
         _busy.release()
         raise
     try:
-        return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.shield(future)
     except TimeoutError:
         raise too_big(
             f"checking the policy took longer than {timeout_s:g} s: split it into fewer rules, "

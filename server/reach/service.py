@@ -6,9 +6,10 @@ handshakes); `start_echo` opens the UDP address echo (the real server only, see 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
+
+from pcloud.shared.tasks import cancel_and_wait
 
 from ..config import Settings
 from ..security.tls import TlsFiles, ensure_leaf, leaf_names
@@ -43,10 +44,7 @@ class Reach:
     async def stop(self) -> None:
         for transport in self._echo:
             transport.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def cert_names(self) -> list[str]:
         return self.settings.cert_names() + public_cert_names(self.state)

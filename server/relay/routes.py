@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
+from pcloud.shared.tasks import cancel_and_wait
+
 from ..api.deps import AccountsDep, CurrentNode
 from ..errors import ApiError
 from ..protocol import RelayInfo
@@ -100,6 +102,5 @@ async def relay_stream(ws: WebSocket) -> None:
         pass
     finally:
         relay.unregister_stream(key, sink)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        with contextlib.suppress(Exception):  # the writer's own end (a closed socket)
+            await cancel_and_wait(task)
