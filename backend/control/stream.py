@@ -4,8 +4,11 @@
 stream open and hands every netmap line to the core. The server writes a keep-alive line after
 each quiet interval (it says how long in a response header); silence for `SILENCE_FACTOR`
 intervals means the server or the path to it died without a FIN, so the stream is dropped and
-another one opened: no separate liveness probe is needed while streaming, and an idle backend
-wakes once per interval to read one short line.
+another one opened. That deadline is tens of seconds (the interval is 20 s by default), too slow
+to show a hung server to the user, so a liveness probe (`liveness.Liveness`, `GET /health` every
+`probe_s`) runs beside whatever is followed, the stream or the long poll: a failed probe shows the
+outage at once and interrupts the request in flight, and a probe that succeeds again cuts the
+backoff short.
 
 After a stream breaks it retries quickly (`FAST_RETRY_S`, jittered) for a while, since a server
 that was streaming a moment ago is most likely restarting, and so a device is back on its
@@ -13,7 +16,7 @@ stream within a second or so of the server's return. After `FAST_WINDOW_S` witho
 it backs off exponentially, as the long poll does, and moves along the netmap's server list.
 
 A server without the stream (404: an older pcloud-server) gets the long poll of `poller.Poller`
-and its liveness probe for as long as this task runs.
+for as long as this task runs.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ SILENCE_MARGIN_S = 1.0
 FAST_RETRY_S = (0.1, 0.6)
 FAST_WINDOW_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-MOVED = "interrupted: the server's address changed"
+INTERRUPTED = "interrupted: the server stopped answering or its address changed"
 
 
 class NoStream(Exception):
@@ -143,9 +146,10 @@ class StreamPoller(NetmapFollower):
         self._heard = time.monotonic()  # when the server last sent anything
 
     def interrupt(self) -> None:
-        """Give up the stream being read (the server's name now resolves elsewhere): a stream
-        on a dead connection would otherwise wait out the keep-alive silence before the next
-        server (or the name, resolved again on a new connection) is tried."""
+        """Give up the stream being read (the liveness probe got no answer, or the server's
+        name now resolves elsewhere): a stream on a dead connection would otherwise wait out
+        the keep-alive silence before the server (its name resolved again on a new
+        connection) is tried again."""
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
         if self._fallback is not None:
@@ -169,11 +173,34 @@ class StreamPoller(NetmapFollower):
                 self._failures = 0
         return True
 
+    def wake(self) -> None:
+        super().wake()
+        if self._fallback is not None:
+            self._fallback.wake()
+
     async def run(self) -> None:
+        """Follow the stream (or the long poll), with the liveness probe beside it."""
+
+        def probed(problem: str | None) -> None:
+            self.on_reachable(problem)
+            if problem is not None:
+                self.interrupt()  # what is in flight may hang on a dead connection
+
+        liveness = Liveness(
+            self.client, self.servers, on_reachable=probed,
+            on_recovered=self.wake, interval_s=self.probe_s,
+        )  # fmt: skip
+        probe = asyncio.create_task(liveness.run())
+        try:
+            await self._follow()
+        finally:
+            await cancel_and_wait(probe)
+
+    async def _follow(self) -> None:
         while True:
             server = self.servers.current
             self._reader = asyncio.ensure_future(self._read(server))
-            moved = False  # interrupted: the server's name resolves elsewhere now
+            interrupted = False  # by the probe or a name's move (`interrupt`)
             try:
                 if not await self._reader:
                     self._failures += 1
@@ -183,10 +210,10 @@ class StreamPoller(NetmapFollower):
                 await self._long_poll()
                 return
             except (asyncio.CancelledError, ControlError, ControlUnreachable) as e:
-                failure = await self.failed(e, MOVED)
+                failure = await self.failed(e, INTERRUPTED)
                 if failure is None:
                     return
-                problem, moved = failure, failure == MOVED
+                problem, interrupted = failure, failure == INTERRUPTED
             finally:
                 self.streaming = False
             if self._failures:
@@ -198,11 +225,12 @@ class StreamPoller(NetmapFollower):
                 delay = backoff_delay(self._attempt)
             # Next time the next server of the netmap's list (the same one when there is one):
             # a stream that failed or ended (its server stopping) is better tried elsewhere.
-            # After a move the same server again: its name, resolved anew, leads to it.
-            nxt = self.servers.current if moved else self.servers.advance()
+            # After an interrupt the same server again: its name, resolved anew, leads to it
+            # after a move, and the probe moves nobody along the list on a hiccup.
+            nxt = self.servers.current if interrupted else self.servers.advance()
             if problem is not None:
                 log.warning("netmap stream failed (%s); retrying %s in %.1fs", problem, nxt, delay)
-                if not moved:  # whoever interrupted (the probe, a name's move) says why
+                if not interrupted:  # whoever interrupted (the probe, a name's move) says why
                     self.on_reachable(f"coordination server unreachable: {problem}")
             await self.pause(delay)
 
@@ -222,25 +250,10 @@ class StreamPoller(NetmapFollower):
         return True
 
     async def _long_poll(self) -> None:
-        """The fallback: the long poll and its liveness probe, until credentials are refused."""
-        poller = Poller(
+        """The fallback: the long poll, until credentials are refused."""
+        self._fallback = Poller(
             self.client, self.servers, self.token, since=self.since,
             on_netmap=self.on_netmap, on_fatal=self.on_fatal,
             on_reachable=self.on_reachable, timeout=self.poll_timeout,
         )  # fmt: skip
-        self._fallback = poller
-
-        def probed(problem: str | None) -> None:
-            self.on_reachable(problem)
-            if problem is not None:
-                poller.interrupt()  # its poll may hang on a dead connection (server moved)
-
-        liveness = Liveness(
-            self.client, self.servers, on_reachable=probed,
-            on_recovered=poller.wake, interval_s=self.probe_s,
-        )  # fmt: skip
-        probe = asyncio.create_task(liveness.run())
-        try:
-            await poller.run()
-        finally:
-            await cancel_and_wait(probe)
+        await self._fallback.run()

@@ -303,8 +303,7 @@ class LocalBackend:
             return
         servers = self.session.servers_for(self.netmap)
         self.housekeeping.reported = None  # a new round: tell the server afresh
-        # The netmap stream; its keep-alives replace the liveness probe (which, with the long
-        # poll, it still runs against a server without the stream).
+        # The netmap stream (the long poll against a server without it).
         poller = StreamPoller(
             control, servers, self.node.node_token,
             # Ask for a full map first: after a restart our version may be unknown to the
@@ -314,9 +313,7 @@ class LocalBackend:
             on_reachable=self._on_reachable, poll_timeout=self.settings.poll_timeout,
             probe_s=self.settings.control_probe_s,
         )  # fmt: skip
-        self._spawn(poller.run())
-        # The /health probe beside the stream: a hung server shows within seconds (reach.py).
-        self._spawn(self.reach.probe(control, servers, poller, self._on_reachable))
+        self._spawn(poller.run())  # its /health probe shows a hung server within seconds
         self.reach.follow(poller)
         self._spawn(self.reach.run())
         self._spawn(self.housekeeping.run())

@@ -13,10 +13,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from pcloud.backend.config import BackendSettings
-from pcloud.backend.control.client import ControlClient
-from pcloud.backend.control.liveness import Liveness
 from pcloud.backend.control.pinning import base_url
-from pcloud.backend.control.poller import ServerList
 from pcloud.backend.control.stream import StreamPoller
 from pcloud.backend.local.engine import Engine
 from pcloud.backend.local.housekeeping import Housekeeping
@@ -59,28 +56,6 @@ class Reach:
             if urlsplit(self.session.current_server()).hostname in hosts
             else None
         )
-
-    async def probe(
-        self,
-        control: ControlClient,
-        servers: ServerList,
-        poller: StreamPoller,
-        on_reachable: Callable[[str | None], None],
-    ) -> None:
-        """Probe the server's /health beside the stream; a failed probe interrupts the stream
-        (it may hang on a dead connection) and shows the outage. The stream's own read
-        deadline did not show a hung (SIGSTOPped) server within the newcomer test's 20 s, and
-        the newcomer's promise is an outage shown within seconds."""
-
-        def probed(problem: str | None) -> None:
-            on_reachable(problem)
-            if problem is not None:
-                poller.interrupt()
-
-        await Liveness(
-            control, servers, on_reachable=probed, on_recovered=poller.wake,
-            interval_s=self.settings.control_probe_s,
-        ).run()  # fmt: skip
 
     async def run(self) -> None:
         await self.monitor.run()
