@@ -301,7 +301,8 @@ class LocalBackend:
             self._fatal = "the network CA is missing from the state dir: log in again"
             self._recompute()
             return
-        servers = self.session.servers_for(self.netmap)
+        await self.housekeeping.local_networks()  # read once: the server list's rank uses it
+        servers = self.session.servers_for(self.netmap, self.housekeeping.networks)
         self.housekeeping.reported = None  # a new round: tell the server afresh
         # The netmap stream (the long poll against a server without it).
         poller = StreamPoller(

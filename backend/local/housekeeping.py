@@ -55,6 +55,10 @@ class Housekeeping:
             pending = self.engine.selector.pending()
             await asyncio.sleep(1.0 if pending else self.settings.endpoint_check_s)
 
+    def networks(self) -> list[ipaddress.IPv4Network]:
+        """This host's networks as last read (by `local_networks` or an endpoint check)."""
+        return self._local_nets
+
     async def local_networks(self) -> list[ipaddress.IPv4Network]:
         """This host's networks (their candidates are tried first), found once if not yet."""
         if not self._local_nets:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from ipaddress import IPv4Network
 from typing import Any
 
 from pcloud.backend import keys
@@ -30,7 +32,7 @@ from pcloud.backend.control.pinning import (
 )
 from pcloud.backend.control.poller import ServerList
 from pcloud.backend.control.relay import NotRelayed, check, relay
-from pcloud.backend.endpoints import host_ipv4_interfaces, local_networks, server_rank
+from pcloud.backend.endpoints import server_rank
 from pcloud.backend.errors import LoginFailed, NotLoggedIn, OperationError
 from pcloud.backend.localapi.schemas import LoginRequest
 from pcloud.backend.persist import NodeInfo, Store, atomic_write
@@ -85,20 +87,18 @@ class Session:
             self.control = self.client_for(ca)
         return self.control
 
-    def servers_for(self, netmap: Netmap | None) -> ServerList:
-        """The failover list: our join link's server, then the netmap's (kept across ups)."""
+    def servers_for(
+        self, netmap: Netmap | None, local_nets: Callable[[], list[IPv4Network]]
+    ) -> ServerList:
+        """The failover list: our join link's server, then the netmap's (kept across ups),
+        those on one of `local_nets` (this host's networks, as last read) first."""
         assert self.node is not None
         first = base_url(self.node.server_url)
         if self.servers is None or first not in self.servers.urls:
-            self.servers = ServerList(first, rank=self._server_rank)
+            self.servers = ServerList(first, rank=lambda url: server_rank(url, local_nets()))
         if netmap and netmap.servers:
             self.servers.update(netmap.servers)
         return self.servers
-
-    def _server_rank(self, url: str) -> int:
-        # A netlink dump (~1 ms), and only when the netmap's server list changes.
-        nets = local_networks(host_ipv4_interfaces(), self.settings.interface)
-        return server_rank(url, nets)
 
     def current_server(self) -> str:
         assert self.node is not None
