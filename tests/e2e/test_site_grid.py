@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import permutations
 from typing import Any
@@ -32,6 +33,7 @@ from tests.lab.site_paths import Prediction, Spot, home_spot, matches, predict, 
 from tests.lab.sites import HOME_PUBLIC, WG_PORT
 
 pytestmark = [pytest.mark.lab, pytest.mark.sites]
+Figure = Callable[..., None]
 
 DEADLINE_S = 60.0  # from every host Running: first pings and every pair on its predicted path
 RELAY = "rpi111"  # the only server, so the only relay
@@ -82,7 +84,9 @@ async def grid(
 ) -> tuple[PathWatch, dict[Pair, float | None], bool]:
     """Everyone Running, then every expected pair's first ping and path, all at once; then the
     denied pair's one ping each way, when every other pair gets through (True if either did)."""
+    started = time.monotonic()
     statuses = await asyncio.gather(*(running(h) for h in hosts))
+    print(f"every backend Running {time.monotonic() - started:.1f} s after they started")
     address = {h.name: st["self"]["address"] for h, st in zip(hosts, statuses, strict=True)}
     by_name = {h.name: h for h in hosts}
     watch = PathWatch(hosts, {pair: p.path for pair, p in expected.items()})
@@ -95,7 +99,7 @@ async def grid(
     return watch, dict(zip(expected, times, strict=True)), any(denied)
 
 
-def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab) -> None:
+def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab, figure: Figure) -> None:
     (rpi111, rpi112, rpi113, lost), sites, mesh, key = home_mesh(
         lab, "rpi111", "rpi112", "rpi113", "rpi114"
     )
@@ -135,9 +139,11 @@ def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab) -> None:
         )
         return watch, firsts, denied, error
 
-    started = time.monotonic()
     watch, firsts, denied_pinged, lost_error = asyncio.run(story())
-    print(f"grid: {time.monotonic() - started:.1f} s from the backends' start")
+    if len(watch.seen) == len(expected):
+        figure(
+            "site grid: every pair on its predicted path", max(t for _, t in watch.seen.values())
+        )
 
     rows = []
     for pair, want in expected.items():
