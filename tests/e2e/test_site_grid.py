@@ -9,8 +9,9 @@ non-forwarded and anything with the office through rpi111's relay. The denied pa
 nor pings the other, and a Pi whose join link leads nowhere says why in its status. The table
 goes to the terminal summary (tests/e2e/conftest.py).
 
-Relayed pairs take longest: a relay is used once every direct candidate had its turn (~22 s over
-UDP, ~32 s over the office's TCP relay at the time of writing), hence DEADLINE_S.
+Relayed pairs take longest: a relay is used once every direct candidate had its turn (~21 s
+over UDP and over the office's TCP relay alike, on 2 loaded cores, when this was written; the
+direct pairs ~1 s), hence DEADLINE_S. The whole test takes ~30 s.
 """
 
 from __future__ import annotations
