@@ -81,6 +81,7 @@ class _ConnState:
         "early",
         "lost",
         "direct",
+        "upgraded",
     )
 
     def __init__(self) -> None:
@@ -96,6 +97,7 @@ class _ConnState:
         self.early: list[bytes] | None = None  # records that came before `_start_tls` resumed
         self.lost = False
         self.direct: Any = None  # a request taken over by `direct_door` (it owns the connection)
+        self.upgraded = False  # a WebSocket now (the relay's TCP path) owns the connection
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -207,8 +209,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self._g.head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_late)
 
     def _between_requests(self) -> bool:
-        if self._g.direct is not None:
-            return False  # a taken-over request lasts as long as the connection
+        if self._g.direct is not None or self._g.upgraded:
+            return False  # a taken-over request or a WebSocket lasts as long as the connection
         return not self._g.in_head and (self.cycle is None or self.cycle.response_complete)
 
     def _head_late(self) -> None:
@@ -226,6 +228,23 @@ class GuardedProtocol(HttpToolsProtocol):
             raw.abort()  # still in the TLS handshake: `_start_tls` cleans up
         elif self.transport is not None:
             self.transport.abort()
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes the transport: its bytes and its `connection_lost` go
+        # there, not here. No head deadline then (it cut every relay WebSocket 10 s in), and the
+        # source's count is given back when the WebSocket's connection ends, not never.
+        self._g.upgraded = True
+        super().handle_websocket_upgrade()
+        ws = self.transport.get_protocol()
+        ws_lost = ws.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            try:
+                ws_lost(exc)
+            finally:
+                self._closed()
+
+        ws.connection_lost = connection_lost  # type: ignore[method-assign]
 
     # ---- the head's size and header count -----------------------------------------------------
 

@@ -1,15 +1,22 @@
-"""E2E support: a `mesh` per test (lab + coordination server) and a table of the timings seen."""
+"""E2E support: a `mesh` per test (lab + coordination server), a table of the timings seen, and
+the tables tests record (`TABLES`, e.g. the site grid's paths), all printed in the terminal
+summary so CI's output shows them even when the tests pass."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import io
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from rich.box import MARKDOWN
+from rich.console import Console
+from rich.table import Table
 
 from tests.lab import Lab
 from tests.lab.mesh import Mesh
 
 FIGURES: list[tuple[str, str, str]] = []
+TABLES: list[tuple[str, Table]] = []
 
 # Short presence timers so the ephemeral scenario finishes in seconds, not minutes.
 SERVER_ARGS = ("--offline-grace", "1", "--ephemeral-timeout", "2")
@@ -36,7 +43,20 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str, float, str], None]:
     return record
 
 
+def record_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Keep a table for the terminal summary."""
+    table = Table(*header, box=MARKDOWN)  # plain ASCII: CI logs, and pastes into a report
+    for row in rows:
+        table.add_row(*row)
+    TABLES.append((title, table))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for title, table in TABLES:
+        out = io.StringIO()
+        Console(file=out, width=200, color_system=None).print(table)
+        terminalreporter.section(title)
+        terminalreporter.write(out.getvalue())
     if not FIGURES:
         return
     terminalreporter.section("end-to-end timings")

@@ -134,7 +134,9 @@ class Mesh:
 
     # ---- backends ---------------------------------------------------------------------------
 
-    def start_backend(self, host: Host, *extra: str) -> Proc:
+    def start_backend(self, host: Host, *extra: str, wait: bool = True) -> Proc:
+        """Start `pcloud-backend` on `host`; with `wait`, until its CLI answers (`wait=False`
+        spares many hosts starting at once a `pcloud` process each per try)."""
         # Device names rewrite the host's /etc/resolv.conf: only where it is the host's own copy.
         dns = [] if "/etc/resolv.conf" in host.private_files else ["--dns", "off"]
         proc = host.spawn(
@@ -146,6 +148,8 @@ class Mesh:
             env=WG_ENV,
         )  # fmt: skip
         self.backends[host.name] = proc
+        if not wait:
+            return proc
         wait_for(
             lambda: host.pcloud("status", "--json", check=False).returncode == 0,
             timeout=30,

@@ -1,0 +1,100 @@
+"""Every pair of lab hosts at once: first pings through the overlay, and the path each side's
+status shows for the other, watched until it is the expected one.
+
+For the site grid test (tests/e2e/test_site_grid.py): a pair loop one by one would take the sum
+of the pairs' times, this takes the longest one. A ping try is `ping -c1 -W1` inside the source
+host (nsenter: no Python start-up per try); statuses come from each host's local API socket,
+read from this process (GET /v1/status, what `pcloud status --json` prints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .host import Host
+from .process import kill_group
+from .site_paths import matches
+from .wait import WaitTimeout, async_wait_for
+
+Pair = tuple[str, str]  # (from, to) host names
+
+
+async def ping_once(src: Host, ip: str) -> bool:
+    """One echo from `src` to `ip`, answered within a second."""
+    proc = await asyncio.create_subprocess_exec(
+        *src.enter_argv(["ping", "-n", "-c1", "-W1", ip]),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        return await proc.wait() == 0
+    finally:
+        if proc.returncode is None:  # cancelled meanwhile: no ping left behind
+            kill_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def first_ping(src: Host, ip: str, timeout: float) -> float | None:  # noqa: ASYNC109
+    """Seconds until `src` first gets an answer from `ip`, or None if none came in `timeout`."""
+    start = time.monotonic()
+    try:
+        await async_wait_for(
+            lambda: ping_once(src, ip), timeout=timeout, interval=0.2, what=f"{src.name} -> {ip}"
+        )
+    except WaitTimeout:
+        return None
+    return time.monotonic() - start
+
+
+async def local_status(host: Host) -> dict[str, Any]:
+    """The host's `GET /v1/status` through its backend's socket."""
+    sock = str(host.path("/run/pcloud/backend.sock"))
+    transport = httpx.AsyncHTTPTransport(uds=sock)
+    async with httpx.AsyncClient(transport=transport, base_url="http://local", timeout=10) as c:
+        r = await c.get("/v1/status")
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+    return data
+
+
+@dataclass
+class PathWatch:
+    """Reads every host's status until each pair in `expected` (pair -> a glob over the path
+    text, site_paths.predict's) has shown a matching path once; `seen` keeps that path and when
+    (seconds after `start`), `last` the latest path of every pair, `peers` each host's peers."""
+
+    hosts: list[Host]
+    expected: Mapping[Pair, str]
+    start: float = field(default_factory=time.monotonic)
+    seen: dict[Pair, tuple[str, float]] = field(default_factory=dict)
+    last: dict[Pair, str] = field(default_factory=dict)
+    peers: dict[str, set[str]] = field(default_factory=dict)
+
+    async def _read(self) -> bool:
+        statuses = await asyncio.gather(*(local_status(h) for h in self.hosts))
+        now = time.monotonic() - self.start
+        for host, st in zip(self.hosts, statuses, strict=True):
+            self.peers[host.name] = {p["hostname"] for p in st["peers"]}
+            for p in st["peers"]:
+                pair = (host.name, p["hostname"])
+                self.last[pair] = p["path"]
+                if pair in self.expected and pair not in self.seen:
+                    if matches(p["path"], self.expected[pair]):
+                        self.seen[pair] = (p["path"], now)
+        return len(self.seen) == len(self.expected)
+
+    async def run(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """True once every pair showed its expected path; False at the deadline."""
+        try:
+            await async_wait_for(self._read, timeout=timeout, interval=0.3, what="the paths")
+        except WaitTimeout:
+            return False
+        return True
