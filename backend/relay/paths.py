@@ -1,16 +1,23 @@
 """Which peers go through the relay (pure: time, the netmap's peers and WireGuard's stats are
 passed in).
 
-A peer is relayed once every direct candidate had its turn (`try_for` each, as
-`endpoints.EndpointSelector` gives them) without a fresh handshake and a relay is up; it stays
-relayed while the handshakes come through the relay. It goes back to direct when WireGuard shakes
-hands on a direct address (the peer reached us directly: roaming), when the peer's candidates
-change (a new address to try, e.g. a NAT mapping that changed), or when a probe succeeds: after
-PROBE_FIRST_S and then every PROBE_EVERY_S, the peer's direct candidate is its endpoint for up to
-PROBE_WINDOW_S, and if packets arrive while WireGuard's endpoint stays direct (it roams to
-wherever the peer's latest packet came from) the pair stays direct. A failed probe costs what we
-sent in that second or two (it ends at the first second with packets sent and none received);
-with no traffic at all a probe cannot tell and the relay stays.
+Relay first, direct when it works (what Tailscale does with DERP): a peer without a direct
+handshake DIRECT_TRY_S after its candidates arrived is relayed (at once when this host's UDP is
+blocked), so a pair with no direct path talks within seconds of login instead of after every
+candidate had its turns. A direct path, where one exists, answers the first handshake within a
+round trip (the lab's direct pairs ping ~0.5 s after login), so the short try keeps them direct.
+
+Direct is still tried in the background: the endpoint selector keeps rotating a relayed peer's
+candidates, and the pair goes back to direct when WireGuard shakes hands on a direct address
+(the peer reached us directly: roaming), when the peer's candidates change (a new address to
+try, e.g. a NAT mapping that changed), or when a probe succeeds: after PROBE_FIRST_S and then
+every PROBE_EVERY_S, the peer's direct candidate is its endpoint for up to PROBE_WINDOW_S, and
+if packets arrive while WireGuard's endpoint stays direct (it roams to wherever the peer's
+latest packet came from) the pair stays direct. The first probe comes early, while the far
+NAT still holds the mapping its own direct try opened (Linux keeps an unanswered UDP flow for
+30 s), so a hole-punchable pair that lost its first handshake (a loaded host) gets direct then.
+A failed probe costs what we sent in that second or two (it ends at the first second with
+packets sent and none received); with no traffic at all a probe cannot tell and the relay stays.
 """
 
 from __future__ import annotations
@@ -23,17 +30,18 @@ from pcloud.server.protocol import Peer
 
 # A path is alive while packets arrive: the peer's keepalive (every 25 s) at the least.
 ALIVE_S = 35.0
-MAX_WAIT_S = 20.0  # relay after at most this long, however many candidates there are
+# Without a direct handshake this long after the candidates arrived, the relay: one round trip
+# answers a direct handshake where a path exists, the rest is margin for a loaded host.
+DIRECT_TRY_S = 2.0
 
-
-PROBE_FIRST_S = 10.0  # after this long on the relay, try direct once more
+PROBE_FIRST_S = 4.0  # after this long on the relay, try direct once more
 PROBE_EVERY_S = 60.0  # and again this often
 PROBE_WINDOW_S = 2.0  # a probe lasts at most this long (what we send meanwhile may be lost)
 
 
 class RelayPaths:
-    def __init__(self, try_for: float) -> None:
-        self.try_for = try_for
+    def __init__(self, direct_try: float = DIRECT_TRY_S) -> None:
+        self.direct_try = direct_try
         self.relayed: set[str] = set()
         self._waiting: dict[str, float] = {}  # key -> since when without a direct handshake
         self._cands: dict[str, tuple[str, ...]] = {}
@@ -52,9 +60,11 @@ class RelayPaths:
         now: float,
         wall_now: datetime,
         relay_up: bool,
+        udp_blocked: bool = False,
     ) -> bool:
         """Fold in the peers, WireGuard's stats and our proxy endpoints (key -> 127.0.0.1:PORT);
-        True when the set of relayed peers changed."""
+        True when the set of relayed peers changed. `udp_blocked`: this host's UDP does not get
+        out (no relay or echo answers it), so direct is not waited for."""
         by_key = {s.public_key: s for s in stats}
         before = set(self.relayed)
         keys = set()
@@ -72,7 +82,8 @@ class RelayPaths:
                     s = by_key.get(key)
                     self._probing[key] = (now, s.rx_bytes if s else 0, s.tx_bytes if s else 0)
             self._cands[key] = cands
-            self._step(key, cands, by_key.get(key), proxies.get(key), now, wall_now, relay_up)
+            wait = 0.0 if udp_blocked else self.direct_try
+            self._step(key, cands, by_key.get(key), proxies.get(key), now, wall_now, relay_up, wait)
         for key in set(self._cands) - keys:
             self._cands.pop(key, None)
             self._rx.pop(key, None)
@@ -106,6 +117,7 @@ class RelayPaths:
         now: float,
         wall_now: datetime,
         relay_up: bool,
+        wait: float,
     ) -> None:
         fresh = self._alive(key, s, now, wall_now)
         via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxy
@@ -138,10 +150,6 @@ class RelayPaths:
         elif key not in self.relayed:
             self.roamed.pop(key, None)
             since = self._waiting.setdefault(key, now)
-            # Every candidate gets two turns (hole punching needs both sides sending at once,
-            # and WireGuard retries a handshake every 5 s, in or out of step with the selector's
-            # turns): relaying too early would hide a direct path.
-            wait = min(MAX_WAIT_S, 2 * self.try_for * max(2, len(cands)))
             if relay_up and now - since >= wait:
                 self.relayed.add(key)
                 self._next_probe[key] = now + PROBE_FIRST_S
