@@ -41,6 +41,7 @@ class Engine:
         self.selector = EndpointSelector()
         # peers without a direct path go through a server's relay (backend/relay)
         self.relay = RelayManager()
+        self.relay.ranked = self.selector.ranked  # a relayed peer's probes: best candidate first
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
         self.dns = DnsManager(

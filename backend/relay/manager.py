@@ -24,7 +24,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -45,6 +45,7 @@ TICK_S = 1.0
 # round trip and the link sends its hello twice meanwhile (link.ANSWER_S); any longer only
 # delays a host whose network drops UDP, for which the relay is the only path.
 UDP_GRACE_S = 1.5
+FOLLOW_WAKE_S = 0.25  # packets of a peer we do not relay wake the loop at most this often
 KIND_POLL_S = 0.25  # how often that wait looks at the NAT kind (the monitor has no event)
 INFO_RETRY_S = 5.0
 
@@ -55,7 +56,10 @@ class RelayManager:
         # Whether this host's NAT probe got no echo answer at all (backend/nat; Reach sets it):
         # UDP most likely does not get out.
         self.no_echo: Callable[[], bool] = lambda: False
+        # A peer's candidates best first (the endpoint selector's; the Engine sets it).
+        self.ranked: Callable[[str], Sequence[str]] = lambda key: ()
         self._wake = asyncio.Event()  # decide now, not at the next tick
+        self._woken = 0.0  # when a relayed packet last woke the loop
         self.proxies: dict[str, PeerProxy] = {}
         self._links: dict[str, list[Link]] = {}  # server URL -> its links (UDP, WebSocket)
         self._access: dict[str, asyncio.Task[None]] = {}
@@ -69,6 +73,7 @@ class RelayManager:
     def endpoints(self, chosen: Mapping[str, str | None]) -> dict[str, str | None]:
         """The WireGuard endpoint per peer: the proxy for relayed peers, else `chosen`."""
         out = dict(chosen)
+        out.update(self.paths.trying)
         out.update(self.paths.roamed)
         for key in self.paths.relayed:
             proxy = self.proxies.get(key)
@@ -116,6 +121,7 @@ class RelayManager:
         stats: Callable[[], Awaitable[list[PeerStats]]],
         on_change: Callable[[], Awaitable[None]],
     ) -> None:
+        self.paths.me = key.public_key()
         try:
             while True:
                 self._wake.clear()
@@ -153,7 +159,7 @@ class RelayManager:
         up = self._link() is not None
         changed = self.paths.update(
             nm.peers, stats, {k: p.endpoint for k, p in self.proxies.items()},
-            time.monotonic(), datetime.now(UTC), up, self.udp_blocked(),
+            time.monotonic(), datetime.now(UTC), up, self.udp_blocked(), self.ranked,
         )  # fmt: skip
         for key in self.paths.relayed - set(self.proxies):
             await self._proxy(key)
@@ -199,6 +205,11 @@ class RelayManager:
             return  # not a peer of ours (the relay should never send it): dropped
         if self._via.get(src) is not via:
             self._via[src] = via
+        if key not in self.paths.relayed and time.monotonic() - self._woken > FOLLOW_WAKE_S:
+            # The peer switched to the relay before we did: follow now, before a rotation of
+            # our direct candidates sets WireGuard's endpoint away from the proxy it roamed to.
+            self._woken = time.monotonic()
+            self.wake()
         proxy = self.proxies.get(key)
         if proxy is not None:
             proxy.deliver(packet)
