@@ -38,7 +38,7 @@ ALIVE_S = 35.0
 # Without a direct handshake this long after the candidates arrived, the relay: one round trip
 # answers a direct handshake where a path exists, the rest is margin for a loaded host.
 DIRECT_TRY_S = 2.0
-FOLLOW_S = 2.5  # the greater key of a pair waits this much longer (its peer leads the switch)
+FOLLOW_S = 1.0  # the greater key of a pair waits this much longer (its peer leads the switch)
 
 PROBE_FIRST_S = 3.0  # after this long on the relay, try direct once more
 PROBE_EVERY_S = 60.0  # and again this often
