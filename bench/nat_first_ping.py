@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from tests.e2e.test_sites import PUBLIC_URL, home_mesh, peer
+from tests.e2e.test_sites import PUBLIC_URL, home_mesh
 from tests.lab import Host, Lab, wait_for
 from tests.lab.mesh import Mesh
 from tests.lab.sites import HOME_PUBLIC, WG_PORT
@@ -99,9 +99,18 @@ class Settled:
     took: float | None  # login -> on the predicted path (None: not within SETTLE_S)
 
 
-def settled_path(mesh: Mesh, src: Host, kind: Kind) -> str | None:
+def path_to(mesh: Mesh, src: Host, address: str) -> str:
+    """The path `src` shows for the peer at `address` (by address: every run's login leaves an
+    offline node of the same hostname behind)."""
+    for p in mesh.status(src)["peers"]:
+        if p["address"] == address:
+            return str(p["path"])
+    return "not a peer"
+
+
+def settled_path(mesh: Mesh, src: Host, kind: Kind, address: str) -> str | None:
     """The path `src` shows for the kind's peer when it is the predicted one, else None."""
-    path = str(peer(mesh, src, kind.target)["path"])
+    path = path_to(mesh, src, address)
     return path if path.startswith("relay" if kind.relayed else "direct") else None
 
 
@@ -110,12 +119,12 @@ def settle(mesh: Mesh, src: Host, kind: Kind, address: str, started: float) -> S
 
     def on_path() -> str | None:
         quick_ping(src, address)
-        return settled_path(mesh, src, kind)
+        return settled_path(mesh, src, kind, address)
 
     try:
         path = wait_for(on_path, timeout=SETTLE_S, interval=0.1, what="the predicted path")
     except Exception:  # noqa: BLE001 - a pair that never got there is a figure too
-        return Settled(str(peer(mesh, src, kind.target)["path"]), None)
+        return Settled(path_to(mesh, src, address), None)
     return Settled(path, time.monotonic() - started)
 
 
@@ -162,7 +171,7 @@ def measure(
                     took = first_ping(src, targets[kind.target], started, wait)
                     out[kind.name].append(took)
                     # The path right after the first ping: most pairs are on theirs already.
-                    path = settled_path(mesh, src, kind)
+                    path = settled_path(mesh, src, kind, targets[kind.target])
                     if took is not None and path is not None:
                         at_ping[kind.name] = Settled(path, took)
                 for kind in kinds:
