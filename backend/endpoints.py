@@ -57,6 +57,19 @@ class EndpointSelector:
     def chosen(self) -> dict[str, str | None]:
         return {key: c.current for key, c in self._choices.items()}
 
+    def ranked(self, key: str) -> tuple[str, ...]:
+        """The peer's candidates, best first (`rank`)."""
+        choice = self._choices.get(key)
+        return choice.candidates if choice else ()
+
+    def offer(
+        self, peers: Sequence[Peer], now: float, local_nets: Sequence[ipaddress.IPv4Network] = ()
+    ) -> bool:
+        """Take a netmap's candidates without judging the current ones (`update` without
+        WireGuard's stats). Judging with no stats took every peer for silent: a netmap that
+        came 5 s or more after a candidate was set moved working paths to the next one."""
+        return self.update(peers, None, now, None, local_nets)
+
     def pending(self) -> bool:
         """Some peer with more than one candidate has not shaken hands yet."""
         return any(not c.confirmed and len(c.candidates) > 1 for c in self._choices.values())
@@ -64,7 +77,7 @@ class EndpointSelector:
     def update(
         self,
         peers: Sequence[Peer],
-        stats: Iterable[PeerStats],
+        stats: Iterable[PeerStats] | None,
         now: float,
         wall_now: datetime | None = None,
         local_nets: Sequence[ipaddress.IPv4Network] = (),
@@ -72,7 +85,7 @@ class EndpointSelector:
         """Fold in the netmap's peers and WireGuard's stats; True when a chosen endpoint
         changed (the caller then re-applies the config). `local_nets` are this host's networks:
         candidates on them are tried first."""
-        by_key = {s.public_key: s for s in stats}
+        by_key = {s.public_key: s for s in stats or ()}
         changed = False
         seen = set()
         for peer in peers:
@@ -91,6 +104,8 @@ class EndpointSelector:
                 self._choices[key] = _Choice(cands, index, now, since_wall=wall_now)
                 changed = True
                 continue
+            if stats is None:
+                continue  # `offer`: candidates only
             stat = by_key.get(key)
             handshake = stat.last_handshake if stat else None
             alive = _alive(choice, stat, now, wall_now)

@@ -11,12 +11,14 @@ through the tunnel that answers (one try every ~0.2 s), for each pair kind:
 - cafe -> home, forwarded port: laptop -> rpi111;
 - cafe x home, hole punched: laptop -> rpi112 (no forward for rpi112);
 - mobile -> home, forwarded port: phone -> rpi111;
-- relayed kinds (mobile x cafe, office -> home): through rpi111's relay, which a peer takes only
-  after its direct candidates had two turns (up to 20 s, backend/relay/paths.py); each is
+- relayed kinds (mobile x cafe, office -> home): through rpi111's relay, which a peer takes
+  after one short direct try (backend/relay/paths.py; at once where UDP is blocked); each is
   tried for `--relay-wait` seconds (40) before it shows as "no path".
 
-Target: direct kinds under 3 s (relayed: under 5 s). Figures, not assertions: PASS/MISS per
-kind; the exit code is 0 unless the run failed.
+Then the path each pair ends on (`pcloud status`, pinging meanwhile so a direct probe has
+traffic to judge by) and when it got there: a relay that came first must not keep a pair that
+can be direct. Target: direct kinds under 3 s, on a direct path (relayed: under 5 s).
+Figures, not assertions: PASS/MISS per kind; the exit code is 0 unless the run failed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tests.lab.sites import HOME_PUBLIC, WG_PORT
 
 TARGET_DIRECT_S = 3.0
 TARGET_RELAY_S = 5.0
+SETTLE_S = 20.0  # how long a pair is given to reach the path its NAT kinds predict
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,46 @@ def first_ping(src: Host, address: str, started: float, timeout: float) -> float
     return time.monotonic() - started
 
 
-def measure(runs: int, relay_wait: float, console: Console) -> dict[str, list[float | None]]:
+@dataclass(frozen=True)
+class Settled:
+    path: str  # the last path status showed
+    took: float | None  # login -> on the predicted path (None: not within SETTLE_S)
+
+
+def path_to(mesh: Mesh, src: Host, address: str) -> str:
+    """The path `src` shows for the peer at `address` (by address: every run's login leaves an
+    offline node of the same hostname behind)."""
+    for p in mesh.status(src)["peers"]:
+        if p["address"] == address:
+            return str(p["path"])
+    return "not a peer"
+
+
+def settled_path(mesh: Mesh, src: Host, kind: Kind, address: str) -> str | None:
+    """The path `src` shows for the kind's peer when it is the predicted one, else None."""
+    path = path_to(mesh, src, address)
+    return path if path.startswith("relay" if kind.relayed else "direct") else None
+
+
+def settle(mesh: Mesh, src: Host, kind: Kind, address: str, started: float) -> Settled:
+    """Ping until the pair is on the predicted path (or SETTLE_S passed)."""
+
+    def on_path() -> str | None:
+        quick_ping(src, address)
+        return settled_path(mesh, src, kind, address)
+
+    try:
+        path = wait_for(on_path, timeout=SETTLE_S, interval=0.1, what="the predicted path")
+    except Exception:  # noqa: BLE001 - a pair that never got there is a figure too
+        return Settled(path_to(mesh, src, address), None)
+    return Settled(path, time.monotonic() - started)
+
+
+def measure(
+    runs: int, relay_wait: float, console: Console
+) -> tuple[dict[str, list[float | None]], dict[str, list[Settled]]]:
     out: dict[str, list[float | None]] = {k.name: [] for k in KINDS}
+    paths: dict[str, list[Settled]] = {k.name: [] for k in KINDS}
     with Lab() as lab:
         pis, sites, mesh, key = home_mesh(lab, "rpi111", "rpi112", "rpi113", expiration="2h")
         rpi111, rpi112, rpi113 = pis
@@ -122,18 +163,42 @@ def measure(runs: int, relay_wait: float, console: Console) -> dict[str, list[fl
                 kinds = [k for k in KINDS if k.device == device]
                 targets = {k.target: mesh.address(hosts[k.target]) for k in kinds}
                 fresh_backend(mesh, hosts[device])
-                started = login(hosts[device], links.get(device, public), key)
+                src = hosts[device]
+                started = login(src, links.get(device, public), key)
+                at_ping: dict[str, Settled] = {}
                 for kind in kinds:
                     wait = relay_wait if kind.relayed else 20.0
-                    took = first_ping(hosts[device], targets[kind.target], started, wait)
+                    took = first_ping(src, targets[kind.target], started, wait)
                     out[kind.name].append(took)
+                    # The path right after the first ping: most pairs are on theirs already.
+                    path = settled_path(mesh, src, kind, targets[kind.target])
+                    if took is not None and path is not None:
+                        at_ping[kind.name] = Settled(path, took)
+                for kind in kinds:
+                    settled = at_ping.get(kind.name)
+                    if settled is None:
+                        settled = settle(mesh, src, kind, targets[kind.target], started)
+                    paths[kind.name].append(settled)
             console.print(f"run {run + 1}/{runs} done")
-    return out
+    return out, paths
 
 
-def verdict(kind: Kind, values: list[float | None]) -> tuple[str, str, str]:
+def path_figure(settled: list[Settled]) -> str:
+    """The paths seen (hosts' ports dropped) and the median login -> predicted path."""
+    shown = sorted({s.path.split(":")[0] for s in settled})
+    got = [s.took for s in settled if s.took is not None]
+    missed = len(settled) - len(got)
+    when = f"{statistics.median(got):.2f} s" if got else "never"
+    return ", ".join(shown) + f" ({when}" + (f", {missed} not" if missed else "") + ")"
+
+
+def verdict(kind: Kind, values: list[float | None], settled: list[Settled]) -> tuple[str, str, str]:
     got = [v for v in values if v is not None]
     target = TARGET_RELAY_S if kind.relayed else TARGET_DIRECT_S
+    on_path = [s.took for s in settled if s.took is not None]
+    if not kind.relayed and (len(on_path) < len(settled) or max(on_path) >= target):
+        shown = f"{statistics.median(got):.2f} s" if got else "no path"
+        return shown, f"< {target:g} s", "MISS (path)"
     if not got:
         return "no path", f"< {target:g} s", "MISS" if not kind.relayed else "relay n/a"
     median = statistics.median(got)
@@ -149,14 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--relay-wait", type=float, default=40.0,
                    help="seconds a relayed kind is given before it counts as no path")  # fmt: skip
     args = p.parse_args(argv)
-    console = Console(highlight=False)
-    results = measure(args.runs, args.relay_wait, console)
+    console = Console(highlight=False, width=150)  # the table's 6 columns on one line each
+    results, paths = measure(args.runs, args.relay_wait, console)
     table = Table(title=f"login -> first ping per NAT pair kind (median of {args.runs})")
-    for col in ("pair kind", "device -> peer", "login -> first ping", "target", ""):
+    for col in ("pair kind", "device -> peer", "login -> first ping", "target", "",
+                "path (login -> on it)"):  # fmt: skip
         table.add_column(col)
     for kind in KINDS:
-        shown, target, mark = verdict(kind, results[kind.name])
-        table.add_row(kind.name, f"{kind.device} -> {kind.target}", shown, target, mark)
+        shown, target, mark = verdict(kind, results[kind.name], paths[kind.name])
+        table.add_row(
+            kind.name, f"{kind.device} -> {kind.target}", shown, target, mark,
+            path_figure(paths[kind.name]),
+        )  # fmt: skip
     console.print(table)
     return 0
 

@@ -355,7 +355,7 @@ class LocalBackend:
             self._recompute()
             return
         local_nets = await self.housekeeping.local_networks()  # a LAN neighbour first
-        self.engine.selector.update(merged.peers, [], time.monotonic(), local_nets=local_nets)
+        self.engine.selector.offer(merged.peers, time.monotonic(), local_nets)
         log.info("netmap v%d: %d peers", merged.version, len(merged.peers))
         await self._apply()
 

@@ -40,7 +40,8 @@ class Engine:
         self.skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
         self.selector = EndpointSelector()
         # peers without a direct path go through a server's relay (backend/relay)
-        self.relay = RelayManager(self.selector.try_for)
+        self.relay = RelayManager()
+        self.relay.ranked = self.selector.ranked  # a relayed peer's probes: best candidate first
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
         self.dns = DnsManager(
@@ -157,5 +158,6 @@ class Engine:
             log.error("applying the netmap failed: %s", e)
         else:
             self.up, self.error = True, None
+            self.relay.wake()  # new peers or candidates: the relay decides now
             # After the interface has its address: in resolved mode we listen on it.
             self.dns_warning = await self.dns.ensure(netmap)

@@ -18,6 +18,7 @@ from pcloud.backend.control.stream import StreamPoller
 from pcloud.backend.local.engine import Engine
 from pcloud.backend.local.housekeeping import Housekeeping
 from pcloud.backend.local.session import Session
+from pcloud.backend.nat.kind import NO_ECHO
 from pcloud.backend.nat.monitor import NatMonitor
 from pcloud.backend.wg.driver import DriverError
 from pcloud.server.protocol import Netmap
@@ -44,6 +45,8 @@ class Reach:
         self.monitor = NatMonitor(
             self._server_urls, changed, on_moved=self._moved, interface=settings.interface
         )
+        # No echo answered: UDP is blocked here, so the relay goes over TCP at once.
+        engine.relay.no_echo = lambda: self.monitor.kind == NO_ECHO
 
     @property
     def kind(self) -> str | None:

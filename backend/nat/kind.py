@@ -18,6 +18,9 @@ from pcloud.server.protocol import is_lan_address
 NONE = "none (public)"
 INDEPENDENT = "endpoint-independent"
 DEPENDENT = "endpoint-dependent (symmetric)"
+# No echo answered at all: this host's UDP does not get out (an office that drops it), or
+# every server is down; the relay (backend/relay) then goes over TCP without waiting for UDP.
+NO_ECHO = "unknown (no address echo answered)"
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -33,7 +36,7 @@ def classify(
     """`seen`: echo (ip, port) -> the "ip:port" it saw us at; `local_ips`: this host's IPv4
     addresses; `local_port`: the probing socket's port."""
     if not seen:
-        return "unknown (no address echo answered)"
+        return NO_ECHO
     public = {}
     for (target, _port), where in seen.items():
         ip = _ip(target)

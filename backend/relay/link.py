@@ -45,6 +45,7 @@ class Link:
         self.on_recv = on_recv
         self.welcomed_at = 0.0
         self.welcomed = asyncio.Event()  # set by the first welcome
+        self.on_up: Callable[[], None] = lambda: None  # called when a welcome brings it up
         self._welcome_seen = asyncio.Event()  # set by every welcome (cleared by the waiter)
 
     @property
@@ -63,9 +64,12 @@ class Link:
         except wire.FrameError:
             return  # hostile or garbled: dropped
         if frame.kind == wire.WELCOME:
+            was_up = self.up
             self.welcomed_at = time.monotonic()
             self.welcomed.set()
             self._welcome_seen.set()
+            if not was_up:
+                self.on_up()
         elif frame.kind == wire.RECV:
             self.on_recv(self, frame.key, frame.body)
 

@@ -7,6 +7,11 @@ relay it uses and a dead relay costs nothing but a switch to the next one: frame
 the first server (netmap order) whose relay is up. A home cluster has one to three servers, so
 registering with all of them is cheaper than agreeing on a "home relay" through the netmap.
 
+Who is relayed is `paths.RelayPaths`' call: the relay first, direct as soon as it works. For
+that the relay must be up early: a netmap applied or a link coming up makes the loop decide at
+once instead of at its next tick, and where UDP does not get out (the NAT probe got no echo
+answer) the WebSocket opens without waiting for a UDP welcome.
+
 A peer's packets go back through the relay they last came from (while it is up): when one side
 leaves a dead relay, the other follows at its next packet instead of finding out by itself.
 """
@@ -19,7 +24,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -36,14 +41,25 @@ from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
-UDP_GRACE_S = 3.0  # no UDP welcome this long after starting: open the WebSocket too
+# No UDP welcome this long after the first hello: open the WebSocket too. A welcome takes one
+# round trip and the link sends its hello twice meanwhile (link.ANSWER_S); any longer only
+# delays a host whose network drops UDP, for which the relay is the only path.
+UDP_GRACE_S = 1.5
+FOLLOW_WAKE_S = 0.25  # packets of a peer we do not relay wake the loop at most this often
+KIND_POLL_S = 0.25  # how often that wait looks at the NAT kind (the monitor has no event)
 INFO_RETRY_S = 5.0
 
 
 class RelayManager:
-    def __init__(self, try_for: float) -> None:
-        self.try_for = try_for  # how long each direct candidate gets (EndpointSelector's)
-        self.paths = RelayPaths(try_for)
+    def __init__(self) -> None:
+        self.paths = RelayPaths()
+        # Whether this host's NAT probe got no echo answer at all (backend/nat; Reach sets it):
+        # UDP most likely does not get out.
+        self.no_echo: Callable[[], bool] = lambda: False
+        # A peer's candidates best first (the endpoint selector's; the Engine sets it).
+        self.ranked: Callable[[str], Sequence[str]] = lambda key: ()
+        self._wake = asyncio.Event()  # decide now, not at the next tick
+        self._woken = 0.0  # when a relayed packet last woke the loop
         self.proxies: dict[str, PeerProxy] = {}
         self._links: dict[str, list[Link]] = {}  # server URL -> its links (UDP, WebSocket)
         self._access: dict[str, asyncio.Task[None]] = {}
@@ -57,6 +73,7 @@ class RelayManager:
     def endpoints(self, chosen: Mapping[str, str | None]) -> dict[str, str | None]:
         """The WireGuard endpoint per peer: the proxy for relayed peers, else `chosen`."""
         out = dict(chosen)
+        out.update(self.paths.trying)
         out.update(self.paths.roamed)
         for key in self.paths.relayed:
             proxy = self.proxies.get(key)
@@ -69,6 +86,16 @@ class RelayManager:
         must never take a proxy for a direct candidate that answered."""
         proxies = {p.endpoint for p in self.proxies.values()}
         return [s for s in stats if s.endpoint not in proxies]
+
+    def wake(self) -> None:
+        """Something the choice depends on changed (a netmap applied, a link up)."""
+        self._wake.set()
+
+    def udp_blocked(self) -> bool:
+        """UDP does not get out from here: no relay welcomed us over UDP, and either one did
+        over its WebSocket or no address echo answered the NAT probe."""
+        up = {link.transport for links in self._links.values() for link in links if link.up}
+        return "udp" not in up and ("tcp" in up or self.no_echo())
 
     def labels(self) -> dict[str, str]:
         """Proxy endpoint -> the path status shows (`relay rpi111`, `relay rpi111 (tcp)`)."""
@@ -94,8 +121,10 @@ class RelayManager:
         stats: Callable[[], Awaitable[list[PeerStats]]],
         on_change: Callable[[], Awaitable[None]],
     ) -> None:
+        self.paths.me = key.public_key()
         try:
             while True:
+                self._wake.clear()
                 nm = netmap()
                 port = await wg_port()
                 if nm is not None and port:
@@ -108,7 +137,9 @@ class RelayManager:
                     self._ensure_links(nm.servers, key, token, ctx)
                     if await self._decide(nm, await stats()):
                         await on_change()
-                await asyncio.sleep(TICK_S)  # a period, not synchronisation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TICK_S):  # a period, cut short by wake()
+                        await self._wake.wait()
         finally:
             await self.close()
 
@@ -120,7 +151,7 @@ class RelayManager:
         for proxy in self.proxies.values():
             proxy.close()
         self.proxies.clear()
-        self.paths = RelayPaths(self.try_for)
+        self.paths = RelayPaths()
 
     async def _decide(self, nm: Netmap, stats: list[PeerStats]) -> bool:
         for key in self.paths.relayed - set(self.proxies):
@@ -128,7 +159,7 @@ class RelayManager:
         up = self._link() is not None
         changed = self.paths.update(
             nm.peers, stats, {k: p.endpoint for k, p in self.proxies.items()},
-            time.monotonic(), datetime.now(UTC), up,
+            time.monotonic(), datetime.now(UTC), up, self.udp_blocked(), self.ranked,
         )  # fmt: skip
         for key in self.paths.relayed - set(self.proxies):
             await self._proxy(key)
@@ -174,6 +205,11 @@ class RelayManager:
             return  # not a peer of ours (the relay should never send it): dropped
         if self._via.get(src) is not via:
             self._via[src] = via
+        if key not in self.paths.relayed and time.monotonic() - self._woken > FOLLOW_WAKE_S:
+            # The peer switched to the relay before we did: follow now, before a rotation of
+            # our direct candidates sets WireGuard's endpoint away from the proxy it roamed to.
+            self._woken = time.monotonic()
+            self.wake()
         proxy = self.proxies.get(key)
         if proxy is not None:
             proxy.deliver(packet)
@@ -207,16 +243,16 @@ class RelayManager:
         try:
             if info.udp_port:
                 udp = UdpLink(info, host, key, self._recv)
+                udp.on_up = self.wake
                 self._links[url].append(udp)
                 tasks.append(asyncio.create_task(udp.run()))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(UDP_GRACE_S):
-                        await udp.welcomed.wait()
+                await self._grace(udp)
                 if udp.up:
                     log.info("relay %s reached over UDP at %s:%d", info.name, host, info.udp_port)
             if not tasks or not self._links[url][0].up:
                 ws_url = url.replace("https://", "wss://", 1).rstrip("/") + wire.RELAY_PATH
                 stream = StreamLink(info.name, ws_url, token, ctx, self._recv)
+                stream.on_up = self.wake
                 self._links[url].append(stream)
                 tasks.append(asyncio.create_task(stream.run()))
                 log.info("relay %s: WebSocket at %s", info.name, ws_url)
@@ -224,6 +260,18 @@ class RelayManager:
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def _grace(self, udp: UdpLink) -> None:
+        """Until `udp` is welcomed, UDP_GRACE_S passed, or the NAT probe found no echo answer
+        (UDP blocked: the WebSocket at once)."""
+        deadline = time.monotonic() + UDP_GRACE_S
+        while not udp.welcomed.is_set() and not self.no_echo():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, KIND_POLL_S)):
+                    await udp.welcomed.wait()
 
     async def _info(self, url: str, token: str, ctx: ssl.SSLContext) -> RelayInfo:
         async with httpx.AsyncClient(verify=ctx, timeout=5.0) as client:

@@ -1,21 +1,33 @@
 """Which peers go through the relay (pure: time, the netmap's peers and WireGuard's stats are
 passed in).
 
-A peer is relayed once every direct candidate had its turn (`try_for` each, as
-`endpoints.EndpointSelector` gives them) without a fresh handshake and a relay is up; it stays
-relayed while the handshakes come through the relay. It goes back to direct when WireGuard shakes
-hands on a direct address (the peer reached us directly: roaming), when the peer's candidates
-change (a new address to try, e.g. a NAT mapping that changed), or when a probe succeeds: after
-PROBE_FIRST_S and then every PROBE_EVERY_S, the peer's direct candidate is its endpoint for up to
-PROBE_WINDOW_S, and if packets arrive while WireGuard's endpoint stays direct (it roams to
-wherever the peer's latest packet came from) the pair stays direct. A failed probe costs what we
-sent in that second or two (it ends at the first second with packets sent and none received);
-with no traffic at all a probe cannot tell and the relay stays.
+Relay first, direct when it works (what Tailscale does with DERP): a peer without a direct
+handshake DIRECT_TRY_S after its candidates arrived is relayed (at once where this host's UDP
+is blocked), so a pair with no direct path talks within seconds of login instead of after every
+candidate had its turns. A direct path, where one exists, answers the first handshake within a
+round trip (the lab's direct pairs ping ~0.5 s after login), so the short try keeps them direct.
+Of a pair, the side with the greater public key waits FOLLOW_S longer: the other one's
+handshake through the relay reaches it first and WireGuard roams to the relay by itself. When
+both switched at once, each set its peer afresh (backend/wg/diff.py) and one could drop the
+session the other had just completed: no packet passed until WireGuard's 15 s re-handshake.
+
+Direct is still tried in the background, and the pair goes back to direct when WireGuard
+shakes hands on a direct address (the peer reached us directly: roaming), when the peer's
+candidates change (a new address to try, e.g. a NAT mapping that changed), or when a probe
+succeeds: PROBE_FIRST_S after the switch and then every PROBE_EVERY_S, once we send (a probe
+judges by the answers to our packets), the next of the peer's candidates (best first, as
+`endpoints.rank` orders them) is its endpoint for up to PROBE_WINDOW_S. WireGuard's session
+survives the switch (it roams), so a probe needs no handshake: if packets arrive while the
+endpoint stays direct (WireGuard roams to wherever the peer's latest packet came from), the pair
+stays direct. The first probe comes early, while the far NAT still holds the mapping its own
+direct try opened (Linux keeps an unanswered UDP flow for 30 s): a hole-punchable pair that
+lost its first handshake gets direct then. A failed probe costs what we sent in that second
+(it ends at the first second with packets sent and none received).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from pcloud.backend.wg.driver import PeerStats
@@ -23,23 +35,32 @@ from pcloud.server.protocol import Peer
 
 # A path is alive while packets arrive: the peer's keepalive (every 25 s) at the least.
 ALIVE_S = 35.0
-MAX_WAIT_S = 20.0  # relay after at most this long, however many candidates there are
+# Without a direct handshake this long after the candidates arrived, the relay: one round trip
+# answers a direct handshake where a path exists, the rest is margin for a loaded host.
+DIRECT_TRY_S = 2.0
+FOLLOW_S = 1.0  # the greater key of a pair waits this much longer (its peer leads the switch)
 
-
-PROBE_FIRST_S = 10.0  # after this long on the relay, try direct once more
+PROBE_FIRST_S = 3.0  # after this long on the relay, try direct once more
 PROBE_EVERY_S = 60.0  # and again this often
 PROBE_WINDOW_S = 2.0  # a probe lasts at most this long (what we send meanwhile may be lost)
+UNCOUNTED = -1
 
 
 class RelayPaths:
-    def __init__(self, try_for: float) -> None:
-        self.try_for = try_for
+    def __init__(self, me: str = "", direct_try: float = DIRECT_TRY_S) -> None:
+        self.me = me  # our public key (base64): who of a pair leads the switch
+        self.direct_try = direct_try
         self.relayed: set[str] = set()
         self._waiting: dict[str, float] = {}  # key -> since when without a direct handshake
         self._cands: dict[str, tuple[str, ...]] = {}
         self._next_probe: dict[str, float] = {}
-        self._probing: dict[str, tuple[float, int, int]] = {}  # key -> (since, rx, tx then)
+        self._probes: dict[str, int] = {}  # key -> probes made (the next candidate to try)
+        # key -> (since, rx, tx when WireGuard had the direct endpoint; UNCOUNTED before that)
+        self._probing: dict[str, tuple[float, int, int]] = {}
         self._rx: dict[str, tuple[int, float]] = {}  # key -> (rx_bytes, when it last grew)
+        self._tx: dict[str, int] = {}  # key -> tx_bytes at the last update
+        # The endpoint a probe tries (a candidate, best first).
+        self.trying: dict[str, str] = {}
         # Where WireGuard roamed to when a relayed peer reached us directly: configured as the
         # endpoint from then on (the selector's candidate of the moment may be a dead one).
         self.roamed: dict[str, str] = {}
@@ -52,9 +73,13 @@ class RelayPaths:
         now: float,
         wall_now: datetime,
         relay_up: bool,
+        udp_blocked: bool = False,
+        ranked: Callable[[str], Sequence[str]] = lambda key: (),
     ) -> bool:
         """Fold in the peers, WireGuard's stats and our proxy endpoints (key -> 127.0.0.1:PORT);
-        True when the set of relayed peers changed."""
+        True when the set of relayed peers changed. `udp_blocked`: this host's UDP does not get
+        out (no relay or echo answers it), so direct is not waited for; `ranked(key)`: the
+        peer's candidates best first (the endpoint selector's order), for the probes."""
         by_key = {s.public_key: s for s in stats}
         before = set(self.relayed)
         keys = set()
@@ -64,18 +89,26 @@ class RelayPaths:
             cands = tuple(sorted(peer.endpoints))
             if self._cands.get(key, cands) != cands:
                 # New candidates (e.g. the peer's first report or a new NAT mapping): direct
-                # gets a full go again; a relayed peer probes them at once.
+                # gets a go again; a relayed peer probes them at once.
                 was_relayed = key in self.relayed
                 self._forget(key)
                 self._waiting[key] = now
                 if was_relayed:
-                    s = by_key.get(key)
-                    self._probing[key] = (now, s.rx_bytes if s else 0, s.tx_bytes if s else 0)
+                    self._probing[key] = (now, UNCOUNTED, UNCOUNTED)
             self._cands[key] = cands
-            self._step(key, cands, by_key.get(key), proxies.get(key), now, wall_now, relay_up)
+            wait = 0.0 if udp_blocked else self.direct_try
+            if self.me and key < self.me:
+                wait += FOLLOW_S  # the peer leads: its relayed handshake brings us along
+            s = by_key.get(key)
+            sending = s is not None and s.tx_bytes > self._tx.get(key, s.tx_bytes)
+            self._tx[key] = s.tx_bytes if s else 0
+            self._step(key, s, proxies.get(key), now, wall_now, relay_up, wait)
+            order = [c for c in ranked(key) if c in cands] or list(cands)
+            self._maybe_probe(key, order, s, now, sending)
         for key in set(self._cands) - keys:
             self._cands.pop(key, None)
             self._rx.pop(key, None)
+            self._tx.pop(key, None)
             self._forget(key)
         return self.relayed != before
 
@@ -93,39 +126,27 @@ class RelayPaths:
     def _forget(self, key: str) -> None:
         self.relayed.discard(key)
         self.roamed.pop(key, None)
+        self.trying.pop(key, None)
         self._waiting.pop(key, None)
         self._probing.pop(key, None)
         self._next_probe.pop(key, None)
+        self._probes.pop(key, None)
 
     def _step(
         self,
         key: str,
-        cands: tuple[str, ...],
         s: PeerStats | None,
         proxy: str | None,
         now: float,
         wall_now: datetime,
         relay_up: bool,
+        wait: float,
     ) -> None:
         fresh = self._alive(key, s, now, wall_now)
         via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxy
         if key in self._probing:
-            # A direct try while relayed: WireGuard roams to where the peer's latest packet came
-            # from, so packets received with the endpoint still direct came directly.
-            since, rx, tx = self._probing[key]
-            got = s is not None and s.rx_bytes > rx and bool(s.endpoint) and not via_proxy
-            sent_unanswered = s is not None and s.tx_bytes > tx and now - since >= 1.0
-            # (In the tick that starts a probe WireGuard still shows the proxy: not an answer.)
-            back = via_proxy and now > since
-            if got or back or sent_unanswered or now - since >= PROBE_WINDOW_S:
-                del self._probing[key]
-                if got and s is not None and s.endpoint:
-                    self.roamed[key] = s.endpoint
-                else:
-                    self.relayed.add(key)
-                    self._next_probe[key] = now + PROBE_EVERY_S
-            return
-        if fresh and via_proxy:
+            self._judge_probe(key, s, now, via_proxy)
+        elif fresh and via_proxy:
             self.relayed.add(key)  # handshakes come through the relay (maybe its doing)
             self.roamed.pop(key, None)
             self._waiting.pop(key, None)
@@ -138,13 +159,45 @@ class RelayPaths:
         elif key not in self.relayed:
             self.roamed.pop(key, None)
             since = self._waiting.setdefault(key, now)
-            # Every candidate gets two turns (hole punching needs both sides sending at once,
-            # and WireGuard retries a handshake every 5 s, in or out of step with the selector's
-            # turns): relaying too early would hide a direct path.
-            wait = min(MAX_WAIT_S, 2 * self.try_for * max(2, len(cands)))
             if relay_up and now - since >= wait:
                 self.relayed.add(key)
                 self._next_probe[key] = now + PROBE_FIRST_S
-        if key in self.relayed and cands and now >= self._next_probe.get(key, now):
-            self.relayed.discard(key)
-            self._probing[key] = (now, s.rx_bytes if s else 0, s.tx_bytes if s else 0)
+
+    def _judge_probe(self, key: str, s: PeerStats | None, now: float, via_proxy: bool) -> None:
+        """A direct try while relayed: WireGuard roams to where the peer's latest packet came
+        from, so packets received with the endpoint still direct came directly."""
+        since, rx, tx = self._probing[key]
+        if now <= since:
+            return  # started in this update: WireGuard gets the direct endpoint after it
+        if rx == UNCOUNTED and not via_proxy:
+            # The counters are taken once WireGuard has the direct endpoint: what arrived
+            # while the relay's proxy was still its endpoint (a reply racing the switch) must
+            # not pass for a direct answer and keep the pair on a dead address.
+            self._probing[key] = (since, s.rx_bytes if s else 0, s.tx_bytes if s else 0)
+            return
+        got = s is not None and s.rx_bytes > rx and bool(s.endpoint) and not via_proxy
+        sent_unanswered = s is not None and s.tx_bytes > tx and now - since >= 1.0
+        back = via_proxy  # the peer's packets came through the relay: it did not answer
+        if got or back or sent_unanswered or now - since >= PROBE_WINDOW_S:
+            del self._probing[key]
+            self.trying.pop(key, None)
+            if got and s is not None and s.endpoint:
+                self.roamed[key] = s.endpoint
+                self._probes.pop(key, None)
+            else:
+                self.relayed.add(key)
+                self._next_probe[key] = now + PROBE_EVERY_S
+
+    def _maybe_probe(
+        self, key: str, order: Sequence[str], s: PeerStats | None, now: float, sending: bool
+    ) -> None:
+        """Start a probe when one is due and we send (a probe without traffic cannot tell)."""
+        if key not in self.relayed or not order or now < self._next_probe.get(key, now):
+            return
+        if not sending:
+            return
+        n = self._probes.get(key, 0)
+        self._probes[key] = n + 1
+        self.relayed.discard(key)
+        self.trying[key] = order[n % len(order)]
+        self._probing[key] = (now, UNCOUNTED, UNCOUNTED)

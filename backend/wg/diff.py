@@ -235,7 +235,13 @@ def diff(
             ops.append(_peer_add(want))
             continue
         op = _peer_update(cur, want, k in last, last.get(k))
-        if op is not None and op.endpoint is not None and cur.last_handshake is None:
+        if private_key is not None and current.private_key is not None:
+            # A new key of ours (a login as a new node on an interface kept from the old one):
+            # every session and its handshake time belong to the old key. Set afresh, the
+            # peers shake hands at once and their stats say nothing stale (the relay and the
+            # endpoint selector took the old handshakes for live direct paths).
+            ops += [PeerOp(action="remove", public_key=k), _peer_add(want)]
+        elif op is not None and op.endpoint is not None and cur.last_handshake is None:
             # No session yet, and WireGuard sends no new initiation within 5 s (REKEY_TIMEOUT)
             # of its last one, which went to the old endpoint or to none, or reached a peer
             # that did not know us yet (a node that just logged in): the first handshake

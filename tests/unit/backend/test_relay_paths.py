@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pcloud.backend.relay.paths import MAX_WAIT_S, PROBE_FIRST_S, RelayPaths
+from pcloud.backend.relay.paths import (
+    DIRECT_TRY_S,
+    FOLLOW_S,
+    PROBE_EVERY_S,
+    PROBE_FIRST_S,
+    RelayPaths,
+)
 from pcloud.backend.wg.driver import PeerStats
 from pcloud.server.protocol import Peer
 
@@ -25,37 +31,124 @@ def stats(endpoint: str | None, handshake_s: float | None, rx: int, tx: int = 0)
     return PeerStats(KEY, endpoint, hs, rx, tx)
 
 
-def step(paths: RelayPaths, p: Peer, s: PeerStats | None, t: float, up: bool = True) -> bool:
-    return paths.update([p], [s] if s else [], {KEY: PROXY}, t, T0 + timedelta(seconds=t), up)
+def step(
+    paths: RelayPaths, p: Peer, s: PeerStats | None, t: float, up: bool = True, udp: bool = True
+) -> bool:
+    wall = T0 + timedelta(seconds=t)
+    # The selector's order: public candidates before someone else's private ones.
+    ranked = sorted(p.endpoints, key=lambda e: e.startswith("10."))
+    return paths.update(
+        [p], [s] if s else [], {KEY: PROXY}, t, wall, up, not udp, lambda key: ranked
+    )
 
 
-def test_relayed_after_every_candidate_had_two_turns_then_probed_back_to_direct() -> None:
-    paths = RelayPaths(try_for=5.0)
-    p = peer("10.31.0.2:5000", "198.51.100.31:5000")
+def test_relayed_after_one_short_direct_try_then_probed_back_to_direct() -> None:
+    paths = RelayPaths()
+    # Many candidates do not make the wait longer (it was two turns each, up to 20 s).
+    p = peer("10.31.0.2:5000", "10.31.0.3:5000", "198.51.100.31:5000")
     assert not step(paths, p, None, 0.0)
-    assert not step(paths, p, None, 19.0)  # 2 candidates x 2 turns x 5 s
-    assert not step(paths, p, None, 25.0, up=False)  # no relay up: nothing to switch to
-    assert step(paths, p, None, 26.0) and paths.relayed == {KEY}
+    assert not step(paths, p, None, DIRECT_TRY_S - 0.1)
+    assert not step(paths, p, None, DIRECT_TRY_S, up=False)  # no relay up: nothing to switch to
+    assert step(paths, p, None, 2.5) and paths.relayed == {KEY}
     # Handshakes through the proxy keep it there.
-    assert not step(paths, p, stats(PROXY, 27.0, 100), 28.0)
-    # A probe after PROBE_FIRST_S: the direct candidate is tried, and packets arrive with the
-    # endpoint still direct (WireGuard did not roam back to the proxy): direct it is.
-    assert step(paths, p, stats(PROXY, 27.0, 200), 28.0 + PROBE_FIRST_S)
-    assert paths.relayed == set()
-    assert not step(paths, p, stats("198.51.100.31:5000", 27.0, 300), 39.0)
-    assert paths.roamed == {KEY: "198.51.100.31:5000"}
+    assert not step(paths, p, stats(PROXY, 3.0, 100, 100), 3.0)
+    # A probe once PROBE_FIRST_S passed and we send: the best candidate (public) is tried.
+    t = 2.5 + PROBE_FIRST_S
+    assert step(paths, p, stats(PROXY, 3.0, 200, 200), t)
+    assert paths.relayed == set() and paths.trying == {KEY: "198.51.100.31:5000"}
+    # A reply through the relay that raced the switch is in the counters when WireGuard first
+    # shows the direct endpoint: counted from there, it is no answer.
+    assert not step(paths, p, stats("198.51.100.31:5000", 3.0, 250, 250), t + 0.1)
+    assert not paths.roamed
+    # Packets arrive with the endpoint still direct: direct it is.
+    assert not step(paths, p, stats("198.51.100.31:5000", 3.0, 300, 300), t + 0.5)
+    assert paths.roamed == {KEY: "198.51.100.31:5000"} and not paths.trying
 
 
-def test_failed_probe_returns_to_the_relay_and_new_candidates_reset() -> None:
-    paths = RelayPaths(try_for=5.0)
-    p = peer("10.31.0.2:5000")
+def test_a_direct_handshake_within_the_try_stays_direct() -> None:
+    paths = RelayPaths()
+    p = peer("198.51.100.31:5000")
     step(paths, p, None, 0.0)
-    assert step(paths, p, None, MAX_WAIT_S) and paths.relayed == {KEY}
-    step(paths, p, stats(PROXY, 21.0, 100, 100), 22.0)
-    assert step(paths, p, stats(PROXY, 21.0, 100, 100), 22.0 + PROBE_FIRST_S)  # probing
-    # We sent for a second and nothing came back: back on the relay at once.
-    assert step(paths, p, stats("10.31.0.2:5000", 21.0, 100, 500), 33.5)
-    assert paths.relayed == {KEY}
-    # The peer reports a new address: direct gets a full go again.
-    assert step(paths, peer("10.31.0.9:6000"), stats(PROXY, 21.0, 100), 34.0)
+    assert not step(paths, p, stats("198.51.100.31:5000", 0.5, 100), 0.6)
+    for t in (DIRECT_TRY_S, 10.0, 30.0):  # packets keep arriving: never relayed
+        assert not step(paths, p, stats("198.51.100.31:5000", 0.5, 100 + int(t)), t)
     assert paths.relayed == set()
+
+
+def test_the_greater_key_of_a_pair_follows_instead_of_switching_at_the_same_time() -> None:
+    leader, follower = RelayPaths(me="0" * 43 + "="), RelayPaths(me="B" * 43 + "=")
+    p = peer("198.51.100.31:5000")
+    for paths in (leader, follower):
+        step(paths, p, None, 0.0)
+    assert step(leader, p, None, DIRECT_TRY_S) and leader.relayed == {KEY}
+    assert not step(follower, p, None, DIRECT_TRY_S + FOLLOW_S - 0.1)
+    # The leader's handshake came through the relay: WireGuard roamed to the proxy.
+    assert step(follower, p, stats(PROXY, 4.0, 100), DIRECT_TRY_S + FOLLOW_S - 0.05)
+    assert follower.relayed == {KEY}
+    # Without that, the follower switches FOLLOW_S later by itself.
+    alone = RelayPaths(me="B" * 43 + "=")
+    step(alone, p, None, 0.0)
+    assert step(alone, p, None, DIRECT_TRY_S + FOLLOW_S) and alone.relayed == {KEY}
+
+
+def test_udp_blocked_relays_at_once() -> None:
+    paths = RelayPaths()
+    p = peer("10.40.0.2:5000", "203.0.113.40:5000")
+    assert not step(paths, p, None, 0.0, up=False, udp=False)  # the WebSocket is not up yet
+    assert step(paths, p, None, 0.3, udp=False) and paths.relayed == {KEY}
+
+
+def test_the_peer_reaching_us_directly_ends_the_relay() -> None:
+    paths = RelayPaths()
+    p = peer("198.51.100.31:5000")
+    step(paths, p, None, 0.0)
+    assert step(paths, p, None, DIRECT_TRY_S) and paths.relayed == {KEY}
+    step(paths, p, stats(PROXY, 2.5, 100), 2.5)
+    # Its handshake came straight to us (WireGuard roamed): direct without waiting for a probe.
+    assert step(paths, p, stats("198.51.100.31:5000", 3.0, 200), 3.0)
+    assert paths.relayed == set() and paths.roamed == {KEY: "198.51.100.31:5000"}
+
+
+def test_probes_wait_for_traffic_and_go_through_the_candidates_in_order() -> None:
+    paths = RelayPaths()
+    p = peer("10.31.0.2:5000", "198.51.100.31:5000")
+    step(paths, p, None, 0.0)
+    step(paths, p, None, DIRECT_TRY_S)
+    step(paths, p, stats(PROXY, 2.5, 100, 100), 2.5)
+    # Due, but nothing sent: a probe could not tell, so none yet.
+    assert not step(paths, p, stats(PROXY, 2.5, 100, 100), 10.0)
+    assert paths.relayed == {KEY}
+    assert step(paths, p, stats(PROXY, 2.5, 100, 150), 11.0)  # we send: the probe starts
+    assert paths.trying == {KEY: "198.51.100.31:5000"}
+    step(paths, p, stats("198.51.100.31:5000", 2.5, 100, 150), 11.1)
+    # We sent for a second and nothing came back: back on the relay at once.
+    assert step(paths, p, stats("198.51.100.31:5000", 2.5, 100, 500), 12.1)
+    assert paths.relayed == {KEY} and not paths.trying
+    # The next probe, PROBE_EVERY_S later, tries the next candidate.
+    assert not step(paths, p, stats(PROXY, 2.5, 100, 600), 12.1 + PROBE_EVERY_S - 1)
+    assert step(paths, p, stats(PROXY, 2.5, 100, 700), 12.1 + PROBE_EVERY_S)
+    assert paths.trying == {KEY: "10.31.0.2:5000"}
+
+
+def test_new_candidates_reset_a_relayed_peer() -> None:
+    paths = RelayPaths()
+    step(paths, peer("10.31.0.2:5000"), None, 0.0)
+    assert step(paths, peer("10.31.0.2:5000"), None, DIRECT_TRY_S) and paths.relayed == {KEY}
+    # The peer reports a new address: direct gets a go again, and the relay after the try.
+    assert step(paths, peer("10.31.0.9:6000"), stats(PROXY, 3.0, 100), 20.0)
+    assert paths.relayed == set()
+    step(paths, peer("10.31.0.9:6000"), stats("10.31.0.9:6000", 3.0, 100, 100), 20.1)
+    assert step(paths, peer("10.31.0.9:6000"), stats("10.31.0.9:6000", 3.0, 100, 300), 21.5)
+    assert paths.relayed == {KEY}  # the probe of the new address went unanswered
+
+
+def test_a_probe_ends_when_the_peer_keeps_coming_through_the_relay() -> None:
+    paths = RelayPaths()
+    p = peer("198.51.100.31:5000")
+    step(paths, p, None, 0.0)
+    step(paths, p, None, DIRECT_TRY_S)
+    step(paths, p, stats(PROXY, 2.5, 100, 100), 2.5)
+    assert step(paths, p, stats(PROXY, 2.5, 100, 200), 2.0 + PROBE_FIRST_S)  # probing
+    # WireGuard roamed back to the proxy: the peer's packets still come through the relay.
+    assert step(paths, p, stats(PROXY, 2.5, 300, 300), 6.0)
+    assert paths.relayed == {KEY} and not paths.roamed

@@ -131,6 +131,24 @@ def test_changed_private_key_is_set() -> None:
     assert diff(state(key=other), cfg()).private_key == KEY
 
 
+def test_a_new_private_key_sets_every_kept_peer_afresh() -> None:
+    # A login as a new node on the interface of the old one: the old key's sessions (and
+    # their handshake times) must not pass for live paths.
+    other = PrivateKey.generate()
+    cur = state(PeerState(P1, "192.0.2.1:1", ("10.0.0.2/32",), 25, SHOOK), key=other)
+    d = diff(cur, cfg(PeerConfig(P1, ("10.0.0.2/32",), "192.0.2.1:1", 25)))
+    assert d.private_key == KEY
+    assert d.peers == (
+        PeerOp("remove", P1),
+        PeerOp("add", P1, "192.0.2.1:1", 25, ("10.0.0.2/32",)),
+    )
+    # The same key: nothing to do.
+    assert diff(
+        state(PeerState(P1, "192.0.2.1:1", ("10.0.0.2/32",), 25, SHOOK)),
+        cfg(PeerConfig(P1, ("10.0.0.2/32",), "192.0.2.1:1", 25)),
+    ).empty
+
+
 def test_equivalent_endpoint_spellings_do_not_update() -> None:
     cur = state(PeerState(P1, "[fd00::1]:5", ("10.0.0.2/32",)))
     assert diff(cur, cfg(PeerConfig(P1, ("10.0.0.2/32",), "[fd00:0::1]:5"))).empty
