@@ -154,6 +154,9 @@ class NodeSpec:
     # The WireGuard private key (base64) of a server-role node: its registration carries a
     # proof of it (server.security.nodeproof); clients register without one.
     private_key: str | None = None
+    # The coordination server this node registers and streams with (its port on the same
+    # host); 0: the worker's server (bench.fanout_servers spreads nodes over several).
+    port: int = 0
 
 
 @dataclass
@@ -255,7 +258,7 @@ class Worker:
         # One context for every connection: loading the CA once, and sharing it keeps memory
         # per connection small.
         ctx = ssl.create_default_context(cadata=ca_pem)
-        self.nodes = [SimNode(spec, Conn(host, port, ctx)) for spec in specs]
+        self.nodes = [SimNode(spec, Conn(host, spec.port or port, ctx)) for spec in specs]
         self.concurrency = max(1, concurrency)
 
     async def register_all(self) -> list[tuple[int, int, str, float, float, str]]:

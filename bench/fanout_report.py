@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 
 from .fanout_results import Results
+from .fanout_servers import per_server_table
 
 
 def report(res: Results) -> str:
@@ -99,6 +100,9 @@ def report(res: Results) -> str:
             )
         console.print(floor)
 
+    if res.per_server:
+        per_server_table(res, console)
+
     targets = Table(title="DESIGN section 7 targets")
     targets.add_column("target")
     targets.add_column("measured", justify="right")
@@ -119,7 +123,9 @@ def report(res: Results) -> str:
             f"server={res.floor.ratio(res.changes, 'server'):.2f}x "
         )
     return (
-        f"fanout store={res.store} nodes={res.nodes} mode={res.mode} reg={res.reg_rate:.0f}/s "
+        f"fanout store={res.store} nodes={res.nodes} "
+        f"{f'coord_servers={res.coord_servers} ' if res.coord_servers > 1 else ''}"
+        f"mode={res.mode} reg={res.reg_rate:.0f}/s "
         f"p99={res.reg_p99_ms:.0f}ms "
         f"client_change={res.worst('client') * 1000:.0f}ms "
         f"({statistics.mean(cb) if cb else 0:,.0f} B) "
