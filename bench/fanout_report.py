@@ -31,6 +31,7 @@ def report(res: Results) -> str:
     setup.add_row(
         "registration latency p50 / p99", f"{res.reg_p50_ms:.1f} / {res.reg_p99_ms:.1f} ms"
     )
+    setup.add_row("registrations retried after a 503", str(res.reg_retries))
     setup.add_row("TLS connect p50", f"{res.connect_p50_ms:.1f} ms")
     setup.add_row("server CPU during registration", f"{res.reg_server_cpu_s:.1f} s")
     setup.add_row("server RSS after registration", f"{res.rss_after_reg_mb:.0f} MB")

@@ -97,6 +97,7 @@ class Results:
     reg_rate: float = 0.0
     reg_p50_ms: float = 0.0
     reg_p99_ms: float = 0.0
+    reg_retries: int = 0  # registrations answered 503 (store busy/behind) and sent again
     connect_p50_ms: float = 0.0
     reg_server_cpu_s: float = 0.0
     rss_after_reg_mb: float = 0.0

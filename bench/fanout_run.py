@@ -142,7 +142,8 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         connects: list[float] = []
         latencies: list[float] = []
         failures: list[str] = []
-        for _, rows in answers:
+        res.reg_retries = sum(a[2] for a in answers)
+        for _, rows, _retries in answers:
             for idx, nid, tok, connect, latency, error in rows:
                 if error:
                     failures.append(f"{specs[idx].hostname}: {error}")
@@ -159,7 +160,8 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         rss_reg = fleet.rss()
         res.rss_after_reg_mb = max(rss_reg)
         log(
-            f"registered {cfg.nodes} nodes in {reg_wall:.1f} s ({res.reg_rate:.0f}/s), "
+            f"registered {cfg.nodes} nodes in {reg_wall:.1f} s ({res.reg_rate:.0f}/s, "
+            f"{res.reg_retries} retries after a 503), "
             f"server RSS {res.rss_after_reg_mb:.0f} MB"
         )
 
