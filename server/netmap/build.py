@@ -86,6 +86,39 @@ def _servers(state: State) -> bytes:
     return json.dumps(state.server_urls(), separators=(",", ":")).encode()
 
 
+def _trailer(state: State) -> bytes:
+    """`],"servers":[...],"domain":"...","filter":`: the same in every answer until the server
+    list changes (`FanOut.servers_changed` drops it), so rendered once, not per node."""
+    cached = state.servers_json
+    if cached is None:
+        domain = json.dumps(state.settings.domain).encode()
+        cached = b'],"servers":' + _servers(state) + b',"domain":' + domain + b',"filter":'
+        state.servers_json = cached
+    return cached
+
+
+def _head(state: State, node_id: int, version: int, full: bool) -> bytes:
+    return b"".join(
+        (
+            b'{"version":%d,"full":%s,"self":' % (version, b"true" if full else b"false"),
+            peer_json(state, state.nodes[node_id]),
+            b',"peers":[',
+        )
+    )
+
+
+def _lists(peers: list[bytes], changed: list[bytes], removed: list[int]) -> bytes:
+    return b"".join(
+        (
+            b",".join(peers),
+            b'],"peers_changed":[',
+            b",".join(changed),
+            b'],"peers_removed":[',
+            b",".join(b"%d" % pid for pid in removed),
+        )
+    )
+
+
 def _answer(
     state: State,
     node_id: int,
@@ -100,24 +133,65 @@ def _answer(
     # Field order and names as in protocol.Netmap.
     return b"".join(
         (
-            b'{"version":%d,"full":%s,"self":' % (version, b"true" if full else b"false"),
-            peer_json(state, state.nodes[node_id]),
-            b',"peers":[',
-            b",".join(peers),
-            b'],"peers_changed":[',
-            b",".join(changed),
-            b'],"peers_removed":[',
-            b",".join(b"%d" % pid for pid in removed),
-            b'],"servers":',
-            _servers(state),
-            b',"domain":',
-            json.dumps(state.settings.domain).encode(),
+            _head(state, node_id, version, full),
+            _lists(peers, changed, removed),
+            _trailer(state),
             # The filter only when it is news (a full map, or the node's own change).
-            b',"filter":',
             packet_filter if packet_filter is not None else b"null",
             b"}",
         )
     )
+
+
+class SeenBy:
+    """Who sees a changed peer (`peers_of`, symmetric: the same as `State.visible` pair by
+    pair), worked out once per version and peer: the 10,000 deltas of a server-role node's
+    change each ask whether their node sees it, and one set lookup replaces two walks of the
+    policy's rules per node. Every change of the index (nodes, policy, admins) comes with a
+    new version (`FanOut.stamp`) or a new index object, so (version, index) keys it."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] = (0, 0)
+        self._sets: dict[int, set[int]] = {}
+
+    def get(self, state: State, peer_id: int) -> set[int]:
+        key = (state.version, id(state.index))
+        if key != self._key:
+            self._key = key
+            self._sets = {}
+        seen = self._sets.get(peer_id)
+        if seen is None:
+            seen = self._sets[peer_id] = state.peers_of(peer_id)
+        return seen
+
+
+class SharedTails:
+    """The part of a delta after the node's own record, shared by every node that gets the
+    same one: a server-role node's change sends 10,000 nodes the same `peers_changed`, so it
+    is joined once instead of 10,000 times. An entry holds while the peer JSON it was joined
+    from is still the cached one (the very same bytes objects) and the server list has not
+    changed; so no version or invalidation hook is needed."""
+
+    LIMIT = 64  # distinct deltas in flight at once are few; past this, start over
+
+    def __init__(self) -> None:
+        self._tails: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[list[bytes], bytes]] = {}
+
+    def get(
+        self, state: State, changed_ids: list[int], changed: list[bytes], removed: list[int]
+    ) -> bytes:
+        key = (tuple(changed_ids), tuple(removed))
+        trailer = _trailer(state)
+        hit = self._tails.get(key)
+        if hit is not None:
+            parts, tail = hit
+            if parts[-1] is trailer and all(a is b for a, b in zip(parts, changed, strict=False)):
+                return tail
+        if len(self._tails) >= self.LIMIT:
+            self._tails.clear()
+        tail = b"".join((_lists([], changed, removed), trailer, b"null}"))
+        self._tails[key] = ([*changed, trailer], tail)
+        return tail
 
 
 def full_json(state: State, node_id: int) -> bytes:
@@ -134,26 +208,32 @@ def full_json(state: State, node_id: int) -> bytes:
 
 
 def delta_json(state: State, node_id: int, d: Delta) -> bytes:
+    changed_ids: list[int] = []
     changed: list[bytes] = []
     removed = set(d.removed)
     nodes = state.nodes
+    seen_by = state.seen_by
     for pid in sorted(d.changed):
-        # Pairwise checks: O(changed peers), not a walk of the node's (maybe 10,000) peers.
+        # O(changed peers), not a walk of the node's (maybe 10,000) peers.
         other = nodes.get(pid)
-        if other is not None and state.visible(node_id, pid):
+        if other is not None and node_id in seen_by.get(state, pid):
+            changed_ids.append(pid)
             changed.append(peer_json(state, other))
         else:
             # Changed and then hidden or deleted within the same window: it is a removal.
             removed.add(pid)
-    return _answer(
-        state,
-        node_id,
-        state.version,
-        full=False,
-        changed=changed,
-        removed=sorted(removed),
-        packet_filter=filter_json(state, node_id) if d.self_changed else None,
-    )
+    if d.self_changed:  # the node's own filter follows: not shared with anyone
+        return _answer(
+            state,
+            node_id,
+            state.version,
+            full=False,
+            changed=changed,
+            removed=sorted(removed),
+            packet_filter=filter_json(state, node_id),
+        )
+    tail = state.delta_tails.get(state, changed_ids, changed, sorted(removed))
+    return _head(state, node_id, state.version, False) + tail
 
 
 def unchanged_json(state: State, node_id: int, version: int) -> bytes:
