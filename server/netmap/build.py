@@ -6,8 +6,11 @@ node's peers or the peers that changed), never a pass over every pair of nodes.
 The long poll answers with bytes (`*_json`): each peer's JSON is rendered once and cached in
 `State.peer_json` until that peer's record or presence changes (the state drops the entry at
 every such change), so a change that wakes 10,000 polls serialises the changed peer once, not
-10,000 times, and an answer is a join of cached bytes. The JSON is pydantic's own rendering of
-`protocol.Peer`/`protocol.Netmap`, so it is the same document `response_model` describes.
+10,000 times, and an answer is a join of cached bytes. A delta goes further (netmap.shared):
+whether each woken node sees the changed peer is one set lookup, and what follows the node's
+own record is one bytes object shared by every node that gets the same delta. The JSON is
+pydantic's own rendering of `protocol.Peer`/`protocol.Netmap`, so it is the same document
+`response_model` describes.
 """
 
 from __future__ import annotations
@@ -143,57 +146,6 @@ def _answer(
     )
 
 
-class SeenBy:
-    """Who sees a changed peer (`peers_of`, symmetric: the same as `State.visible` pair by
-    pair), worked out once per version and peer: the 10,000 deltas of a server-role node's
-    change each ask whether their node sees it, and one set lookup replaces two walks of the
-    policy's rules per node. Every change of the index (nodes, policy, admins) comes with a
-    new version (`FanOut.stamp`) or a new index object, so (version, index) keys it."""
-
-    def __init__(self) -> None:
-        self._key: tuple[int, int] = (0, 0)
-        self._sets: dict[int, set[int]] = {}
-
-    def get(self, state: State, peer_id: int) -> set[int]:
-        key = (state.version, id(state.index))
-        if key != self._key:
-            self._key = key
-            self._sets = {}
-        seen = self._sets.get(peer_id)
-        if seen is None:
-            seen = self._sets[peer_id] = state.peers_of(peer_id)
-        return seen
-
-
-class SharedTails:
-    """The part of a delta after the node's own record, shared by every node that gets the
-    same one: a server-role node's change sends 10,000 nodes the same `peers_changed`, so it
-    is joined once instead of 10,000 times. An entry holds while the peer JSON it was joined
-    from is still the cached one (the very same bytes objects) and the server list has not
-    changed; so no version or invalidation hook is needed."""
-
-    LIMIT = 64  # distinct deltas in flight at once are few; past this, start over
-
-    def __init__(self) -> None:
-        self._tails: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[list[bytes], bytes]] = {}
-
-    def get(
-        self, state: State, changed_ids: list[int], changed: list[bytes], removed: list[int]
-    ) -> bytes:
-        key = (tuple(changed_ids), tuple(removed))
-        trailer = _trailer(state)
-        hit = self._tails.get(key)
-        if hit is not None:
-            parts, tail = hit
-            if parts[-1] is trailer and all(a is b for a, b in zip(parts, changed, strict=False)):
-                return tail
-        if len(self._tails) >= self.LIMIT:
-            self._tails.clear()
-        tail = b"".join((_lists([], changed, removed), trailer, b"null}"))
-        self._tails[key] = ([*changed, trailer], tail)
-        return tail
-
-
 def full_json(state: State, node_id: int) -> bytes:
     nodes = state.nodes
     peers = [peer_json(state, nodes[p]) for p in sorted(state.peers_of(node_id))]
@@ -212,11 +164,11 @@ def delta_json(state: State, node_id: int, d: Delta) -> bytes:
     changed: list[bytes] = []
     removed = set(d.removed)
     nodes = state.nodes
-    seen_by = state.seen_by
+    seen_by, key = state.seen_by, (state.version, id(state.index))
     for pid in sorted(d.changed):
         # O(changed peers), not a walk of the node's (maybe 10,000) peers.
         other = nodes.get(pid)
-        if other is not None and node_id in seen_by.get(state, pid):
+        if other is not None and node_id in seen_by.get(key, pid, state.peers_of):
             changed_ids.append(pid)
             changed.append(peer_json(state, other))
         else:
@@ -232,7 +184,13 @@ def delta_json(state: State, node_id: int, d: Delta) -> bytes:
             removed=sorted(removed),
             packet_filter=filter_json(state, node_id),
         )
-    tail = state.delta_tails.get(state, changed_ids, changed, sorted(removed))
+    gone = sorted(removed)
+    trailer = _trailer(state)
+
+    def render() -> bytes:
+        return b"".join((_lists([], changed, gone), trailer, b"null}"))
+
+    tail = state.delta_tails.get(changed_ids, changed, gone, trailer, render)
     return _head(state, node_id, state.version, False) + tail
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..config import Settings
 from ..model import NodeRec, now
 from ..netmap.broadcast import Broadcaster, VersionClock
-from ..netmap.build import SeenBy, SharedTails
+from ..netmap.shared import SeenBy, SharedTails
 from ..policy.document import Policy
 from ..policy.engine import PeerIndex
 from ..policy.filter import signature

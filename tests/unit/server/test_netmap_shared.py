@@ -29,9 +29,11 @@ async def test_same_delta_shares_its_tail_until_the_peer_changes(tmp_path: Path)
     # The part after `self` is the very same bytes for both: joined once.
     tail = one[one.index(b',"peers":[') + len(b',"peers":[') :]
     assert two.endswith(tail)
-    assert state.delta_tails.get(state, [a1.id], [state.peer_json[a1.id]], []) is (
-        state.delta_tails.get(state, [a1.id], [state.peer_json[a1.id]], [])
-    )
+    trailer = state.servers_json
+    assert trailer is not None
+    again = state.delta_tails.get([a1.id], [state.peer_json[a1.id]], [], trailer, bytes)
+    assert again is state.delta_tails.get([a1.id], [state.peer_json[a1.id]], [], trailer, bytes)
+    assert again.endswith(b"null}") and tail.endswith(again)
     # Bob does not see alice's laptop: for him the same delta is a removal (SeenBy).
     doc_bob = json.loads(build.delta_json(state, bob.id, d))
     assert (doc_bob["peers_changed"], doc_bob["peers_removed"]) == ([], [a1.id])
