@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import json
+import random
 import ssl
 import time
 import traceback
@@ -26,6 +27,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .fanout_stream import CONN_ERRORS, HttpError, stream_loop
+
+REG_ATTEMPTS = 8  # a registration answered 503 (store busy or behind) is sent again
 
 
 def proof(private_key: str, server_key: dict[str, Any]) -> str:
@@ -154,6 +157,9 @@ class NodeSpec:
     # The WireGuard private key (base64) of a server-role node: its registration carries a
     # proof of it (server.security.nodeproof); clients register without one.
     private_key: str | None = None
+    # The coordination server this node registers and streams with (its port on the same
+    # host); 0: the worker's server (bench.fanout_servers spreads nodes over several).
+    port: int = 0
 
 
 @dataclass
@@ -186,6 +192,7 @@ class Worker:
         self.answers = 0
         self.outstanding = 0
         self.errors = 0
+        self.reg_retries = 0  # registrations answered 503 and sent again
         self.last_error = ""
         self.poll_timeout = 55.0
         self.concurrency = 16
@@ -204,7 +211,7 @@ class Worker:
                 self.init(*msg[1:])
                 self.reply(("ready",))
             elif kind == "register":
-                self.reply(("registered", await self.register_all()))
+                self.reply(("registered", await self.register_all(), self.reg_retries))
             elif kind == "poll":
                 self.poll_timeout = float(msg[1])
                 self.tasks = [asyncio.create_task(self.poll_loop(n)) for n in self.nodes]
@@ -255,7 +262,7 @@ class Worker:
         # One context for every connection: loading the CA once, and sharing it keeps memory
         # per connection small.
         ctx = ssl.create_default_context(cadata=ca_pem)
-        self.nodes = [SimNode(spec, Conn(host, port, ctx)) for spec in specs]
+        self.nodes = [SimNode(spec, Conn(host, spec.port or port, ctx)) for spec in specs]
         self.concurrency = max(1, concurrency)
 
     async def register_all(self) -> list[tuple[int, int, str, float, float, str]]:
@@ -281,9 +288,16 @@ class Worker:
                     if spec.private_key:
                         key = await node.conn.request("GET", "/api/v1/key", "x")
                         body["proof"] = proof(spec.private_key, json.loads(key.body))
-                    r = await node.conn.request(
-                        "POST", "/api/v1/nodes/register", spec.secret, json.dumps(body).encode()
-                    )
+                    for attempt in range(REG_ATTEMPTS):
+                        r = await node.conn.request(
+                            "POST", "/api/v1/nodes/register", spec.secret, json.dumps(body).encode()
+                        )
+                        if r.status != 503 or attempt == REG_ATTEMPTS - 1:
+                            break
+                        # Store busy or behind (servers racing on one etcd): retry as a
+                        # backend does, after a pause; the retries are counted and reported.
+                        self.reg_retries += 1
+                        await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                     t2 = time.monotonic()
                 except (*CONN_ERRORS, HttpError) as exc:
                     out.append((spec.idx, 0, "", 0.0, 0.0, f"{type(exc).__name__}: {exc}"))

@@ -118,7 +118,7 @@ def run_floor(
                     control.post("/fire").raise_for_status()
 
                 floor = measure(
-                    workers, proc.pid, 1000 + k, kind, target, expected, worker_of, fire, settle_s
+                    workers, [proc.pid], 1000 + k, kind, target, expected, worker_of, fire, settle_s
                 )
                 res.changes.append(floor)
                 log(

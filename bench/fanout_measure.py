@@ -15,13 +15,14 @@ from collections.abc import Callable
 
 import httpx
 
-from .fanout_results import Change, Config
+from .fanout_results import Change, Config, ServerShare
 from .fanout_workers import Workers, metric
 from .procfs import cpu_s
 
 
-def wait_quiet(workers: Workers, client: httpx.Client, n: int, timeout: float) -> None:
-    """Until the server holds `n` waiting polls and no answer arrived for a second."""
+def wait_quiet(workers: Workers, clients: list[httpx.Client], n: int, timeout: float) -> None:
+    """Until the servers (one metrics client each) hold `n` waiting polls between them and no
+    answer arrived for a second."""
     deadline = time.monotonic() + timeout
     last_answers = -1
     quiet_since = time.monotonic()
@@ -30,7 +31,7 @@ def wait_quiet(workers: Workers, client: httpx.Client, n: int, timeout: float) -
         stats = workers.broadcast(("stats",), "stats", 30)
         answers = sum(s[1] for s in stats)
         outstanding = sum(s[2] for s in stats)
-        waiting = metric(client, "pcloud_long_polls_waiting")
+        waiting = sum(metric(c, "pcloud_long_polls_waiting") for c in clients)
         now = time.monotonic()
         if answers != last_answers or waiting < n or outstanding < n:
             last_answers = answers
@@ -44,8 +45,8 @@ def wait_quiet(workers: Workers, client: httpx.Client, n: int, timeout: float) -
 def measure_change(
     workers: Workers,
     put_client: httpx.Client,
-    metrics_client: httpx.Client,
-    pid: int,
+    metrics_clients: list[httpx.Client],
+    pids: list[int],
     cfg: Config,
     k: int,
     kind: str,
@@ -53,8 +54,9 @@ def measure_change(
     node_token: str,
     expected: set[int],
     worker_of: dict[int, int],
+    server_of: dict[int, int] | None = None,
 ) -> Change:
-    wait_quiet(workers, metrics_client, cfg.nodes, timeout=60)
+    wait_quiet(workers, metrics_clients, cfg.nodes, timeout=60)
 
     def put() -> None:
         r = put_client.put(
@@ -64,12 +66,14 @@ def measure_change(
         )
         r.raise_for_status()
 
-    return measure_window(workers, pid, k, kind, target, expected, worker_of, put, cfg.settle_s)
+    return measure_window(
+        workers, pids, k, kind, target, expected, worker_of, put, cfg.settle_s, server_of
+    )
 
 
 def measure_window(
     workers: Workers,
-    pid: int,
+    pids: list[int],
     k: int,
     kind: str,
     target: int,
@@ -77,21 +81,24 @@ def measure_window(
     worker_of: dict[int, int],
     fire: Callable[[], None],
     settle_s: float,
+    server_of: dict[int, int] | None = None,
 ) -> Change:
-    """Open every worker's window, `fire` the change, and collect who got it when."""
+    """Open every worker's window, `fire` the change, and collect who got it when: over all
+    the server processes `pids`, and per server too when `server_of` (node id -> index in
+    `pids`) says which server holds each node's stream."""
     local: list[list[int]] = [[] for _ in workers.conns]
     for nid in expected:
         local[worker_of[nid]].append(nid)
     # Every worker has its window open before the change is sent.
     workers.call([("begin", k, target, ids) for ids in local], "begun", 30)
-    cpu0 = cpu_s(pid)
+    cpu0 = [cpu_s(pid) for pid in pids]
     t0 = time.monotonic()
     fire()
     request_s = time.monotonic() - t0
     workers.wait_done(k, timeout=30)
     # Wrong extra wakes would arrive about as fast as the right ones: a short settle catches them.
     time.sleep(settle_s)
-    server_cpu = cpu_s(pid) - cpu0
+    server_cpu = [cpu_s(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
     records = [rec for _, recs in workers.broadcast(("end", k), "records", 30) for rec in recs]
     got: dict[int, float] = {}
     unexpected: set[int] = set()
@@ -102,7 +109,8 @@ def measure_window(
             got.setdefault(nid, received)
         else:
             unexpected.add(nid)
-    delays = [t - t0 for t in got.values()]
+    got = {n: t - t0 for n, t in got.items()}
+    delays = list(got.values())
     return Change(
         kind=kind,
         target=target,
@@ -116,5 +124,36 @@ def measure_window(
         p50_s=statistics.median(delays) if delays else math.nan,
         request_s=request_s,
         bytes=total,
-        server_cpu_s=server_cpu,
+        server_cpu_s=sum(server_cpu),
+        servers=[]
+        if server_of is None
+        else shares(got, unexpected, expected, server_of, server_cpu),
     )
+
+
+def shares(
+    got: dict[int, float],
+    unexpected: set[int],
+    expected: set[int],
+    server_of: dict[int, int],
+    server_cpu: list[float],
+) -> list[ServerShare]:
+    """One change split by the server holding each node's stream; times are still from the
+    request sent (to one server) to the node's receipt."""
+    out: list[ServerShare] = []
+    for s, cpu in enumerate(server_cpu):
+        mine = {n for n in expected if server_of.get(n) == s}
+        delays = [t for n, t in got.items() if n in mine]
+        out.append(
+            ServerShare(
+                server=s,
+                expected=len(mine),
+                woke=len(delays),
+                unexpected=sum(1 for n in unexpected if server_of.get(n) == s),
+                missing=len(mine) - len(delays),
+                fanout_s=max(delays) if delays else math.nan,
+                p50_s=statistics.median(delays) if delays else math.nan,
+                server_cpu_s=cpu,
+            )
+        )
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 
 from .fanout_results import Results
+from .fanout_servers import per_server_table
 
 
 def report(res: Results) -> str:
@@ -30,6 +31,7 @@ def report(res: Results) -> str:
     setup.add_row(
         "registration latency p50 / p99", f"{res.reg_p50_ms:.1f} / {res.reg_p99_ms:.1f} ms"
     )
+    setup.add_row("registrations retried after a 503", str(res.reg_retries))
     setup.add_row("TLS connect p50", f"{res.connect_p50_ms:.1f} ms")
     setup.add_row("server CPU during registration", f"{res.reg_server_cpu_s:.1f} s")
     setup.add_row("server RSS after registration", f"{res.rss_after_reg_mb:.0f} MB")
@@ -99,6 +101,9 @@ def report(res: Results) -> str:
             )
         console.print(floor)
 
+    if res.per_server:
+        per_server_table(res, console)
+
     targets = Table(title="DESIGN section 7 targets")
     targets.add_column("target")
     targets.add_column("measured", justify="right")
@@ -119,7 +124,9 @@ def report(res: Results) -> str:
             f"server={res.floor.ratio(res.changes, 'server'):.2f}x "
         )
     return (
-        f"fanout store={res.store} nodes={res.nodes} mode={res.mode} reg={res.reg_rate:.0f}/s "
+        f"fanout store={res.store} nodes={res.nodes} "
+        f"{f'coord_servers={res.coord_servers} ' if res.coord_servers > 1 else ''}"
+        f"mode={res.mode} reg={res.reg_rate:.0f}/s "
         f"p99={res.reg_p99_ms:.0f}ms "
         f"client_change={res.worst('client') * 1000:.0f}ms "
         f"({statistics.mean(cb) if cb else 0:,.0f} B) "

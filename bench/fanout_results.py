@@ -34,6 +34,35 @@ class Config:
     etcd_members: int = 1
     mode: str = "stream"  # "stream": netmap streams; "poll": long polls
     floor: bool = True  # measure the floor server (bench.fanout_floor) in the same run
+    coord_servers: int = 1  # pcloud-server processes sharing the nodes (more than 1: etcd only)
+
+
+@dataclass
+class ServerShare:
+    """One change as seen by the nodes held by one coordination server (--coord-servers)."""
+
+    server: int
+    expected: int
+    woke: int
+    unexpected: int
+    missing: int
+    fanout_s: float
+    p50_s: float
+    server_cpu_s: float
+
+
+@dataclass
+class ServerFigures:
+    """One coordination server's process over the run (--coord-servers)."""
+
+    server: int
+    nodes: int  # nodes registered and streamed through it
+    reg_cpu_s: float = 0.0
+    polls_cpu_s: float = 0.0
+    rss_after_reg_mb: float = 0.0
+    rss_polls_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    rss_peak_mb: float = 0.0
 
 
 @dataclass
@@ -51,6 +80,7 @@ class Change:
     server_cpu_s: float
     first_s: float = math.nan  # request sent -> first affected node has the change
     answers: int = 0  # answers received in the window
+    servers: list[ServerShare] = field(default_factory=list)  # per server (--coord-servers)
 
 
 @dataclass
@@ -67,6 +97,7 @@ class Results:
     reg_rate: float = 0.0
     reg_p50_ms: float = 0.0
     reg_p99_ms: float = 0.0
+    reg_retries: int = 0  # registrations answered 503 (store busy/behind) and sent again
     connect_p50_ms: float = 0.0
     reg_server_cpu_s: float = 0.0
     rss_after_reg_mb: float = 0.0
@@ -81,6 +112,8 @@ class Results:
     elapsed_s: float = 0.0
     mode: str = "stream"
     floor: FloorResults | None = None
+    coord_servers: int = 1
+    per_server: list[ServerFigures] = field(default_factory=list)  # with --coord-servers > 1
 
     def worst(self, kind: str) -> float:
         times = [c.fanout_s for c in self.changes if c.kind == kind]

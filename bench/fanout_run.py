@@ -15,20 +15,22 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import nacl.public
 
-from tests.support.coord import CoordServer, etcd_args
+from tests.support.coord import CoordServer
 
 from .fanout_client import NodeSpec
 from .fanout_floor import run_floor
 from .fanout_measure import measure_change, measure_window, wait_quiet
-from .fanout_results import Config, Results
+from .fanout_results import Config, Results, ServerFigures
+from .fanout_servers import Fleet, start_fleet, wait_replicated
 from .fanout_workers import Workers, fake_key, pct, raise_nofile
-from .procfs import cpu_s, rss_mb
+from .procfs import rss_mb
 
 
 async def create_accounts(
@@ -75,44 +77,25 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         store=cfg.store,
         etcd_members=cfg.etcd_members if cfg.store == "etcd" else 0,
         mode=cfg.mode,
+        coord_servers=cfg.coord_servers,
     )
     tmp = Path(tempfile.mkdtemp(prefix="pcloud-bench-"))
-    network = "10.0.0.0/24" if cfg.nodes < 250 else "10.0.0.0/16"
-    # --offline-grace back to the server's default (CoordServer shortens it for tests): a poll
-    # re-armed late under load must not flip the node offline and wake its peers mid-measure.
-    server = CoordServer(
-        tmp / "server",
-        extra_args=[
-            *["--network", network, "--offline-grace", "10", "--log-level", "warning"],
-            # Every simulated node connects from 127.0.0.1: one source, so the per-source cap
-            # must admit them all (it still counts each connection, as in production).
-            *["--max-connections-per-source", str(cfg.nodes + 1024)],
-        ],
-    )
+    fleet: Fleet | None = None
     workers: Workers | None = None
     stack = ExitStack()
-    etcd_pids: list[int] = []
     try:
-        if cfg.store == "etcd":
-            # Imported here: the SQLite run needs neither etcd nor the test helpers' pytest.
-            from tests.support.etcd import cluster
-
-            etcd = stack.enter_context(cluster(tmp / "etcd", cfg.etcd_members))
-            etcd_pids = [m.pid for m in etcd.members.values() if m.pid is not None]
-            t_ = etcd.client_tls
-            server.extra_args += etcd_args(etcd.endpoints(), t_.ca, t_.cert, t_.key, "bench")
-            log(f"etcd: {cfg.etcd_members} member(s) at {', '.join(etcd.endpoints())}")
+        fleet = start_fleet(cfg, tmp, stack, log)
+        server = fleet.first  # accounts, the changes and the floor go through this one
+        pids = fleet.pids
         workers = Workers(cfg.procs)
-        server.start(timeout=30)
-        assert server.proc is not None
-        pid = server.proc.pid
         admin = server.setup_admin()
-        res.rss_start_mb = rss_mb(pid)
+        res.rss_start_mb = max(fleet.rss())
 
         # Accounts.
         t = time.monotonic()
         usernames = [f"user{u}" for u in range(cfg.users)]
         keys = asyncio.run(create_accounts(server, admin, usernames))
+        wait_replicated(fleet, admin, len(keys))
         res.users_s = time.monotonic() - t
         log(f"{cfg.users} users and auth keys in {res.users_s:.1f} s")
 
@@ -133,6 +116,7 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
                 user = usernames[(i - cfg.servers) % cfg.users]
                 owner.append(user)
                 specs.append(NodeSpec(i, f"{user}-d{i}", fake_key(), endpoints, keys[user], None))
+            specs[-1].port = fleet.port_for(i)
         ca_pem = (server.state_dir / "tls" / "ca.pem").read_text()
         per_worker = max(1, cfg.reg_concurrency // cfg.procs)
         shares: list[list[NodeSpec]] = [[] for _ in range(cfg.procs)]
@@ -149,15 +133,17 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         # Registration: every node concurrently (worker 0 starts with the server-role nodes).
         node_id: dict[int, int] = {}
         token: dict[int, str] = {}
-        cpu0 = cpu_s(pid)
+        cpu0 = fleet.cpu()
         t = time.monotonic()
-        answers = workers.broadcast(("register",), "registered", 600)
+        answers = workers.broadcast(("register",), "registered", 600 + cfg.nodes / 20)
         reg_wall = time.monotonic() - t
-        res.reg_server_cpu_s = cpu_s(pid) - cpu0
+        reg_cpu = [c - c0 for c, c0 in zip(fleet.cpu(), cpu0, strict=True)]
+        res.reg_server_cpu_s = sum(reg_cpu)
         connects: list[float] = []
         latencies: list[float] = []
         failures: list[str] = []
-        for _, rows in answers:
+        res.reg_retries = sum(a[2] for a in answers)
+        for _, rows, _retries in answers:
             for idx, nid, tok, connect, latency, error in rows:
                 if error:
                     failures.append(f"{specs[idx].hostname}: {error}")
@@ -171,44 +157,51 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
         res.reg_p50_ms = pct(latencies, 0.5) * 1000
         res.reg_p99_ms = pct(latencies, 0.99) * 1000
         res.connect_p50_ms = pct(connects, 0.5) * 1000
-        res.rss_after_reg_mb = rss_mb(pid)
+        rss_reg = fleet.rss()
+        res.rss_after_reg_mb = max(rss_reg)
         log(
-            f"registered {cfg.nodes} nodes in {reg_wall:.1f} s ({res.reg_rate:.0f}/s), "
+            f"registered {cfg.nodes} nodes in {reg_wall:.1f} s ({res.reg_rate:.0f}/s, "
+            f"{res.reg_retries} retries after a 503), "
             f"server RSS {res.rss_after_reg_mb:.0f} MB"
         )
 
         # Both control connections are opened before the polls start: while the server takes
         # 10,000 first polls its loop is saturated for many seconds and a new TLS handshake can
         # time out. Keep-alive (75 s on the server) holds them, as they are used every 0.2 s.
-        metrics_client = server.client(timeout=120)
+        metrics_clients = [s.client(timeout=120) for s in fleet.servers]
         put_client = server.client(timeout=120)
         try:
-            metrics_client.get("/api/v1/health")
+            for c in metrics_clients:
+                c.get("/api/v1/health")
             put_client.get("/api/v1/health")  # the TLS handshake is not part of a change
             # Long polls: every node re-arms forever; wait until the server holds them all and
             # the presence churn of 10,000 nodes coming online has died down.
-            cpu0 = cpu_s(pid)
+            cpu0 = fleet.cpu()
             t = time.monotonic()
             if cfg.mode == "stream":
                 workers.broadcast(("stream",), "streaming", 30)
             else:
                 workers.broadcast(("poll", cfg.poll_timeout), "polling", 30)
-            wait_quiet(workers, metrics_client, cfg.nodes, timeout=60 + cfg.nodes / 50)
+            wait_quiet(workers, metrics_clients, cfg.nodes, timeout=60 + cfg.nodes / 50)
             res.polls_ready_s = time.monotonic() - t
-            res.polls_server_cpu_s = cpu_s(pid) - cpu0
-            res.rss_polls_mb = rss_mb(pid)
+            polls_cpu = [c - c0 for c, c0 in zip(fleet.cpu(), cpu0, strict=True)]
+            res.polls_server_cpu_s = sum(polls_cpu)
+            rss_polls = fleet.rss()
+            res.rss_polls_mb = max(rss_polls)
             log(
                 f"{cfg.nodes} long polls held after {res.polls_ready_s:.1f} s, "
                 f"server RSS {res.rss_polls_mb:.0f} MB"
             )
 
             worker_of = {node_id[s.idx]: w for w, share in enumerate(shares) for s in share}
+            server_of = {nid: fleet.index_for(idx) for idx, nid in node_id.items()}
             by_user: dict[str, list[int]] = {}
             for idx, user in enumerate(owner):
                 by_user.setdefault(user, []).append(node_id[idx])
             server_ids = by_user["admin"]
             all_ids = list(node_id.values())
-            clients = [i for i in range(cfg.servers, cfg.nodes)]
+            # Changes go through server 0, to nodes streaming there (bench.fanout_servers).
+            clients = [i for i in range(cfg.servers, cfg.nodes) if fleet.index_for(i) == 0]
             # Distinct users for the client changes, spread over the id range.
             step = max(1, len(clients) // max(1, cfg.changes))
             picks: list[tuple[str, int]] = [
@@ -229,8 +222,8 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
                 change = measure_change(
                     workers,
                     put_client,
-                    metrics_client,
-                    pid,
+                    metrics_clients,
+                    pids,
                     cfg,
                     k,
                     kind,
@@ -238,6 +231,7 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
                     token[idx],
                     expected,
                     worker_of,
+                    server_of if len(pids) > 1 else None,
                 )
                 res.changes.append(change)
                 log(
@@ -245,11 +239,20 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
                     f"woke in {change.fanout_s * 1000:.0f} ms, {change.unexpected} "
                     f"unexpected, {change.bytes} bytes"
                 )
-            res.rss_end_mb = rss_mb(pid)
-            res.rss_peak_mb = rss_mb(pid, "VmHWM")
-            res.etcd_rss_mb = sum(rss_mb(p) for p in etcd_pids)
+            rss_end, rss_peak = fleet.rss(), fleet.rss("VmHWM")
+            res.rss_end_mb, res.rss_peak_mb = max(rss_end), max(rss_peak)
+            res.etcd_rss_mb = sum(rss_mb(p) for p in fleet.etcd_pids)
+            if len(pids) > 1:
+                counts = Counter(server_of.values())
+                res.per_server = [
+                    ServerFigures(i, counts[i], *row)
+                    for i, row in enumerate(
+                        zip(reg_cpu, polls_cpu, rss_reg, rss_polls, rss_end, rss_peak, strict=True)
+                    )
+                ]
         finally:
-            metrics_client.close()
+            for c in metrics_clients:
+                c.close()
             put_client.close()
         stats = workers.broadcast(("stats",), "stats", 30)
         res.client_errors = sum(s[3] for s in stats)
@@ -258,21 +261,23 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: print(s, flush=True)
             # The same clients and answers against the minimal server, the real one stopped
             # first so the two never share the cores.
             workers.broadcast(("halt",), "halted", 60)
-            server.stop()
+            fleet.stop()
             res.floor = run_floor(
                 workers, server, plan, res.changes, worker_of, cfg.settle_s, measure_window, log
             )
     except BaseException:
-        if server.log_path is not None and server.log_path.exists():
-            tail = server.log_path.read_text()[-3000:]
-            print(f"--- server log tail ---\n{tail}", file=sys.stderr)
+        for s in fleet.servers if fleet is not None else []:
+            if s.log_path is not None and s.log_path.exists():
+                tail = s.log_path.read_text()[-3000:]
+                print(f"--- {s.state_dir.name} log tail ---\n{tail}", file=sys.stderr)
         raise
     finally:
         # Workers first: closing their connections ends the long polls, so the server's
         # graceful shutdown does not wait on them.
         if workers is not None:
             workers.stop()
-        server.stop()
+        if fleet is not None:
+            fleet.stop()
         stack.close()  # the etcd members, by PID, after the server that uses them
         shutil.rmtree(tmp, ignore_errors=True)
     res.elapsed_s = time.monotonic() - started

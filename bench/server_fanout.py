@@ -2,7 +2,7 @@
 
     python -m bench.server_fanout [--nodes 10000] [--users 1000] [--servers 3] [--changes 5]
                                   [--clients-procs N] [--store sqlite|etcd] [--etcd-members 1|3]
-                                  [--json PATH]
+                                  [--coord-servers N] [--json PATH]
 
 Starts a real `pcloud-server` (tests.support.coord.CoordServer) in a temp state dir, on its SQLite
 file or (`--store etcd`) on an etcd of `--etcd-members` real members started for the run on
@@ -20,7 +20,9 @@ the bytes answered:
 
 It also reads the server's RSS (/proc/PID/status) after registration and with every poll held,
 and the server's CPU time per phase, then prints the figures against the DESIGN section 7
-targets (PASS/MISS). Figures, not assertions: the exit status is 0 unless the run itself failed.
+targets (PASS/MISS). With `--coord-servers N` (etcd only), N servers share the nodes
+(bench.fanout_servers): the changes go through the first one, and the figures are also given
+per server. Figures, not assertions: the exit status is 0 unless the run itself failed.
 Everything stays on 127.0.0.1; the server and the workers are stopped by PID and the temp dir is
 removed at the end, also after an error or Ctrl-C.
 """
@@ -69,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default="stream",
         help="nodes hold netmap streams (default) or long polls",
     )
+    p.add_argument(
+        "--coord-servers",
+        type=int,
+        default=1,
+        help="pcloud-server processes sharing the nodes on one etcd (--store etcd); node i "
+        "streams from server i %% N, the changes go through server 0",
+    )
     p.add_argument("--no-floor", action="store_true", help="skip the floor server's measurement")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     a = p.parse_args(argv)
@@ -84,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         etcd_members=a.etcd_members,
         mode=a.mode,
         floor=not a.no_floor,
+        coord_servers=max(1, a.coord_servers),
     )
 
 

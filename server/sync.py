@@ -4,7 +4,7 @@ One task per server reads the etcd watch (`EtcdStore.watch`, which already skips
 own acknowledged commits) and has the state replay each foreign commit under its lock
 (state/replay.py), so long polls held here wake for changes made anywhere. If the watch's
 history was compacted away, everything is read again and every node's log is reset (full maps
-next poll). At start the task also has the state publish this server's URLs (netmap `servers`)
+next poll). At start a task beside it has the state publish this server's URLs (netmap `servers`)
 and backfill the address claims a store written before claims existed lacks
 (`State.publish_self`). A second task keeps the store's endpoint list equal to the cluster's
 members (etcd's MemberList every few seconds): etcd tells no one when membership changes, and a
@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ..shared.tasks import cancel_and_wait
 from .errors import ApiError
 from .store.base import StoreError, Unavailable
 from .store.etcd import Compacted, EtcdStore
@@ -91,7 +92,20 @@ class StoreSync:
                 fut.set_result(None)
 
     async def _run(self) -> None:
-        await self._startup_writes()
+        # The start-up writes run beside the watch, never before it: a write that loses a
+        # race with another server's commit waits (`transact` -> `reached`) until this watch
+        # has applied that commit, so awaiting them first deadlocked a server started while
+        # another wrote (two servers starting together: the second never published, nor
+        # applied anyone's commits).
+        startup = asyncio.get_running_loop().create_task(
+            self._startup_writes(), name="store-startup-writes"
+        )
+        try:
+            await self._watch()
+        finally:
+            await cancel_and_wait(startup)
+
+    async def _watch(self) -> None:
         next_rev = self.store.loaded_at + 1
         while True:
             try:

@@ -52,15 +52,19 @@ def _head(keepalive_s: float) -> bytes:
     )
 
 
-def _settle(fut: asyncio.Future[Any], value: bool | None) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
 class DirectStream(Stream):
     """One node's stream on one connection; see the module doc."""
 
-    __slots__ = ("_state", "_hub", "_transport", "_token_left", "_since", "_written", "_timer")
+    __slots__ = (
+        "_state",
+        "_hub",
+        "_transport",
+        "_token_left",
+        "_since",
+        "_written",
+        "_timer",
+        "_due",
+    )
 
     def __init__(
         self,
@@ -75,7 +79,11 @@ class DirectStream(Stream):
         self._token_left = token_left
         self._since = 0
         self._written = 0.0
+        # One keep-alive timer that outlives the wakes: a change moves the deadline later, so
+        # the timer is left as it is and, when it fires early, set again (`_tick`); cancelling
+        # and making one per wake cost two heap operations per node per change.
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when `_timer` fires
 
     def start(self, since: int | None) -> None:
         state = self._state
@@ -95,18 +103,38 @@ class DirectStream(Stream):
         if fut is None:
             self._finish()
             return
-        loop = asyncio.get_running_loop()
-        wake_at = self._written + self._state.settings.stream_keepalive_s
-        if left is not None:
-            wake_at = min(wake_at, loop.time() + left)
         self.fut = fut
-        self._timer = loop.call_at(wake_at, _settle, fut, False)
+        wake_at = self._wake_at(left)
+        if self._timer is None or wake_at < self._due:
+            self._set_timer(wake_at)
         fut.add_done_callback(self._woken)
 
-    def _woken(self, fut: asyncio.Future[Any]) -> None:
+    def _wake_at(self, left: float | None) -> float:
+        """When to wake with nothing written: the keep-alive, or the token's expiry."""
+        wake_at = self._written + self._state.settings.stream_keepalive_s
+        if left is not None:
+            wake_at = min(wake_at, asyncio.get_running_loop().time() + left)
+        return wake_at
+
+    def _set_timer(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer = asyncio.get_running_loop().call_at(when, self._tick)
+        self._due = when
+
+    def _tick(self) -> None:
+        """The timer: wake the stream if its deadline has come, else set it again for then."""
+        self._timer = None
+        fut = self.fut
+        if fut is None or fut.done():
+            return  # being woken already; `_arm` sets the timer again
+        wake_at = self._wake_at(self._token_left())
+        if wake_at <= asyncio.get_running_loop().time():
+            fut.set_result(False)
+        else:
+            self._set_timer(wake_at)
+
+    def _woken(self, fut: asyncio.Future[Any]) -> None:
         self.fut = None
         state = self._state
         state.bus.release(self.node_id, fut)
@@ -159,6 +187,9 @@ class DirectStream(Stream):
             return
         transport, self._transport = self._transport, None  # type: ignore[assignment]
         self.ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._hub.remove(self)
         self._state.poll_ended(self.node_id)
         if not transport.is_closing():

@@ -6,8 +6,11 @@ node's peers or the peers that changed), never a pass over every pair of nodes.
 The long poll answers with bytes (`*_json`): each peer's JSON is rendered once and cached in
 `State.peer_json` until that peer's record or presence changes (the state drops the entry at
 every such change), so a change that wakes 10,000 polls serialises the changed peer once, not
-10,000 times, and an answer is a join of cached bytes. The JSON is pydantic's own rendering of
-`protocol.Peer`/`protocol.Netmap`, so it is the same document `response_model` describes.
+10,000 times, and an answer is a join of cached bytes. A delta goes further (netmap.shared):
+whether each woken node sees the changed peer is one set lookup, and what follows the node's
+own record is one bytes object shared by every node that gets the same delta. The JSON is
+pydantic's own rendering of `protocol.Peer`/`protocol.Netmap`, so it is the same document
+`response_model` describes.
 """
 
 from __future__ import annotations
@@ -86,6 +89,39 @@ def _servers(state: State) -> bytes:
     return json.dumps(state.server_urls(), separators=(",", ":")).encode()
 
 
+def _trailer(state: State) -> bytes:
+    """`],"servers":[...],"domain":"...","filter":`: the same in every answer until the server
+    list changes (`FanOut.servers_changed` drops it), so rendered once, not per node."""
+    cached = state.servers_json
+    if cached is None:
+        domain = json.dumps(state.settings.domain).encode()
+        cached = b'],"servers":' + _servers(state) + b',"domain":' + domain + b',"filter":'
+        state.servers_json = cached
+    return cached
+
+
+def _head(state: State, node_id: int, version: int, full: bool) -> bytes:
+    return b"".join(
+        (
+            b'{"version":%d,"full":%s,"self":' % (version, b"true" if full else b"false"),
+            peer_json(state, state.nodes[node_id]),
+            b',"peers":[',
+        )
+    )
+
+
+def _lists(peers: list[bytes], changed: list[bytes], removed: list[int]) -> bytes:
+    return b"".join(
+        (
+            b",".join(peers),
+            b'],"peers_changed":[',
+            b",".join(changed),
+            b'],"peers_removed":[',
+            b",".join(b"%d" % pid for pid in removed),
+        )
+    )
+
+
 def _answer(
     state: State,
     node_id: int,
@@ -100,20 +136,10 @@ def _answer(
     # Field order and names as in protocol.Netmap.
     return b"".join(
         (
-            b'{"version":%d,"full":%s,"self":' % (version, b"true" if full else b"false"),
-            peer_json(state, state.nodes[node_id]),
-            b',"peers":[',
-            b",".join(peers),
-            b'],"peers_changed":[',
-            b",".join(changed),
-            b'],"peers_removed":[',
-            b",".join(b"%d" % pid for pid in removed),
-            b'],"servers":',
-            _servers(state),
-            b',"domain":',
-            json.dumps(state.settings.domain).encode(),
+            _head(state, node_id, version, full),
+            _lists(peers, changed, removed),
+            _trailer(state),
             # The filter only when it is news (a full map, or the node's own change).
-            b',"filter":',
             packet_filter if packet_filter is not None else b"null",
             b"}",
         )
@@ -134,26 +160,38 @@ def full_json(state: State, node_id: int) -> bytes:
 
 
 def delta_json(state: State, node_id: int, d: Delta) -> bytes:
+    changed_ids: list[int] = []
     changed: list[bytes] = []
     removed = set(d.removed)
     nodes = state.nodes
+    seen_by, key = state.seen_by, (state.version, id(state.index))
     for pid in sorted(d.changed):
-        # Pairwise checks: O(changed peers), not a walk of the node's (maybe 10,000) peers.
+        # O(changed peers), not a walk of the node's (maybe 10,000) peers.
         other = nodes.get(pid)
-        if other is not None and state.visible(node_id, pid):
+        if other is not None and node_id in seen_by.get(key, pid, state.peers_of):
+            changed_ids.append(pid)
             changed.append(peer_json(state, other))
         else:
             # Changed and then hidden or deleted within the same window: it is a removal.
             removed.add(pid)
-    return _answer(
-        state,
-        node_id,
-        state.version,
-        full=False,
-        changed=changed,
-        removed=sorted(removed),
-        packet_filter=filter_json(state, node_id) if d.self_changed else None,
-    )
+    if d.self_changed:  # the node's own filter follows: not shared with anyone
+        return _answer(
+            state,
+            node_id,
+            state.version,
+            full=False,
+            changed=changed,
+            removed=sorted(removed),
+            packet_filter=filter_json(state, node_id),
+        )
+    gone = sorted(removed)
+    trailer = _trailer(state)
+
+    def render() -> bytes:
+        return b"".join((_lists([], changed, gone), trailer, b"null}"))
+
+    tail = state.delta_tails.get(changed_ids, changed, gone, trailer, render)
+    return _head(state, node_id, state.version, False) + tail
 
 
 def unchanged_json(state: State, node_id: int, version: int) -> bytes:

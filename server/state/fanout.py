@@ -15,6 +15,7 @@ from typing import Any
 from ..config import Settings
 from ..model import NodeRec, now
 from ..netmap.broadcast import Broadcaster, VersionClock
+from ..netmap.shared import SeenBy, SharedTails
 from ..policy.document import Policy
 from ..policy.engine import PeerIndex
 from ..policy.filter import signature
@@ -35,6 +36,8 @@ class FanOut(WorkingSet):
         super().__init__(settings)
         self.clock = VersionClock()
         self.bus = Broadcaster(0)
+        self.delta_tails = SharedTails()  # deltas' shared bytes (netmap.build)
+        self.seen_by = SeenBy()  # who sees a changed peer, per version (netmap.build)
         self.presence = presence
         # Set when the server stops: long polls answer at once instead of waiting.
         self.draining = False
@@ -124,6 +127,7 @@ class FanOut(WorkingSet):
 
     def servers_changed(self, version: int) -> None:
         """Every node hears of a coordination server added or gone (rare: O(nodes) is fine)."""
+        self.servers_json = None
         for node_id in self.bus.tracked():
             self.bus.record(version, node_id, self_changed=True)
 

@@ -92,6 +92,9 @@ class WorkingSet:
             for k, v in rec["meta"].items()
             if k.startswith(SERVER_PREFIX)
         }
+        # The answers' `servers`/`domain` JSON (netmap.build), rendered once per server list:
+        # dropped here and at every change of the list (FanOut.servers_changed).
+        self.servers_json: bytes | None = None
         self.policy_text: str | None = rec["policy"].get("current", {}).get("text")
         self.policy = parse_stored(self.policy_text)
         self.index = PeerIndex(self.policy, self.admins())

@@ -51,3 +51,20 @@ def test_fanout_benchmark_small_run_on_etcd() -> None:
     res = run(cfg, log=lambda _: None)
     check_small_run(res)
     assert res.store == "etcd" and res.etcd_members == 1 and res.etcd_rss_mb > 0
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
+def test_fanout_benchmark_three_servers_on_etcd() -> None:
+    # Three pcloud-servers on one etcd member share the nodes; the changes go through the first
+    # and must reach exactly the affected nodes on all three.
+    cfg = Config(
+        nodes=20, users=4, servers=2, changes=1, procs=2, store="etcd", floor=False, coord_servers=3
+    )
+    res = run(cfg, log=lambda _: None)
+    check_small_run(res)
+    assert res.coord_servers == 3 and [f.nodes for f in res.per_server] == [8, 6, 6]
+    for change in res.changes:
+        assert [s.server for s in change.servers] == [0, 1, 2]
+        assert sum(s.woke for s in change.servers) == change.expected
+        # Every server's nodes heard of it, not only server 0's.
+        assert all(s.woke > 0 and s.missing == 0 and s.unexpected == 0 for s in change.servers)
