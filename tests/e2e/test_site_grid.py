@@ -9,9 +9,10 @@ non-forwarded and anything with the office through rpi111's relay. The denied pa
 nor pings the other, and a Pi whose join link leads nowhere says why in its status. The table
 goes to the terminal summary (tests/e2e/conftest.py).
 
-Relayed pairs take longest: a relay is used once every direct candidate had its turn (~21 s
-over UDP and over the office's TCP relay alike, on 2 loaded cores, when this was written; the
-direct pairs ~1 s), hence DEADLINE_S. The whole test takes ~30 s.
+Relayed pairs take longest: a pair is relayed after one short direct try (at once from the
+office), so every pair showed its path within 3-8 s of all hosts running (direct ones within
+~1 s; 2 loaded cores). DEADLINE_S leaves room for a loaded CI machine. The whole test takes
+~20 s.
 """
 
 from __future__ import annotations
