@@ -2,7 +2,7 @@
 passed in).
 
 Relay first, direct when it works (what Tailscale does with DERP): a peer without a direct
-handshake DIRECT_TRY_S after its candidates arrived is relayed (at once where this host's UDP
+handshake DIRECT_TRY_S after we first sent to it is relayed (at once where this host's UDP
 is blocked), so a pair with no direct path talks within seconds of login instead of after every
 candidate had its turns. A direct path, where one exists, answers the first handshake within a
 round trip (the lab's direct pairs ping ~0.5 s after login), so the short try keeps them direct.
@@ -91,8 +91,7 @@ class RelayPaths:
                 # New candidates (e.g. the peer's first report or a new NAT mapping): direct
                 # gets a go again; a relayed peer probes them at once.
                 was_relayed = key in self.relayed
-                self._forget(key)
-                self._waiting[key] = now
+                self._forget(key)  # the direct try's clock starts again at our next send
                 if was_relayed:
                     self._probing[key] = (now, UNCOUNTED, UNCOUNTED)
             self._cands[key] = cands
@@ -100,9 +99,11 @@ class RelayPaths:
             if self.me and key < self.me:
                 wait += FOLLOW_S  # the peer leads: its relayed handshake brings us along
             s = by_key.get(key)
-            sending = s is not None and s.tx_bytes > self._tx.get(key, s.tx_bytes)
+            # Anything sent since the last look (a first look counts what WireGuard sent so
+            # far: its first handshake initiation, and the next comes only 5 s later).
+            sending = s is not None and s.tx_bytes > self._tx.get(key, 0)
             self._tx[key] = s.tx_bytes if s else 0
-            self._step(key, s, proxies.get(key), now, wall_now, relay_up, wait)
+            self._step(key, s, proxies.get(key), now, wall_now, relay_up, wait, sending)
             order = [c for c in ranked(key) if c in cands] or list(cands)
             self._maybe_probe(key, order, s, now, sending)
         for key in set(self._cands) - keys:
@@ -141,6 +142,7 @@ class RelayPaths:
         wall_now: datetime,
         relay_up: bool,
         wait: float,
+        sending: bool,
     ) -> None:
         fresh = self._alive(key, s, now, wall_now)
         via_proxy = s is not None and s.endpoint is not None and s.endpoint == proxy
@@ -156,7 +158,10 @@ class RelayPaths:
                 self.relayed.discard(key)
                 self.roamed[key] = s.endpoint
             self._waiting.pop(key, None)
-        elif key not in self.relayed:
+        elif key not in self.relayed and (sending or key in self._waiting):
+            # The try's clock runs from our first send without a handshake: a peer we send
+            # nothing to is no reason to leave a direct path (idle LAN pairs would all be
+            # relayed after login, and lose packets to the probe that brings them back).
             self.roamed.pop(key, None)
             since = self._waiting.setdefault(key, now)
             if relay_up and now - since >= wait:

@@ -31,6 +31,10 @@ def stats(endpoint: str | None, handshake_s: float | None, rx: int, tx: int = 0)
     return PeerStats(KEY, endpoint, hs, rx, tx)
 
 
+# WireGuard sent its first handshake initiation and heard nothing (the direct try's clock runs).
+SENT = stats(None, None, 0, 148)
+
+
 def step(
     paths: RelayPaths, p: Peer, s: PeerStats | None, t: float, up: bool = True, udp: bool = True
 ) -> bool:
@@ -46,10 +50,10 @@ def test_relayed_after_one_short_direct_try_then_probed_back_to_direct() -> None
     paths = RelayPaths()
     # Many candidates do not make the wait longer (it was two turns each, up to 20 s).
     p = peer("10.31.0.2:5000", "10.31.0.3:5000", "198.51.100.31:5000")
-    assert not step(paths, p, None, 0.0)
-    assert not step(paths, p, None, DIRECT_TRY_S - 0.1)
-    assert not step(paths, p, None, DIRECT_TRY_S, up=False)  # no relay up: nothing to switch to
-    assert step(paths, p, None, 2.5) and paths.relayed == {KEY}
+    assert not step(paths, p, SENT, 0.0)
+    assert not step(paths, p, SENT, DIRECT_TRY_S - 0.1)
+    assert not step(paths, p, SENT, DIRECT_TRY_S, up=False)  # no relay up: nothing to switch to
+    assert step(paths, p, SENT, 2.5) and paths.relayed == {KEY}
     # Handshakes through the proxy keep it there.
     assert not step(paths, p, stats(PROXY, 3.0, 100, 100), 3.0)
     # A probe once PROBE_FIRST_S passed and we send: the best candidate (public) is tried.
@@ -68,7 +72,7 @@ def test_relayed_after_one_short_direct_try_then_probed_back_to_direct() -> None
 def test_a_direct_handshake_within_the_try_stays_direct() -> None:
     paths = RelayPaths()
     p = peer("198.51.100.31:5000")
-    step(paths, p, None, 0.0)
+    step(paths, p, SENT, 0.0)
     assert not step(paths, p, stats("198.51.100.31:5000", 0.5, 100), 0.6)
     for t in (DIRECT_TRY_S, 10.0, 30.0):  # packets keep arriving: never relayed
         assert not step(paths, p, stats("198.51.100.31:5000", 0.5, 100 + int(t)), t)
@@ -79,30 +83,30 @@ def test_the_greater_key_of_a_pair_follows_instead_of_switching_at_the_same_time
     leader, follower = RelayPaths(me="0" * 43 + "="), RelayPaths(me="B" * 43 + "=")
     p = peer("198.51.100.31:5000")
     for paths in (leader, follower):
-        step(paths, p, None, 0.0)
-    assert step(leader, p, None, DIRECT_TRY_S) and leader.relayed == {KEY}
-    assert not step(follower, p, None, DIRECT_TRY_S + FOLLOW_S - 0.1)
+        step(paths, p, SENT, 0.0)
+    assert step(leader, p, SENT, DIRECT_TRY_S) and leader.relayed == {KEY}
+    assert not step(follower, p, SENT, DIRECT_TRY_S + FOLLOW_S - 0.1)
     # The leader's handshake came through the relay: WireGuard roamed to the proxy.
     assert step(follower, p, stats(PROXY, 4.0, 100), DIRECT_TRY_S + FOLLOW_S - 0.05)
     assert follower.relayed == {KEY}
     # Without that, the follower switches FOLLOW_S later by itself.
     alone = RelayPaths(me="B" * 43 + "=")
-    step(alone, p, None, 0.0)
-    assert step(alone, p, None, DIRECT_TRY_S + FOLLOW_S) and alone.relayed == {KEY}
+    step(alone, p, SENT, 0.0)
+    assert step(alone, p, SENT, DIRECT_TRY_S + FOLLOW_S) and alone.relayed == {KEY}
 
 
 def test_udp_blocked_relays_at_once() -> None:
     paths = RelayPaths()
     p = peer("10.40.0.2:5000", "203.0.113.40:5000")
-    assert not step(paths, p, None, 0.0, up=False, udp=False)  # the WebSocket is not up yet
-    assert step(paths, p, None, 0.3, udp=False) and paths.relayed == {KEY}
+    assert not step(paths, p, SENT, 0.0, up=False, udp=False)  # the WebSocket is not up yet
+    assert step(paths, p, SENT, 0.3, udp=False) and paths.relayed == {KEY}
 
 
 def test_the_peer_reaching_us_directly_ends_the_relay() -> None:
     paths = RelayPaths()
     p = peer("198.51.100.31:5000")
-    step(paths, p, None, 0.0)
-    assert step(paths, p, None, DIRECT_TRY_S) and paths.relayed == {KEY}
+    step(paths, p, SENT, 0.0)
+    assert step(paths, p, SENT, DIRECT_TRY_S) and paths.relayed == {KEY}
     step(paths, p, stats(PROXY, 2.5, 100), 2.5)
     # Its handshake came straight to us (WireGuard roamed): direct without waiting for a probe.
     assert step(paths, p, stats("198.51.100.31:5000", 3.0, 200), 3.0)
@@ -112,8 +116,8 @@ def test_the_peer_reaching_us_directly_ends_the_relay() -> None:
 def test_probes_wait_for_traffic_and_go_through_the_candidates_in_order() -> None:
     paths = RelayPaths()
     p = peer("10.31.0.2:5000", "198.51.100.31:5000")
-    step(paths, p, None, 0.0)
-    step(paths, p, None, DIRECT_TRY_S)
+    step(paths, p, SENT, 0.0)
+    step(paths, p, SENT, DIRECT_TRY_S)
     step(paths, p, stats(PROXY, 2.5, 100, 100), 2.5)
     # Due, but nothing sent: a probe could not tell, so none yet.
     assert not step(paths, p, stats(PROXY, 2.5, 100, 100), 10.0)
@@ -132,8 +136,8 @@ def test_probes_wait_for_traffic_and_go_through_the_candidates_in_order() -> Non
 
 def test_new_candidates_reset_a_relayed_peer() -> None:
     paths = RelayPaths()
-    step(paths, peer("10.31.0.2:5000"), None, 0.0)
-    assert step(paths, peer("10.31.0.2:5000"), None, DIRECT_TRY_S) and paths.relayed == {KEY}
+    step(paths, peer("10.31.0.2:5000"), SENT, 0.0)
+    assert step(paths, peer("10.31.0.2:5000"), SENT, DIRECT_TRY_S) and paths.relayed == {KEY}
     # The peer reports a new address: direct gets a go again, and the relay after the try.
     assert step(paths, peer("10.31.0.9:6000"), stats(PROXY, 3.0, 100), 20.0)
     assert paths.relayed == set()
@@ -145,10 +149,23 @@ def test_new_candidates_reset_a_relayed_peer() -> None:
 def test_a_probe_ends_when_the_peer_keeps_coming_through_the_relay() -> None:
     paths = RelayPaths()
     p = peer("198.51.100.31:5000")
-    step(paths, p, None, 0.0)
-    step(paths, p, None, DIRECT_TRY_S)
+    step(paths, p, SENT, 0.0)
+    step(paths, p, SENT, DIRECT_TRY_S)
     step(paths, p, stats(PROXY, 2.5, 100, 100), 2.5)
     assert step(paths, p, stats(PROXY, 2.5, 100, 200), 2.0 + PROBE_FIRST_S)  # probing
     # WireGuard roamed back to the proxy: the peer's packets still come through the relay.
     assert step(paths, p, stats(PROXY, 2.5, 300, 300), 6.0)
     assert paths.relayed == {KEY} and not paths.roamed
+
+
+def test_a_peer_we_send_nothing_to_stays_direct() -> None:
+    """Idle peers after login are no reason to leave direct paths: the clock starts at our
+    first send (an idle LAN pair was relayed, and its first packets lost to the probe)."""
+    paths = RelayPaths()
+    p = peer("192.168.0.112:5000")
+    for t in (0.0, DIRECT_TRY_S, 30.0):
+        assert not step(paths, p, stats(None, None, 0, 0), t)
+    assert paths.relayed == set()
+    assert not step(paths, p, SENT, 31.0)  # the first initiation: the try starts now
+    assert not step(paths, p, SENT, 31.0 + DIRECT_TRY_S - 0.1)
+    assert step(paths, p, SENT, 31.0 + DIRECT_TRY_S) and paths.relayed == {KEY}
