@@ -22,15 +22,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import permutations
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import record_table
 from tests.e2e.test_sites import PUBLIC_URL, home_mesh, public_link
 from tests.lab import Host, Lab, async_wait_for
-from tests.lab.grid import Pair, PathWatch, first_ping, local_status, ping_once
-from tests.lab.mesh import Mesh
+from tests.lab.grid import (
+    Pair,
+    PathWatch,
+    first_ping,
+    local_status,
+    ping_once,
+    running,
+    start_headless,
+)
 from tests.lab.site_paths import Prediction, Spot, home_spot, matches, predict, site_spot
 from tests.lab.sites import HOME_PUBLIC, WG_PORT
 
@@ -51,26 +57,6 @@ POLICY = """{
   ],
 }"""
 NOWHERE = "198.51.100.99"  # no host has this public address
-
-
-def start(mesh: Mesh, host: Host, link: str, key: str, *extra: str) -> None:
-    """A headless backend with an auth key file, not waited for (many start at once)."""
-    key_file = host.path("/etc/pcloud/auth-key")
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    mesh.start_backend(
-        host, "--headless", "--server", link, "--auth-key-file", "/etc/pcloud/auth-key", *extra,
-        wait=False,
-    )  # fmt: skip
-
-
-async def running(host: Host) -> dict[str, Any]:
-    async def ready() -> dict[str, Any] | None:
-        st = await local_status(host)
-        return st if st["state"] == "Running" and st.get("self") else None
-
-    st = await async_wait_for(ready, timeout=60, interval=0.2, what=f"{host.name} Running")
-    return dict(st)
 
 
 async def login_failing(host: Host) -> str:
@@ -127,7 +113,7 @@ def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab, figure: Figure)
         (lost, link.replace(HOME_PUBLIC, NOWHERE), key, ()),
     ]
     with ThreadPoolExecutor(len(starts)) as pool:
-        list(pool.map(lambda s: start(mesh, s[0], s[1], s[2], *s[3]), starts))
+        list(pool.map(lambda s: start_headless(mesh, s[0], s[1], s[2], *s[3]), starts))
     expected = {
         (a, b): predict(spots[a], spots[b], RELAY)
         for a, b in permutations(spots, 2)

@@ -230,11 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n")[0])
     p.add_argument("action", nargs="?", choices=["run", "down"], default="run")
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
+    p.add_argument(
+        "--sites",
+        action="store_true",
+        help="the sites story: hosts behind NATs, direct and relayed",
+    )
     args = p.parse_args(argv)
     if args.action == "down":
         from tests.lab.down import main as down_main
 
         return down_main([])
+    if args.sites:
+        from tests.lab.demo_sites import run_sites
+
+        return run_sites(Console() if sys.stdout.isatty() else Console(width=120), args.keep)
     return run(args.keep)
 
 
