@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from tests.e2e.test_sites import PUBLIC_URL, home_mesh
 from tests.lab import Host, Lab, wait_for
+from tests.lab.home import PUBLIC_URL, home_mesh
 from tests.lab.mesh import Mesh
 from tests.lab.sites import HOME_PUBLIC, WG_PORT
 

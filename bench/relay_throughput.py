@@ -20,8 +20,8 @@ from rich.table import Table
 
 from bench.procfs import cpu_s
 from bench.tunnel_throughput import iperf
-from tests.e2e.test_sites import headless, home_mesh, peer, public_link
 from tests.lab import Host, Lab, wait_for
+from tests.lab.home import headless, home_mesh, peer, public_link
 from tests.lab.mesh import Mesh
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import pytest
 
 from pcloud.server.security.tls import TlsFiles, leaf_names
-from tests.e2e.test_sites import headless, peer, public_link
 from tests.lab import Host, Lab, Proc, wait_for
+from tests.lab.home import headless, peer, public_link
 from tests.lab.mesh import BIN, PORT, SERVER_DIR, Mesh, ping
 from tests.lab.sites import HOME_PUBLIC, HTTPS_PORT, SECOND_HTTPS_PORT, SITES, WG_PORT, Sites
 

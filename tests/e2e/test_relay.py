@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.relay_tools import CAPTURE, dropped, probe, relay_counters
-from tests.e2e.test_sites import PUBLIC_URL, headless, peer, public_link
 from tests.lab import Lab, wait_for
+from tests.lab.home import PUBLIC_URL, headless, peer, public_link
 from tests.lab.mesh import Mesh
 from tests.lab.sites import HTTPS_PORT, Sites
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.test_reach_outside import start_etcd, start_second_server
-from tests.e2e.test_sites import PUBLIC_URL, headless, peer, public_link
 from tests.lab import Host, Lab, wait_for
+from tests.lab.home import PUBLIC_URL, headless, peer, public_link
 from tests.lab.mesh import Mesh, ping
 from tests.lab.sites import HOME_PUBLIC, SECOND_HTTPS_PORT, Sites
 

@@ -26,7 +26,6 @@ from itertools import permutations
 import pytest
 
 from tests.e2e.conftest import record_table
-from tests.e2e.test_sites import PUBLIC_URL, home_mesh, public_link
 from tests.lab import Host, Lab, async_wait_for
 from tests.lab.grid import (
     Pair,
@@ -35,8 +34,8 @@ from tests.lab.grid import (
     local_status,
     ping_once,
     running,
-    start_headless,
 )
+from tests.lab.home import PUBLIC_URL, headless, home_mesh, public_link
 from tests.lab.site_paths import Prediction, Spot, home_spot, matches, predict, site_spot
 from tests.lab.sites import HOME_PUBLIC, WG_PORT
 
@@ -113,7 +112,7 @@ def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab, figure: Figure)
         (lost, link.replace(HOME_PUBLIC, NOWHERE), key, ()),
     ]
     with ThreadPoolExecutor(len(starts)) as pool:
-        list(pool.map(lambda s: start_headless(mesh, s[0], s[1], s[2], *s[3]), starts))
+        list(pool.map(lambda s: headless(mesh, s[0], s[1], s[2], *s[3], wait=False), starts))
     expected = {
         (a, b): predict(spots[a], spots[b], RELAY)
         for a, b in permutations(spots, 2)

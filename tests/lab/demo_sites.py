@@ -20,9 +20,9 @@ from itertools import permutations
 from rich.console import Console
 from rich.table import Table
 
-from tests.e2e.test_sites import home_mesh, public_link
 from tests.lab import Host, Lab
-from tests.lab.grid import Pair, PathWatch, first_ping, running, start_headless
+from tests.lab.grid import Pair, PathWatch, first_ping, running
+from tests.lab.home import headless, home_mesh, public_link
 from tests.lab.site_paths import Prediction, home_spot, predict, site_spot
 from tests.lab.sites import HOME_PUBLIC, WG_PORT
 
@@ -83,11 +83,11 @@ def run_sites(console: Console, keep: bool) -> int:
             }
             forward = ("--listen-port", str(WG_PORT), "--advertise-endpoint",
                        f"{HOME_PUBLIC}:{WG_PORT}")  # fmt: skip
-            start_headless(mesh, rpi111, mesh.link, key, *forward)
+            headless(mesh, rpi111, mesh.link, key, *forward, wait=False)
             for h in (rpi112, rpi113):
-                start_headless(mesh, h, mesh.link, key)
+                headless(mesh, h, mesh.link, key, wait=False)
             for h in outside.values():
-                start_headless(mesh, h, link, key)
+                headless(mesh, h, link, key, wait=False)
             expected = {
                 (a, b): predict(spots[a], spots[b], RELAY) for a, b in permutations(spots, 2)
             }

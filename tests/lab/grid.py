@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 
 from .host import Host
-from .mesh import Mesh
 from .process import kill_group
 from .site_paths import matches
 from .wait import WaitTimeout, async_wait_for
@@ -53,17 +52,6 @@ async def first_ping(src: Host, ip: str, timeout: float) -> float | None:  # noq
     except WaitTimeout:
         return None
     return time.monotonic() - start
-
-
-def start_headless(mesh: Mesh, host: Host, link: str, key: str, *extra: str) -> None:
-    """A headless backend with an auth key file, not waited for (many start at once)."""
-    key_file = host.path("/etc/pcloud/auth-key")
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    mesh.start_backend(
-        host, "--headless", "--server", link, "--auth-key-file", "/etc/pcloud/auth-key", *extra,
-        wait=False,
-    )  # fmt: skip
 
 
 async def running(host: Host) -> dict[str, Any]:

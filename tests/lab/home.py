@@ -1,19 +1,18 @@
-"""Helpers for the scenarios on the lab's sites (DESIGN section 9): a home LAN behind a router
-that forwards one TCP and one UDP port to rpi111 (`home_mesh`), backends logging in headless
-through the home's public address (`headless`, `public_link`) and the path status shows (`peer`).
-
-The pairs this module's own scenario checked (cafe laptop x home Pis direct, hole punched
-through both NATs, the phone's pairs relayed, a login that fails saying why) are all in the site
-grid now: tests/e2e/test_site_grid.py."""
+"""The lab's home site with its server, for the scenarios across sites (DESIGN section 9): a home
+LAN behind a router that forwards one TCP and one UDP port to rpi111 (`home_mesh`), backends
+logging in headless through the home's public address (`headless`, `public_link`) and the path
+a host's status shows for a peer (`peer`). Used by the site grid, relay and reach tests, the
+`--sites` demo and the NAT benches."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from tests.lab import Host, Lab
-from tests.lab.mesh import Mesh
-from tests.lab.sites import HOME_PUBLIC, HTTPS_PORT, Sites
+from .host import Host
+from .lab import Lab
+from .mesh import Mesh
+from .sites import HOME_PUBLIC, HTTPS_PORT, Sites
 
 PUBLIC_URL = f"https://{HOME_PUBLIC}:{HTTPS_PORT}"
 
@@ -25,13 +24,15 @@ def public_link(mesh: Mesh) -> str:
     return str(m[-1])
 
 
-def headless(mesh: Mesh, host: Host, link: str, key: str, *extra: str) -> None:
+def headless(mesh: Mesh, host: Host, link: str, key: str, *extra: str, wait: bool = True) -> None:
+    """A headless backend logging in with an auth key file; `wait=False` for many at once."""
     key_file = host.path("/etc/pcloud/auth-key")
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     mesh.start_backend(
-        host, "--headless", "--server", link, "--auth-key-file", "/etc/pcloud/auth-key", *extra
-    )
+        host, "--headless", "--server", link, "--auth-key-file", "/etc/pcloud/auth-key", *extra,
+        wait=wait,
+    )  # fmt: skip
 
 
 def peer(mesh: Mesh, host: Host, name: str) -> dict[str, Any]:
