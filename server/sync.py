@@ -17,7 +17,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ..shared.tasks import cancel_and_wait
+from pcloud.shared.tasks import cancel_and_wait
+
 from .errors import ApiError
 from .store.base import StoreError, Unavailable
 from .store.etcd import Compacted, EtcdStore

@@ -40,8 +40,7 @@ class Engine:
         self.skipped: list[str] = []  # netmap peers left out as unsafe (named in status)
         self.selector = EndpointSelector()
         # peers without a direct path go through a server's relay (backend/relay)
-        self.relay = RelayManager()
-        self.relay.ranked = self.selector.ranked  # a relayed peer's probes: best candidate first
+        self.relay = RelayManager(ranked=self.selector.ranked)
         # Names for devices; off with the fake driver (no interface, and tests without
         # namespaces must never touch the machine's /etc/resolv.conf).
         self.dns = DnsManager(

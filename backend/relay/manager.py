@@ -51,13 +51,13 @@ INFO_RETRY_S = 5.0
 
 
 class RelayManager:
-    def __init__(self) -> None:
+    def __init__(self, ranked: Callable[[str], Sequence[str]] = lambda key: ()) -> None:
         self.paths = RelayPaths()
         # Whether this host's NAT probe got no echo answer at all (backend/nat; Reach sets it):
         # UDP most likely does not get out.
         self.no_echo: Callable[[], bool] = lambda: False
-        # A peer's candidates best first (the endpoint selector's; the Engine sets it).
-        self.ranked: Callable[[str], Sequence[str]] = lambda key: ()
+        # A peer's candidates best first (the endpoint selector's): a relayed peer's probes.
+        self.ranked = ranked
         self._wake = asyncio.Event()  # decide now, not at the next tick
         self._woken = 0.0  # when a relayed packet last woke the loop
         self.proxies: dict[str, PeerProxy] = {}

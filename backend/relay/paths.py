@@ -35,8 +35,8 @@ from pcloud.server.protocol import Peer
 
 # A path is alive while packets arrive: the peer's keepalive (every 25 s) at the least.
 ALIVE_S = 35.0
-# Without a direct handshake this long after the candidates arrived, the relay: one round trip
-# answers a direct handshake where a path exists, the rest is margin for a loaded host.
+# Without a direct handshake this long after we first sent to the peer, the relay: one round
+# trip answers a direct handshake where a path exists, the rest is margin for a loaded host.
 DIRECT_TRY_S = 2.0
 FOLLOW_S = 1.0  # the greater key of a pair waits this much longer (its peer leads the switch)
 
