@@ -66,9 +66,12 @@ def test_relay_between_symmetric_nats(lab: Lab, figure: Figure) -> None:
     ping_argv = ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-p", PATTERN]
 
     def pattern_ping() -> bool:
-        # Retried: a direct probe (every minute while relayed) may eat a second of echoes.
+        # Retried until all three echoes are answered: a direct probe (3 s after the switch to
+        # the relay, then every minute) may eat a second of echoes, and ping exits 0 on one
+        # reply; the capture below counts the frames of three.
         out = phone.run([*ping_argv, mesh.address(phone2)], check=False)
-        return bool(out.returncode == 0 and PATTERN[:8] in out.stdout)  # the pattern crossed
+        answered = " 3 received" in out.stdout
+        return bool(out.returncode == 0 and answered and PATTERN[:8] in out.stdout)
 
     wait_for(pattern_ping, timeout=5, what="pings with the pattern through the relay")
     assert cap.wait(timeout=15) == 0
