@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tests.support.coord import CoordServer, free_port
+from tests.support.coord import CoordServer
+from tests.support.ports import free_port
 
 from .procfs import rss_mb
 

@@ -25,7 +25,8 @@ import tracemalloc
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from tests.support.coord import CoordServer, free_port
+from tests.support.coord import CoordServer
+from tests.support.ports import free_port
 
 from .fanout_client import NodeSpec
 from .fanout_workers import Workers, fake_key, metric, raise_nofile

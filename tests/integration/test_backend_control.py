@@ -273,7 +273,7 @@ async def test_poller_fails_over_to_the_next_server(
     from pcloud.backend.control.client import ControlClient
     from pcloud.backend.control.pinning import pinned_context
     from pcloud.backend.control.poller import Poller, ServerList
-    from tests.support.coord import free_port
+    from tests.support.ports import free_port
 
     a: LocalBackend = await make_backend("laptop")
     await a.login(LoginRequest(server_url=coord.join_link, auth_key=auth_key))

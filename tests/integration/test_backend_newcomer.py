@@ -24,7 +24,8 @@ from tests.integration.test_backend_control import (  # noqa: F401 - fixtures
     make_backend,
     until,
 )
-from tests.support.coord import CoordServer, free_port
+from tests.support.coord import CoordServer
+from tests.support.ports import free_port
 
 
 async def test_login_as_another_user_while_logged_in_names_logout(

@@ -11,7 +11,6 @@ import base64
 import logging
 import os
 import signal
-import socket
 import stat
 import subprocess
 from collections.abc import AsyncIterator
@@ -23,14 +22,9 @@ import pytest
 from pcloud.backend.k3s.driver import K3sDriver, K3sError
 from tests.support.k3s_standin import argv, env, write_wrapper
 from tests.support.k3s_standin.cluster import client_ssl
+from tests.support.ports import free_port
 
 FIRST_IP, SECOND_IP, THIRD_IP = "127.0.0.1", "127.0.0.2", "127.0.0.3"
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
 
 
 class Lab:

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.coord import BIN, ApiHelpers, CoordServer, free_port, key_pair, wait_until
+from tests.support.coord import BIN, ApiHelpers, CoordServer, key_pair, wait_until
 from tests.support.inproc import CoordApp, start_app
+from tests.support.ports import free_port
 
 K3S = {"token": "K10-SECRET-K3S-TOKEN::server:abc", "server_urls": ["https://10.0.0.1:6443"]}
 

@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,13 +20,9 @@ from typing import Any
 
 import httpx
 
+from tests.support.ports import free_port
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:

@@ -7,7 +7,6 @@ every member is stopped by PID at the end, so no etcd outlives a test.
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,16 +19,11 @@ from pcloud.server.security.tls import TlsFiles, ensure_ca
 from pcloud.server.store.etcd import EtcdStore
 from pcloud.shared.etcd.member import MemberSpec, MemberTls, etcd_argv, issue_member_cert
 from tests.support.etcd_member import EtcdMember
+from tests.support.ports import free_port
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -4,7 +4,7 @@ figures are not checked, only that every question got its answer."""
 from __future__ import annotations
 
 from bench.dns_resolver import report, run
-from tests.support.coord import free_port
+from tests.support.ports import free_port
 
 
 def test_dns_benchmark_small_run() -> None:

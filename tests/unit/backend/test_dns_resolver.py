@@ -15,6 +15,7 @@ from pcloud.backend.dns.names import build_table
 from pcloud.backend.dns.server import DnsServer, Resolver
 from pcloud.server.protocol import Netmap, Peer
 from tests.support.dns_upstream import FixedResolver
+from tests.support.ports import free_port
 
 
 def peer(node_id: int, hostname: str, address: str, dns_name: str = "") -> Peer:
@@ -35,12 +36,6 @@ NETMAP = Netmap(
         peer(5, "v6", "fd00::5", "v6.pcloud.internal"),
     ],
 )  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -27,13 +26,7 @@ from pcloud.backend.proc import wait_pid_exit
 from pcloud.backend.server_supervisor import Services
 from pcloud.backend.services.runner import Result
 from pcloud.backend.wg.fake import FakeDriver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support.ports import free_port
 
 
 async def health(url: str, ca: Path) -> int:
