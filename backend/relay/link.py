@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -17,13 +18,17 @@ from websockets.asyncio.client import ClientConnection
 
 from pcloud.backend.control.proof import make_proof
 from pcloud.backend.keys import PrivateKey
+from pcloud.backend.relay.proxy import big_buffers
 from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
 from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-# (the link it came through, source public key, WireGuard packet)
-OnRecv = Callable[["Link", bytes, bytes], None]
+# (the link it came through, source public key, WireGuard packet: over UDP a view of the link's
+# buffer, valid only during the call)
+OnRecv = Callable[["Link", bytes, bytes | memoryview], None]
+BATCH = 256  # datagrams read per wake-up at most (the backend's other work still runs)
+HEADER = 1 + wire.KEY_LEN
 DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
 # Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
 # in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
@@ -53,6 +58,10 @@ class Link:
         return time.monotonic() - self.welcomed_at < DEAD_AFTER_S
 
     def send(self, dst: bytes, packet: bytes) -> None:
+        self.send_frame(memoryview(wire.send(dst, packet)))
+
+    def send_frame(self, frame: memoryview) -> None:
+        """A whole SEND frame (a view the caller reuses once this returns)."""
         raise NotImplementedError
 
     async def run(self) -> None:
@@ -74,8 +83,9 @@ class Link:
             self.on_recv(self, frame.key, frame.body)
 
 
-class UdpLink(Link, asyncio.DatagramProtocol):
-    """Hellos every HELLO_S (they also keep our NAT mapping to the relay open)."""
+class UdpLink(Link):
+    """Hellos every HELLO_S (they also keep our NAT mapping to the relay open). The socket is
+    read in a tight loop per wake-up: every relayed packet to us comes through it."""
 
     def __init__(self, info: RelayInfo, host: str, key: PrivateKey, on_recv: OnRecv) -> None:
         Link.__init__(self, info.name, on_recv)
@@ -83,14 +93,30 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         # The server's clock, as its relay info gave it: proofs carry its time, not ours.
         self._offset = info.time - time.time()
         self._pub = base64.b64decode(key.public_key())
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._hello_at = 0.0
         self._wake = asyncio.Event()  # traffic wants the next hello early
+        self._buf = bytearray(wire.MAX_FRAME)
+        self._view = memoryview(self._buf)
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self._frame(data)
+    def _drain(self) -> None:
+        sock, buf, view, on_recv = self._sock, self._buf, self._view, self.on_recv
+        if sock is None:
+            return
+        for _ in range(BATCH):
+            try:
+                n = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._error(e)
+                continue
+            if n > HEADER and buf[0] == wire.RECV:
+                on_recv(self, bytes(view[1:HEADER]), view[HEADER:n])
+            else:
+                self._frame(bytes(view[:n]))
 
-    def error_received(self, exc: Exception) -> None:
+    def _error(self, exc: Exception) -> None:
         log.debug("relay %s over UDP: %s", self.name, exc)
         if isinstance(exc, ConnectionRefusedError) and self.welcomed_at:
             # ICMP port unreachable: nothing listens on the relay port any more (the server
@@ -98,16 +124,38 @@ class UdpLink(Link, asyncio.DatagramProtocol):
             log.info("relay %s over UDP: refused, down", self.name)
             self.welcomed_at = 0.0
 
-    def send(self, dst: bytes, packet: bytes) -> None:
-        if self._transport is not None:
-            self._transport.sendto(wire.send(dst, packet))
+    def send_frame(self, frame: memoryview) -> None:
+        if self._sock is not None:
+            self._sendto(frame)
             if time.monotonic() - self._hello_at > EAGER_S:
                 self._wake.set()
 
+    def _sendto(self, frame: bytes | memoryview) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full buffer: dropped, as on the wire
+        except OSError as e:
+            self._error(e)
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        family, _, _, _, addr = (await loop.getaddrinfo(*self.addr, type=socket.SOCK_DGRAM))[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            big_buffers(sock)
+            sock.connect(addr)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
-        self._transport = transport
+        sock = self._sock = await self._connect()
+        loop.add_reader(sock.fileno(), self._drain)
         misses = 0
         try:
             while True:
@@ -116,7 +164,7 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                 )
                 box = base64.b64decode(make_proof(self.key, server, "relay"))
                 sent = self._hello_at = time.monotonic()
-                transport.sendto(wire.hello(self._pub, box))
+                self._sendto(wire.hello(self._pub, box))
                 if await self._answered(sent):
                     misses = 0
                 else:
@@ -134,8 +182,9 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                     async with asyncio.timeout(max(0.0, left)):
                         await self._wake.wait()
         finally:
-            transport.close()
-            self._transport = None
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            self._sock = None
             self.welcomed_at = 0.0  # a link no longer run is not up
 
     async def _answered(self, sent: float) -> bool:
@@ -165,9 +214,9 @@ class StreamLink(Link):
         self.url, self._token, self._ctx = url, token, ctx
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(self.QUEUE)
 
-    def send(self, dst: bytes, packet: bytes) -> None:
+    def send_frame(self, frame: memoryview) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(wire.send(dst, packet))
+            self._queue.put_nowait(bytes(frame))
 
     async def run(self) -> None:
         while True:

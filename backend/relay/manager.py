@@ -194,12 +194,12 @@ class RelayManager:
         link = self._via.get(peer)
         return link if link is not None and link.up else self._link()
 
-    def _send(self, dst: bytes, packet: bytes) -> None:
+    def _send(self, dst: bytes, frame: memoryview) -> None:
         link = self._link_for(dst)
         if link is not None:
-            link.send(dst, packet)
+            link.send_frame(frame)
 
-    def _recv(self, via: Link, src: bytes, packet: bytes) -> None:
+    def _recv(self, via: Link, src: bytes, packet: bytes | memoryview) -> None:
         key = self._raw.get(src)
         if key is None:
             return  # not a peer of ours (the relay should never send it): dropped
@@ -215,7 +215,8 @@ class RelayManager:
             proxy.deliver(packet)
         else:
             # The peer relays to us before we decided to: a proxy, then WireGuard roams to it.
-            asyncio.get_running_loop().create_task(self._first(key, packet))
+            # (a copy: `packet` may be a view of the link's buffer, reused by the next one)
+            asyncio.get_running_loop().create_task(self._first(key, bytes(packet)))
 
     async def _first(self, key: str, packet: bytes) -> None:
         (await self._proxy(key)).deliver(packet)
