@@ -18,15 +18,15 @@ from websockets.asyncio.client import ClientConnection
 
 from pcloud.backend.control.proof import make_proof
 from pcloud.backend.keys import PrivateKey
-from pcloud.backend.relay.proxy import big_buffers
 from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
 from pcloud.shared.tasks import cancel_and_wait
+from pcloud.shared.udpgso import RUN_BUFFER, Offload, big_buffers
 
 log = logging.getLogger(__name__)
-# (the link it came through, source public key, WireGuard packet: over UDP a view of the link's
-# buffer, valid only during the call)
-OnRecv = Callable[["Link", bytes, bytes | memoryview], None]
+# (the link it came through, source public key, a run of WireGuard packets of the given size,
+# the last may be shorter: a view of the link's buffer, valid only during the call)
+OnRecv = Callable[["Link", bytes, memoryview, int], None]
 BATCH = 256  # datagrams read per wake-up at most (the backend's other work still runs)
 HEADER = 1 + wire.KEY_LEN
 DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
@@ -58,10 +58,12 @@ class Link:
         return time.monotonic() - self.welcomed_at < DEAD_AFTER_S
 
     def send(self, dst: bytes, packet: bytes) -> None:
-        self.send_frame(memoryview(wire.send(dst, packet)))
+        frame = wire.send(dst, packet)
+        self.send_frames(memoryview(frame), len(frame))
 
-    def send_frame(self, frame: memoryview) -> None:
-        """A whole SEND frame (a view the caller reuses once this returns)."""
+    def send_frames(self, frames: memoryview, size: int) -> None:
+        """A run of whole SEND frames of `size` bytes, the last may be shorter (a view the
+        caller reuses once this returns)."""
         raise NotImplementedError
 
     async def run(self) -> None:
@@ -80,7 +82,7 @@ class Link:
             if not was_up:
                 self.on_up()
         elif frame.kind == wire.RECV:
-            self.on_recv(self, frame.key, frame.body)
+            self.on_recv(self, frame.key, memoryview(frame.body), len(frame.body))
 
 
 class UdpLink(Link):
@@ -93,28 +95,40 @@ class UdpLink(Link):
         # The server's clock, as its relay info gave it: proofs carry its time, not ours.
         self._offset = info.time - time.time()
         self._pub = base64.b64decode(key.public_key())
-        self._sock: socket.socket | None = None
         self._hello_at = 0.0
         self._wake = asyncio.Event()  # traffic wants the next hello early
-        self._buf = bytearray(wire.MAX_FRAME)
-        self._view = memoryview(self._buf)
+        self._io: Offload | None = None
+        self._in = memoryview(bytearray(RUN_BUFFER))
+        self._out = memoryview(bytearray(RUN_BUFFER))
 
     def _drain(self) -> None:
-        sock, buf, view, on_recv = self._sock, self._buf, self._view, self.on_recv
-        if sock is None:
+        if self._io is None:
             return
+        recv, got, out, recv_kind = self._io.recv, self._in, self._out, wire.RECV
         for _ in range(BATCH):
             try:
-                n = sock.recv_into(buf)
+                n, seg, _addr = recv(got)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 self._error(e)
                 continue
-            if n > HEADER and buf[0] == wire.RECV:
-                on_recv(self, bytes(view[1:HEADER]), view[HEADER:n])
-            else:
-                self._frame(bytes(view[:n]))
+            # A run of frames: their packets, back to back, go to each source's proxy as one run.
+            src, w = b"", 0
+            for off in range(0, n, seg):
+                end = min(off + seg, n)
+                if end - off <= HEADER or got[off] != recv_kind:
+                    self._frame(bytes(got[off:end]))
+                    continue
+                key = bytes(got[off + 1 : off + HEADER])
+                if key != src:
+                    if w:
+                        self.on_recv(self, src, out[:w], seg - HEADER)
+                    src, w = key, 0
+                out[w : w + end - off - HEADER] = got[off + HEADER : end]
+                w += end - off - HEADER
+            if w:
+                self.on_recv(self, src, out[:w], seg - HEADER)
 
     def _error(self, exc: Exception) -> None:
         log.debug("relay %s over UDP: %s", self.name, exc)
@@ -124,18 +138,16 @@ class UdpLink(Link):
             log.info("relay %s over UDP: refused, down", self.name)
             self.welcomed_at = 0.0
 
-    def send_frame(self, frame: memoryview) -> None:
-        if self._sock is not None:
-            self._sendto(frame)
+    def send_frames(self, frames: memoryview, size: int) -> None:
+        if self._io is not None:
+            self._sendto(frames, size)
             if time.monotonic() - self._hello_at > EAGER_S:
                 self._wake.set()
 
-    def _sendto(self, frame: bytes | memoryview) -> None:
-        assert self._sock is not None
+    def _sendto(self, frames: memoryview, size: int) -> None:
+        assert self._io is not None
         try:
-            self._sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            pass  # a full buffer: dropped, as on the wire
+            self._io.send(frames, size)  # a full buffer drops the run, as the wire would
         except OSError as e:
             self._error(e)
 
@@ -154,7 +166,8 @@ class UdpLink(Link):
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        sock = self._sock = await self._connect()
+        sock = await self._connect()
+        self._io = Offload(sock)
         loop.add_reader(sock.fileno(), self._drain)
         misses = 0
         try:
@@ -164,7 +177,8 @@ class UdpLink(Link):
                 )
                 box = base64.b64decode(make_proof(self.key, server, "relay"))
                 sent = self._hello_at = time.monotonic()
-                self._sendto(wire.hello(self._pub, box))
+                hello = wire.hello(self._pub, box)
+                self._sendto(memoryview(hello), len(hello))
                 if await self._answered(sent):
                     misses = 0
                 else:
@@ -184,7 +198,7 @@ class UdpLink(Link):
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()
-            self._sock = None
+            self._io = None
             self.welcomed_at = 0.0  # a link no longer run is not up
 
     async def _answered(self, sent: float) -> bool:
@@ -214,9 +228,10 @@ class StreamLink(Link):
         self.url, self._token, self._ctx = url, token, ctx
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(self.QUEUE)
 
-    def send_frame(self, frame: memoryview) -> None:
+    def send_frames(self, frames: memoryview, size: int) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(bytes(frame))
+            for off in range(0, len(frames), size):  # one WebSocket message per frame
+                self._queue.put_nowait(bytes(frames[off : off + size]))
 
     async def run(self) -> None:
         while True:
