@@ -237,8 +237,10 @@ class StreamLink(Link):
         while True:
             try:
                 async with websockets.connect(
-                    self.url, ssl=self._ctx, max_size=wire.MAX_FRAME + 64,
-                    additional_headers={"Authorization": f"Bearer {self._token}"},
+                    self.url, ssl=self._ctx, max_size=wire.MAX_BATCH + 64,
+                    additional_headers={
+                        "Authorization": f"Bearer {self._token}", wire.BATCH_HEADER: "1",
+                    },
                     open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=PONG_S,
                 ) as ws:  # fmt: skip
                     await self._serve(ws)
@@ -248,15 +250,24 @@ class StreamLink(Link):
             await asyncio.sleep(2.0)  # backoff before reconnecting
 
     async def _serve(self, ws: ClientConnection) -> None:
+        # An older server answers without the header: one frame a message both ways.
+        batch = ws.response is not None and ws.response.headers.get(wire.BATCH_HEADER) == "1"
+
         async def writer() -> None:
             while True:
-                await ws.send(await self._queue.get())
+                await ws.send(await wire.next_message(self._queue, batch))
 
         task = asyncio.create_task(writer())
         try:
             async for message in ws:
-                if isinstance(message, bytes):
-                    self._frame(message)
+                if not isinstance(message, bytes):
+                    continue
+                try:
+                    frames = wire.unpack(message) if batch else [message]
+                except wire.FrameError:
+                    continue  # hostile or garbled: dropped
+                for frame in frames:
+                    self._frame(frame)
         finally:
             await cancel_and_wait(task)
 
