@@ -99,7 +99,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sync: StoreSync | None = None
         purge: asyncio.Task[None] | None = None
-        relay_sockets: list[asyncio.DatagramTransport] = []
+        relay_sockets: list[relay_service.RelaySocket] = []
         if not local_admin:
             await app.state.reach.start()
             purge = asyncio.create_task(purge_tokens(app.state.accounts))

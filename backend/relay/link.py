@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -20,10 +21,14 @@ from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
 from pcloud.shared.tasks import cancel_and_wait
+from pcloud.shared.udpgso import RUN_BUFFER, Offload, big_buffers
 
 log = logging.getLogger(__name__)
-# (the link it came through, source public key, WireGuard packet)
-OnRecv = Callable[["Link", bytes, bytes], None]
+# (the link it came through, source public key, a run of WireGuard packets of the given size,
+# the last may be shorter: a view of the link's buffer, valid only during the call)
+OnRecv = Callable[["Link", bytes, memoryview, int], None]
+BATCH = 256  # datagrams read per wake-up at most (the backend's other work still runs)
+HEADER = 1 + wire.KEY_LEN
 DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
 # Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
 # in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
@@ -53,6 +58,12 @@ class Link:
         return time.monotonic() - self.welcomed_at < DEAD_AFTER_S
 
     def send(self, dst: bytes, packet: bytes) -> None:
+        frame = wire.send(dst, packet)
+        self.send_frames(memoryview(frame), len(frame))
+
+    def send_frames(self, frames: memoryview, size: int) -> None:
+        """A run of whole SEND frames of `size` bytes, the last may be shorter (a view the
+        caller reuses once this returns)."""
         raise NotImplementedError
 
     async def run(self) -> None:
@@ -71,11 +82,12 @@ class Link:
             if not was_up:
                 self.on_up()
         elif frame.kind == wire.RECV:
-            self.on_recv(self, frame.key, frame.body)
+            self.on_recv(self, frame.key, memoryview(frame.body), len(frame.body))
 
 
-class UdpLink(Link, asyncio.DatagramProtocol):
-    """Hellos every HELLO_S (they also keep our NAT mapping to the relay open)."""
+class UdpLink(Link):
+    """Hellos every HELLO_S (they also keep our NAT mapping to the relay open). The socket is
+    read in a tight loop per wake-up: every relayed packet to us comes through it."""
 
     def __init__(self, info: RelayInfo, host: str, key: PrivateKey, on_recv: OnRecv) -> None:
         Link.__init__(self, info.name, on_recv)
@@ -83,14 +95,42 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         # The server's clock, as its relay info gave it: proofs carry its time, not ours.
         self._offset = info.time - time.time()
         self._pub = base64.b64decode(key.public_key())
-        self._transport: asyncio.DatagramTransport | None = None
         self._hello_at = 0.0
         self._wake = asyncio.Event()  # traffic wants the next hello early
+        self._io: Offload | None = None
+        self._in = memoryview(bytearray(RUN_BUFFER))
+        self._out = memoryview(bytearray(RUN_BUFFER))
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self._frame(data)
+    def _drain(self) -> None:
+        if self._io is None:
+            return
+        recv, got, out, recv_kind = self._io.recv, self._in, self._out, wire.RECV
+        for _ in range(BATCH):
+            try:
+                n, seg, _addr = recv(got)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._error(e)
+                continue
+            # A run of frames: their packets, back to back, go to each source's proxy as one run.
+            src, w = b"", 0
+            for off in range(0, n, seg):
+                end = min(off + seg, n)
+                if end - off <= HEADER or got[off] != recv_kind:
+                    self._frame(bytes(got[off:end]))
+                    continue
+                key = bytes(got[off + 1 : off + HEADER])
+                if key != src:
+                    if w:
+                        self.on_recv(self, src, out[:w], seg - HEADER)
+                    src, w = key, 0
+                out[w : w + end - off - HEADER] = got[off + HEADER : end]
+                w += end - off - HEADER
+            if w:
+                self.on_recv(self, src, out[:w], seg - HEADER)
 
-    def error_received(self, exc: Exception) -> None:
+    def _error(self, exc: Exception) -> None:
         log.debug("relay %s over UDP: %s", self.name, exc)
         if isinstance(exc, ConnectionRefusedError) and self.welcomed_at:
             # ICMP port unreachable: nothing listens on the relay port any more (the server
@@ -98,16 +138,37 @@ class UdpLink(Link, asyncio.DatagramProtocol):
             log.info("relay %s over UDP: refused, down", self.name)
             self.welcomed_at = 0.0
 
-    def send(self, dst: bytes, packet: bytes) -> None:
-        if self._transport is not None:
-            self._transport.sendto(wire.send(dst, packet))
+    def send_frames(self, frames: memoryview, size: int) -> None:
+        if self._io is not None:
+            self._sendto(frames, size)
             if time.monotonic() - self._hello_at > EAGER_S:
                 self._wake.set()
 
+    def _sendto(self, frames: memoryview, size: int) -> None:
+        assert self._io is not None
+        try:
+            self._io.send(frames, size)  # a full buffer drops the run, as the wire would
+        except OSError as e:
+            self._error(e)
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        family, _, _, _, addr = (await loop.getaddrinfo(*self.addr, type=socket.SOCK_DGRAM))[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            big_buffers(sock)
+            sock.connect(addr)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
-        self._transport = transport
+        sock = await self._connect()
+        self._io = Offload(sock)
+        loop.add_reader(sock.fileno(), self._drain)
         misses = 0
         try:
             while True:
@@ -116,7 +177,8 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                 )
                 box = base64.b64decode(make_proof(self.key, server, "relay"))
                 sent = self._hello_at = time.monotonic()
-                transport.sendto(wire.hello(self._pub, box))
+                hello = wire.hello(self._pub, box)
+                self._sendto(memoryview(hello), len(hello))
                 if await self._answered(sent):
                     misses = 0
                 else:
@@ -134,8 +196,9 @@ class UdpLink(Link, asyncio.DatagramProtocol):
                     async with asyncio.timeout(max(0.0, left)):
                         await self._wake.wait()
         finally:
-            transport.close()
-            self._transport = None
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            self._io = None
             self.welcomed_at = 0.0  # a link no longer run is not up
 
     async def _answered(self, sent: float) -> bool:
@@ -165,16 +228,19 @@ class StreamLink(Link):
         self.url, self._token, self._ctx = url, token, ctx
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(self.QUEUE)
 
-    def send(self, dst: bytes, packet: bytes) -> None:
+    def send_frames(self, frames: memoryview, size: int) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(wire.send(dst, packet))
+            for off in range(0, len(frames), size):  # one WebSocket message per frame
+                self._queue.put_nowait(bytes(frames[off : off + size]))
 
     async def run(self) -> None:
         while True:
             try:
                 async with websockets.connect(
-                    self.url, ssl=self._ctx, max_size=wire.MAX_FRAME + 64,
-                    additional_headers={"Authorization": f"Bearer {self._token}"},
+                    self.url, ssl=self._ctx, max_size=wire.MAX_BATCH + 64,
+                    additional_headers={
+                        "Authorization": f"Bearer {self._token}", wire.BATCH_HEADER: "1",
+                    },
                     open_timeout=5, ping_interval=wire.HELLO_S, ping_timeout=PONG_S,
                 ) as ws:  # fmt: skip
                     await self._serve(ws)
@@ -184,15 +250,24 @@ class StreamLink(Link):
             await asyncio.sleep(2.0)  # backoff before reconnecting
 
     async def _serve(self, ws: ClientConnection) -> None:
+        # An older server answers without the header: one frame a message both ways.
+        batch = ws.response is not None and ws.response.headers.get(wire.BATCH_HEADER) == "1"
+
         async def writer() -> None:
             while True:
-                await ws.send(await self._queue.get())
+                await ws.send(await wire.next_message(self._queue, batch))
 
         task = asyncio.create_task(writer())
         try:
             async for message in ws:
-                if isinstance(message, bytes):
-                    self._frame(message)
+                if not isinstance(message, bytes):
+                    continue
+                try:
+                    frames = wire.unpack(message) if batch else [message]
+                except wire.FrameError:
+                    continue  # hostile or garbled: dropped
+                for frame in frames:
+                    self._frame(frame)
         finally:
             await cancel_and_wait(task)
 

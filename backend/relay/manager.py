@@ -194,12 +194,14 @@ class RelayManager:
         link = self._via.get(peer)
         return link if link is not None and link.up else self._link()
 
-    def _send(self, dst: bytes, packet: bytes) -> None:
+    def _send(self, dst: bytes, frames: memoryview, size: int) -> None:
         link = self._link_for(dst)
         if link is not None:
-            link.send(dst, packet)
+            link.send_frames(frames, size)
 
-    def _recv(self, via: Link, src: bytes, packet: bytes) -> None:
+    def _recv(self, via: Link, src: bytes, packets: memoryview, size: int) -> None:
+        """A run of packets from `src` (each `size` bytes, the last may be shorter), a view of
+        the link's buffer valid during the call."""
         key = self._raw.get(src)
         if key is None:
             return  # not a peer of ours (the relay should never send it): dropped
@@ -212,13 +214,14 @@ class RelayManager:
             self.wake()
         proxy = self.proxies.get(key)
         if proxy is not None:
-            proxy.deliver(packet)
+            proxy.deliver(packets, size)
         else:
             # The peer relays to us before we decided to: a proxy, then WireGuard roams to it.
-            asyncio.get_running_loop().create_task(self._first(key, packet))
+            # (a copy: the view's buffer is reused by the next run)
+            asyncio.get_running_loop().create_task(self._first(key, bytes(packets), size))
 
-    async def _first(self, key: str, packet: bytes) -> None:
-        (await self._proxy(key)).deliver(packet)
+    async def _first(self, key: str, packets: bytes, size: int) -> None:
+        (await self._proxy(key)).deliver(memoryview(packets), size)
 
     # -- links ----------------------------------------------------------------------------
 

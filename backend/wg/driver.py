@@ -30,7 +30,7 @@ class InterfaceConfig:
     private_key: str  # WireGuard base64; goes nowhere but into the interface
     address: str  # overlay address with prefix, e.g. "10.0.0.2/24"
     listen_port: int | None = None  # None: keep the current port (or let WireGuard pick one)
-    mtu: int | None = None  # None: underlying link MTU - 80, never below 1280
+    mtu: int | None = None  # None: underlying link MTU - 113, never below 1280
     peers: tuple[PeerConfig, ...] = ()
     # Extra routes through the interface besides the address's own prefix route.
     routes: tuple[str, ...] = field(default=())

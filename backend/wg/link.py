@@ -23,8 +23,13 @@ from pcloud.backend.wg.driver import DriverError
 # WireGuard's own overhead: 20 (IPv4) or 40 (IPv6) outer header + 8 UDP + 32 WireGuard.
 # 80 covers the IPv6 case, so one MTU works whichever family carries the tunnel.
 WG_OVERHEAD = 80
+# A relayed packet also carries the relay's frame header (kind + 32-byte key, protocol.relay).
+# Without room for it every full-size relayed packet left as two IP fragments, reassembled at
+# each NAT and at the relay and fragmented again (a third of the relay's throughput in
+# bench.relay_throughput), and networks that drop fragments would lose them all.
+RELAY_OVERHEAD = 1 + 32  # (backend/wg stays apart from the relay: a test ties the two)
 MIN_MTU = 1280  # IPv6 minimum; WireGuard interfaces must carry IPv6 inside
-FALLBACK_MTU = 1420  # wireguard-go's and wg-quick's default
+FALLBACK_MTU = 1500 - WG_OVERHEAD - RELAY_OVERHEAD  # an Ethernet-sized link is the likely one
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 RTPROT_STATIC = 4
@@ -32,11 +37,11 @@ MAIN_TABLE = 254
 
 
 def compute_mtu(underlying_mtu: int | None) -> int:
-    """Tunnel MTU for an underlying link MTU: minus WireGuard's overhead, never below 1280;
-    FALLBACK_MTU when the underlying MTU is unknown."""
+    """Tunnel MTU for an underlying link MTU: minus WireGuard's and the relay's overhead, never
+    below 1280; FALLBACK_MTU when the underlying MTU is unknown."""
     if underlying_mtu is None or underlying_mtu <= 0:
         return FALLBACK_MTU
-    return max(MIN_MTU, underlying_mtu - WG_OVERHEAD)
+    return max(MIN_MTU, underlying_mtu - WG_OVERHEAD - RELAY_OVERHEAD)
 
 
 def _err(what: str, exc: Exception) -> DriverError:
@@ -98,7 +103,7 @@ async def create_link(name: str, kind: str) -> None:
 
 
 async def default_mtu(exclude: str | None = None) -> int:
-    """The MTU the tunnel should have here: the default-route link's MTU minus 80 (the smallest
+    """The MTU the tunnel should have here: the default-route link's MTU minus 113 (the smallest
     when there are several default routes, so no path fragments); without a default route the
     largest MTU among non-loopback links that are up; FALLBACK_MTU otherwise. `exclude` (our own
     interface) is never the underlying link, e.g. when an exit node puts the default route

@@ -9,6 +9,11 @@ One frame format on both transports (a UDP datagram, or one binary WebSocket mes
     SEND    3   32-byte destination public key + one WireGuard packet (node -> relay)
     RECV    4   32-byte source public key + one WireGuard packet (relay -> node)
 
+Over the WebSocket, when both ends say so (the `BATCH_HEADER` header on the request and on the
+answer), one binary message carries one or more frames, each behind its length (2 bytes, big
+endian): a busy tunnel pays the per-message costs (a TLS record, a WebSocket frame, a wake-up
+on each side) once for the frames queued meanwhile instead of once a packet.
+
 The relay never looks inside the WireGuard packet: it is end-to-end encrypted between the two
 nodes, so the relay learns only who talks to whom and how much. A node token never travels over
 UDP: a UDP hello proves the key instead (replay refused by the server); a WebSocket is
@@ -17,6 +22,7 @@ authenticated by the node token inside TLS.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -31,6 +37,8 @@ MAX_FRAME = 1 + KEY_LEN + MAX_PACKET
 HELLO_S = 4.0  # a node re-sends its hello this often (keeps the NAT mapping and registration)
 REGISTRATION_TTL_S = 15.0  # a registration not refreshed by a hello for this long is dropped
 RELAY_PATH = "/api/v1/relay"
+BATCH_HEADER = "x-pcloud-relay-batch"  # "1": this end sends and reads batched messages
+MAX_BATCH = 60_000  # bytes of frames in one batched message (the server reads up to 64 KiB)
 
 
 class FrameError(ValueError):
@@ -63,6 +71,39 @@ def parse(data: bytes) -> Frame:
     if kind == HELLO and len(body) > MAX_PROOF:
         raise FrameError("hello proof too long")
     return Frame(kind, data[1 : 1 + KEY_LEN], body)
+
+
+def pack(frames: list[bytes]) -> bytes:
+    """One batched WebSocket message of `frames` (their total is the sender's to bound)."""
+    return b"".join(len(f).to_bytes(2, "big") + f for f in frames)
+
+
+def unpack(message: bytes) -> list[bytes]:
+    """The frames of a batched message (each still to `parse`), or FrameError."""
+    out, off, size = [], 0, len(message)
+    while off < size:
+        if off + 2 > size:
+            raise FrameError("batch ends inside a length")
+        n = int.from_bytes(message[off : off + 2], "big")
+        if not n or off + 2 + n > size:
+            raise FrameError("batch frame length out of range")
+        out.append(message[off + 2 : off + 2 + n])
+        off += 2 + n
+    return out
+
+
+async def next_message(queue: asyncio.Queue[bytes], batch: bool) -> bytes:
+    """The next WebSocket message from a queue of frames: the next frame, or when batching the
+    frames queued by now, as many as surely fit MAX_BATCH."""
+    frame = await queue.get()
+    if not batch:
+        return frame
+    frames, size = [frame], 2 + len(frame)
+    while size <= MAX_BATCH - 2 - MAX_FRAME and not queue.empty():
+        frame = queue.get_nowait()
+        frames.append(frame)
+        size += 2 + len(frame)
+    return pack(frames)
 
 
 def hello(public_key: bytes, proof_box: bytes) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,30 @@ class Registration:
     tokens: float = DATA_BURST
     refilled: float = field(default_factory=time.monotonic)
     checked: int = -1  # the state version at which the node was last seen to hold this key
+    sock: socket.socket | None = None  # the relay socket the UDP hello came in on
+    live: bool = True  # False once replaced or dropped: a cached Route through it is stale
+
+
+@dataclass(slots=True)
+class Route:
+    """A pair the slow path let through (both registered, policy allows), cached by the UDP
+    fast path per (source address, destination key): valid while both registrations are live
+    and unexpired and the state version is the one it was checked at."""
+
+    src: Registration
+    dst: Registration
+    src_key: bytes
+    version: int
+
+    def valid(self, now: float, version: int) -> bool:
+        src, dst = self.src, self.dst
+        return (
+            version == self.version
+            and src.live
+            and dst.live
+            and now <= src.expires
+            and now <= dst.expires
+        )
 
 
 class Relay:
@@ -64,7 +89,9 @@ class Relay:
     def _node_of(self, key: bytes) -> int | None:
         return self.state.node_by_key.get(base64.b64encode(key).decode())
 
-    def hello(self, frame: wire.Frame, addr: Addr, sink: Sink) -> None:
+    def hello(
+        self, frame: wire.Frame, addr: Addr, sink: Sink, sock: socket.socket | None = None
+    ) -> None:
         """A UDP hello: register `addr` for the key it proves, answer WELCOME."""
         now = time.monotonic()
         last = self._hello_at.get(addr)
@@ -85,9 +112,8 @@ class Relay:
             self.dropped["bad_hello"] += 1
             log.debug("relay hello from %s refused: %s", addr, e.message)
             return
-        self._register(
-            frame.key, Registration(node_id, sink, "udp", addr, now + wire.REGISTRATION_TTL_S)
-        )
+        expires = now + wire.REGISTRATION_TTL_S
+        self._register(frame.key, Registration(node_id, sink, "udp", addr, expires, sock=sock))
         sink(wire.welcome(self.name))
 
     def register_stream(self, key: bytes, node_id: int, sink: Sink) -> None:
@@ -97,7 +123,13 @@ class Relay:
     def unregister_stream(self, key: bytes, sink: Sink) -> None:
         reg = self.by_key.get(key)
         if reg is not None and reg.sink is sink:
-            del self.by_key[key]
+            self._drop(key)
+
+    def _drop(self, key: bytes) -> Registration | None:
+        reg = self.by_key.pop(key, None)
+        if reg is not None:
+            reg.live = False
+        return reg
 
     def _register(self, key: bytes, reg: Registration) -> None:
         old = self.by_key.get(key)
@@ -105,12 +137,13 @@ class Relay:
             self.by_addr.pop(old.addr, None)
         if old is not None:
             reg.tokens, reg.refilled = old.tokens, old.refilled
+            old.live = False
         self.by_key[key] = reg
         if reg.addr is not None:
             # One address, one key: a NAT that reuses a port for another node re-points it.
             other = self.by_addr.get(reg.addr)
             if other is not None and other != key:
-                self.by_key.pop(other, None)
+                self._drop(other)
             self.by_addr[reg.addr] = key
 
     def _live(self, key: bytes, now: float) -> Registration | None:
@@ -118,28 +151,30 @@ class Relay:
         if reg is None:
             return None
         if reg.expires < now:
-            del self.by_key[key]
+            self._drop(key)
             if reg.addr is not None:
                 self.by_addr.pop(reg.addr, None)
             return None
         version = self.state.version
         if reg.checked != version:  # once per state change, not per frame
             if self._node_of(key) != reg.node_id:  # the node was deleted or rotated its key
-                self.by_key.pop(key, None)
+                self._drop(key)
                 return None
             reg.checked = version
         return reg
 
     # -- forwarding -----------------------------------------------------------------------
 
-    def on_datagram(self, data: bytes, addr: Addr, sink: Sink) -> None:
+    def on_datagram(
+        self, data: bytes, addr: Addr, sink: Sink, sock: socket.socket | None = None
+    ) -> None:
         try:
             frame = wire.parse(data)
         except wire.FrameError:
             self.dropped["malformed"] += 1
             return
         if frame.kind == wire.HELLO:
-            self.hello(frame, addr, sink)
+            self.hello(frame, addr, sink, sock)
         elif frame.kind == wire.SEND:
             src = self.by_addr.get(addr)
             if src is None:
@@ -162,25 +197,43 @@ class Relay:
 
     def forward(self, src_key: bytes, frame: wire.Frame) -> None:
         now = time.monotonic()
-        src = self._live(src_key, now)
-        if src is None:
-            self.dropped["unregistered"] += 1
+        route = self.route(src_key, frame.key, now)
+        if route is None:
             return
-        if not self._take(src, now):
+        if not self.take(route.src, now):
             self.dropped["rate"] += 1
             return
-        dst = self._live(frame.key, now)
-        if dst is None:
-            self.dropped["unknown_peer"] += 1
-            return
-        if not self._allowed_pair(src.node_id, dst.node_id):
-            self.dropped["policy"] += 1
-            return
-        dst.sink(wire.recv(src_key, frame.body))
+        route.dst.sink(wire.recv(src_key, frame.body))
         self.forwarded += 1
         self.forwarded_bytes += len(frame.body)
 
-    def _take(self, reg: Registration, now: float) -> bool:
+    def route_from(self, addr: Addr, dst_key: bytes, now: float) -> Route | None:
+        """The route for a SEND frame from UDP source `addr`, or None (the drop counted)."""
+        src = self.by_addr.get(addr)
+        if src is None:
+            self.dropped["unregistered"] += 1
+            return None
+        return self.route(src, dst_key, now)
+
+    def route(self, src_key: bytes, dst_key: bytes, now: float) -> Route | None:
+        """Whether `src_key` may send to `dst_key` now: the checked pair, or None (the drop
+        counted). The only place that decides; the UDP fast path caches its answer."""
+        src = self._live(src_key, now)
+        if src is None:
+            self.dropped["unregistered"] += 1
+            return None
+        dst = self._live(dst_key, now)
+        if dst is None:
+            self.dropped["unknown_peer"] += 1
+            return None
+        if not self._allowed_pair(src.node_id, dst.node_id):
+            self.dropped["policy"] += 1
+            return None
+        return Route(src, dst, src_key, self.state.version)
+
+    @staticmethod
+    def take(reg: Registration, now: float) -> bool:
+        """One frame from `reg`'s token bucket (False: over its rate, drop the frame)."""
         reg.tokens = min(DATA_BURST, reg.tokens + (now - reg.refilled) * DATA_RATE_PPS)
         reg.refilled = now
         if reg.tokens < 1.0:

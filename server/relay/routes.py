@@ -72,7 +72,9 @@ async def relay_stream(ws: WebSocket) -> None:
     except ApiError as e:
         await ws.close(code=4401, reason=e.code)
         return
-    await ws.accept()
+    # Batched messages only with a backend that asked (an older one sends and reads one frame).
+    batch = ws.headers.get(wire.BATCH_HEADER) == "1"
+    await ws.accept(headers=[(wire.BATCH_HEADER.encode(), b"1")] if batch else None)
     key = base64.b64decode(node.public_key)
     queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_FRAMES)
 
@@ -82,13 +84,14 @@ async def relay_stream(ws: WebSocket) -> None:
 
     async def writer() -> None:
         while True:
-            await ws.send_bytes(await queue.get())
+            await ws.send_bytes(await wire.next_message(queue, batch))
 
     relay.register_stream(key, node.id, sink)
     log.info("relay: node %d connected over WebSocket", node.id)
     task = asyncio.create_task(writer())
     try:
-        await ws.send_bytes(wire.welcome(relay.name))
+        welcome = wire.welcome(relay.name)
+        await ws.send_bytes(wire.pack([welcome]) if batch else welcome)
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -97,7 +100,16 @@ async def relay_stream(ws: WebSocket) -> None:
             if data is None:
                 relay.dropped["malformed"] += 1
                 continue
-            relay.on_stream(key, data)
+            if not batch:
+                relay.on_stream(key, data)
+                continue
+            try:
+                frames = wire.unpack(data)
+            except wire.FrameError:
+                relay.dropped["malformed"] += 1
+                continue
+            for frame in frames:
+                relay.on_stream(key, frame)
     except WebSocketDisconnect:
         pass
     finally:

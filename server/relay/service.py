@@ -3,7 +3,6 @@ metrics at build time, the UDP socket in the app's lifespan."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
 from fastapi import FastAPI
@@ -12,6 +11,7 @@ from ..config import Settings
 from . import routes
 from .core import Relay
 from .metrics import RelayCollector
+from .udp import RelaySocket as RelaySocket
 from .udp import start_udp
 
 
@@ -32,7 +32,7 @@ def attach(app: FastAPI, settings: Settings, shared: Relay | None = None) -> Rel
     return relay
 
 
-async def start(app: FastAPI) -> list[asyncio.DatagramTransport]:
+async def start(app: FastAPI) -> list[RelaySocket]:
     settings: Settings = app.state.settings
     port = udp_port(settings)
     if not port:
@@ -43,6 +43,6 @@ async def start(app: FastAPI) -> list[asyncio.DatagramTransport]:
     return await start_udp(app.state.relay, hosts, port)
 
 
-def stop(sockets: list[asyncio.DatagramTransport]) -> None:
-    for transport in sockets:
-        transport.close()
+def stop(sockets: list[RelaySocket]) -> None:
+    for sock in sockets:
+        sock.close()

@@ -234,7 +234,7 @@ def test_ping_and_incremental_apply_keeps_interface_and_sessions(lab: Lab) -> No
     a, b = up_pair(lab)
     info = a.call("info")
     assert info["ifindex"] == lab.ifindex(lab.a) and info["listen_port"] == 51820
-    assert info["mtu"] == 1420  # veth 1500 - 80 (no default route: largest up link)
+    assert info["mtu"] == 1387  # veth 1500 - 113 (no default route: largest up link)
     assert os.path.exists(lab.sock_a / f"{IFNAME}.sock")  # socket_dir honoured
     hs = handshake_of(a.call("stats"), lab.key_b.public_key())
     assert hs is not None

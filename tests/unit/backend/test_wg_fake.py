@@ -9,7 +9,8 @@ import pytest
 from pcloud.backend.keys import PrivateKey
 from pcloud.backend.wg.driver import Driver, DriverError, InterfaceConfig, PeerConfig
 from pcloud.backend.wg.fake import FakeDriver
-from pcloud.backend.wg.link import FALLBACK_MTU, compute_mtu
+from pcloud.backend.wg.link import FALLBACK_MTU, RELAY_OVERHEAD, compute_mtu
+from pcloud.server.protocol import relay as wire
 
 KEY = PrivateKey.generate()
 P1, P2 = (PrivateKey.generate().public_key() for _ in range(2))
@@ -49,8 +50,10 @@ async def test_fake_fail_next() -> None:
 
 
 def test_compute_mtu() -> None:
-    assert compute_mtu(1500) == 1420
-    assert compute_mtu(9000) == 8920
+    # 80 for WireGuard over IPv6, 33 for the relay's frame header: a relayed packet fits too.
+    assert RELAY_OVERHEAD == 1 + wire.KEY_LEN
+    assert compute_mtu(1500) == 1387
+    assert compute_mtu(9000) == 8887
     assert compute_mtu(1300) == 1280
-    assert compute_mtu(None) == FALLBACK_MTU == 1420
+    assert compute_mtu(None) == FALLBACK_MTU == 1387
     assert compute_mtu(0) == FALLBACK_MTU
