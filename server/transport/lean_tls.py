@@ -9,11 +9,14 @@ connection, besides OpenSSL's own state:
   other connection's code in between: one buffer per event loop thread serves every connection;
 - ~40 instance attributes, past the 30 for which CPython shares an instance dict's keys between
   the instances of a class, so each connection pays for a dict of its own (~1.5 KiB). A dozen of
-  them live in slots here, which keeps the rest under the limit.
+  them live in slots here, which keeps the rest under the limit;
+- an outgoing `MemoryBIO` whose buffer OpenSSL grows to the largest answer written at once and
+  never shrinks (~1.2x: one 12 KB full netmap would keep ~15 KB for the connection's life).
+  Here answers are encrypted `WRITE_SLICE` bytes at a time, the BIO emptied after each.
 
-`LeanSSLProtocol` does both (~2.5 KiB less per connection, ~25 MB at 10,000 held streams;
-bench/README.md "Memory"). `install` makes asyncio build it wherever it starts TLS
-(`loop.start_tls`, `create_server(ssl=...)`): both look `sslproto.SSLProtocol` up at call time.
+`install` makes asyncio build `LeanSSLProtocol` wherever it starts TLS (`loop.start_tls`,
+`create_server(ssl=...)`): both look `sslproto.SSLProtocol` up at call time. Figures:
+bench/README.md, "Memory".
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import threading
 from typing import Any
 
 READ_BUFFER = 1024  # a poll or a registration is a few hundred bytes; a TLS record <= 16 KiB
+WRITE_SLICE = 1024  # plaintext per TLS record written (and the most an idle connection keeps)
 
 
 class _Buffers(threading.local):
@@ -75,6 +79,37 @@ class LeanSSLProtocol(asyncio.sslproto.SSLProtocol):
     _ssl_buffer = _SharedBuffer(view=False)
     _ssl_buffer_view = _SharedBuffer(view=True)
 
+    def _do_write(self) -> None:
+        # As SSLProtocol._do_write, but the outgoing MemoryBIO is emptied after every
+        # WRITE_SLICE bytes encrypted: OpenSSL never shrinks a memory BIO's buffer, so one 12 KB
+        # answer (a full netmap) would keep ~15 KB for the rest of the connection. The pieces
+        # still go to the socket in one write.
+        p: Any = self  # (typeshed describes an older SSLProtocol)
+        out: list[bytes] = []
+        try:
+            while p._write_backlog:
+                data = p._write_backlog[0]
+                done = 0
+                with memoryview(data) as whole, whole.cast("B") as view:
+                    size = view.nbytes
+                    try:
+                        while done < size:
+                            done += p._sslobj.write(view[done : done + WRITE_SLICE])
+                            if not p._ssl_writing_paused:  # (paused: it waits in the BIO)
+                                out.append(p._outgoing.read())
+                    finally:
+                        if done < size:
+                            p._write_backlog[0] = data[done:]
+                            p._write_buffer_size -= done
+                        else:
+                            del p._write_backlog[0]
+                            p._write_buffer_size -= len(data)
+        except asyncio.sslproto.SSLAgainErrors:
+            pass
+        if out:
+            p._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        p._process_outgoing()
+
 
 def install(read_buffer: int = READ_BUFFER) -> bool:
     """Make asyncio use `LeanSSLProtocol` with a `read_buffer`-byte read size; False (and
@@ -83,7 +118,7 @@ def install(read_buffer: int = READ_BUFFER) -> bool:
     if base is LeanSSLProtocol:
         LeanSSLProtocol.max_size = read_buffer
         return True
-    needed = ("max_size", "get_buffer", "buffer_updated")
+    needed = ("max_size", "get_buffer", "buffer_updated", "_do_write", "_process_outgoing")
     if LeanSSLProtocol.__mro__[1] is not base or not all(hasattr(base, n) for n in needed):
         return False
     LeanSSLProtocol.max_size = read_buffer

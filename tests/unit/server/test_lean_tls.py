@@ -1,5 +1,6 @@
 """The lean TLS protocol (server/transport/lean_tls.py): connections share one read buffer per
-thread, yet every connection's bytes arrive whole, over real TLS on loopback."""
+thread and answers are encrypted in slices, yet every connection's bytes arrive whole, both
+ways, over real TLS on loopback."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from pcloud.server.security.tls import TlsFiles, ensure_ca, ensure_leaf
 from pcloud.server.transport import lean_tls
 
-SIZE = 20_000  # many reads of the 1 KiB buffer, interleaved between connections
+SIZE = 20_000  # many 1 KiB reads and writes, interleaved between connections
 
 
 class Digest(asyncio.Protocol):
@@ -31,7 +32,11 @@ class Digest(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.data += data
         if len(self.data) == SIZE:
+            # Its digest, then the bytes back: as one write (the lean protocol encrypts it in
+            # slices) and as a view of 4-byte items.
             self.transport.write(hashlib.sha256(self.data).digest())
+            self.transport.write(bytes(self.data[: SIZE // 2]))
+            self.transport.write(memoryview(self.data[SIZE // 2 :]).cast("I"))
 
 
 async def exchange(port: int, client: ssl.SSLContext, payload: bytes) -> bytes:
@@ -40,6 +45,7 @@ async def exchange(port: int, client: ssl.SSLContext, payload: bytes) -> bytes:
         writer.write(payload[i : i + 700])
         await writer.drain()
     answer = await reader.readexactly(32)
+    assert await reader.readexactly(SIZE) == payload
     writer.close()
     return answer
 
