@@ -12,7 +12,8 @@ connection, besides OpenSSL's own state:
   them live in slots here, which keeps the rest under the limit;
 - an outgoing `MemoryBIO` whose buffer OpenSSL grows to the largest answer written at once and
   never shrinks (~1.2x: one 12 KB full netmap would keep ~15 KB for the connection's life).
-  Here answers are encrypted `WRITE_SLICE` bytes at a time, the BIO emptied after each.
+  Here answers are encrypted `WRITE_SLICE` bytes at a time, the BIO emptied after each;
+- a deque of pending writes (~760 bytes when empty); a list here.
 
 `install` makes asyncio build `LeanSSLProtocol` wherever it starts TLS (`loop.start_tls`,
 `create_server(ssl=...)`): both look `sslproto.SSLProtocol` up at call time. Figures:
@@ -78,6 +79,13 @@ class LeanSSLProtocol(asyncio.sslproto.SSLProtocol):
     )
     _ssl_buffer = _SharedBuffer(view=False)
     _ssl_buffer_view = _SharedBuffer(view=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A list, not SSLProtocol's deque (~760 bytes even when empty): it holds the app's
+        # writes not yet encrypted, rarely more than one, and is only appended to, indexed
+        # at 0, deleted from at 0 and cleared.
+        self._write_backlog = []  # type: ignore[assignment]
 
     def _do_write(self) -> None:
         # As SSLProtocol._do_write, but the outgoing MemoryBIO is emptied after every

@@ -257,7 +257,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._g.refused or self._g.direct is not None:
             return  # (a taken-over request reads nothing more: what comes is dropped)
         super().data_received(data)
-        if self._g.in_head and not self._g.refused:
+        if self._g.direct is not None:
+            self.parser = None  # type: ignore[assignment]  # (taken over: ~0.9 KB a stream)
+        elif self._g.in_head and not self._g.refused:
             # A head still incomplete after this read: the whole read counts (httptools holds a
             # partial header in memory), so the parser never holds more than one read past
             # the limit.
@@ -333,9 +335,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # uvicorn keeps the last request's cycle and scope (FastAPI's exit stack, an Event) until
-        # the next request: ~5 KB an idle keep-alive connection, freed late as holes in the heap.
-        # Drop them now, unless a pipelined request's cycle is the current one. A late body of
-        # the request is dropped (`on_body`), as uvicorn does once the response is complete.
+        # the next one: ~5 KB an idle connection, freed late as heap holes. Drop them now (not a
+        # pipelined request's); a late body is then dropped in `on_body`, as uvicorn would.
         cycle = self.cycle
         if cycle is not None and cycle.response_complete:
             self.cycle = None  # type: ignore[assignment]

@@ -85,6 +85,7 @@ def test_connections_share_one_buffer_and_get_their_bytes_whole(
     assert answers == [hashlib.sha256(p).digest() for p in payloads]
     assert all(type(t) is lean_tls.LeanSSLProtocol for t in tls) and len(tls) == len(payloads)
     assert len({id(t._ssl_buffer) for t in tls}) == 1 and len(tls[0]._ssl_buffer) == 1024
+    assert all(t._write_backlog == [] for t in tls)  # a list (not a deque), emptied
     # Under CPython's 30 for an instance dict with keys shared between instances.
     assert len(vars(tls[0])) <= 30
 
