@@ -11,8 +11,10 @@ import gc
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from websockets.exceptions import InvalidState
 
 from .accounts import Accounts
 from .api.install import install_info, install_line
@@ -76,7 +78,27 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.pcloud_state.draining = True
         asyncio.get_running_loop().call_soon(self.pcloud_state.bus.wake_all)
+        for connection in self.server_state.connections:
+            _close_quietly(connection)
         await super().shutdown(sockets=sockets)
+
+
+def _close_quietly(connection: Any) -> None:
+    """Guard a connection's shutdown against a relay WebSocket the peer is closing.
+
+    uvicorn's sans-I/O WebSocket sends a close frame at shutdown unless it sent one itself; when
+    the peer's close came first, websockets refuses a second one (InvalidState) and the error
+    ended the server's shutdown with a traceback (seen in CI while a backend left the relay as
+    the server stopped). That connection is ending anyway: close its transport."""
+    original = connection.shutdown
+
+    def shutdown() -> None:
+        try:
+            original()
+        except InvalidState:
+            connection.transport.close()
+
+    connection.shutdown = shutdown
 
 
 def bind_tcp(listen: Listen) -> socket.socket:
