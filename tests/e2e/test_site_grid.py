@@ -2,8 +2,9 @@
 the home LAN, rpi111 the server with the home router's forwards; a laptop at the cafe's
 endpoint-independent NAT; two phones behind endpoint-dependent NATs; a desk in an office that
 drops all UDP), logged in at once under a policy that allows every pair but one. Every allowed
-pair pings both ways through the overlay, and the path each side's status shows is the one the
-sites' NAT kinds predict (tests/lab/site_paths.py): LAN neighbours direct on LAN addresses, home x
+pair pings both ways through the overlay (pairs predicted direct keep pinging once a second,
+as traffic would flow, until every pair showed its path), and the path each side's status
+shows is the one the sites' NAT kinds predict (tests/lab/site_paths.py): LAN neighbours direct on LAN addresses, home x
 cafe direct (hole punched), the forward reaching rpi111 from anywhere UDP leaves, symmetric x
 non-forwarded and anything with the office through rpi111's relay. The denied pair neither sees
 nor pings the other, and a Pi whose join link leads nowhere says why in its status. The table
@@ -31,6 +32,7 @@ from tests.lab.grid import (
     Pair,
     PathWatch,
     first_ping,
+    keep_talking,
     local_status,
     ping_once,
     running,
@@ -77,8 +79,22 @@ async def grid(
     address = {h.name: st["self"]["address"] for h, st in zip(hosts, statuses, strict=True)}
     by_name = {h.name: h for h in hosts}
     watch = PathWatch(hosts, {pair: p.path for pair, p in expected.items()})
-    pings = [first_ping(by_name[a], address[b], DEADLINE_S) for a, b in expected]
-    _, *times = await asyncio.gather(watch.run(DEADLINE_S), *pings)
+    done = asyncio.Event()
+
+    async def watching() -> bool:
+        try:
+            return await watch.run(DEADLINE_S)
+        finally:
+            done.set()
+
+    async def pair(a: str, b: str, direct: bool) -> float | None:
+        took = await first_ping(by_name[a], address[b], DEADLINE_S)
+        if took is not None and direct:  # keeps sending, so a probe back to direct is judged
+            await keep_talking(by_name[a], address[b], done)
+        return took
+
+    pings = [pair(a, b, p.path.startswith("direct ")) for (a, b), p in expected.items()]
+    _, *times = await asyncio.gather(watching(), *pings)
     a, b = DENIED
     denied = await asyncio.gather(
         ping_once(by_name[a], address[b]), ping_once(by_name[b], address[a])

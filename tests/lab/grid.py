@@ -54,6 +54,20 @@ async def first_ping(src: Host, ip: str, timeout: float) -> float | None:  # noq
     return time.monotonic() - start
 
 
+async def keep_talking(src: Host, ip: str, done: asyncio.Event, every: float = 1.0) -> None:
+    """One echo from `src` to `ip` every `every` seconds until `done`: traffic, as a user's
+    would flow. A pair that the relay carried first (its peer learned of it a moment late) goes
+    back to direct by a probe, and a probe is judged by the answers to what we send: a pair
+    that falls silent after its first ping would stay on the relay until its next traffic."""
+    while not done.is_set():
+        await ping_once(src, ip)
+        try:
+            async with asyncio.timeout(every):
+                await done.wait()
+        except TimeoutError:
+            pass
+
+
 async def running(host: Host) -> dict[str, Any]:
     """The host's status once its backend is Running with an address."""
 
