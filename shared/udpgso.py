@@ -20,6 +20,8 @@ SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
 MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+# Reads per wake-up at most when a socket is drained in a loop, so the loop's other work runs.
+READS_PER_WAKE = 256
 MAX_RUN = 65_000  # bytes per send: an IPv4 datagram carries at most 65,507 bytes of UDP payload
 RUN_BUFFER = 65_536  # the largest run the kernel coalesces (64 KiB)
 _CMSG_SPACE = socket.CMSG_SPACE(4)

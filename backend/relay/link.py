@@ -21,14 +21,13 @@ from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import RelayInfo, ServerKey
 from pcloud.server.protocol import relay as wire
 from pcloud.shared.tasks import cancel_and_wait
-from pcloud.shared.udpgso import RUN_BUFFER, Offload, big_buffers
+from pcloud.shared.udpgso import READS_PER_WAKE, RUN_BUFFER, Offload, big_buffers
 
 log = logging.getLogger(__name__)
 # (the link it came through, source public key, a run of WireGuard packets of the given size,
 # the last may be shorter: a view of the link's buffer, valid only during the call)
 OnRecv = Callable[["Link", bytes, memoryview, int], None]
-BATCH = 256  # datagrams read per wake-up at most (the backend's other work still runs)
-HEADER = 1 + wire.KEY_LEN
+HEADER = wire.HEADER_LEN
 DEAD_AFTER_S = 2.5 * wire.HELLO_S  # no welcome for this long: the relay is gone (a backstop)
 # Failover speed: a hello unanswered for ANSWER_S is sent again at once, and MISSES_DOWN of them
 # in a row take the link down, so a dead relay is left within HELLO_S + MISSES_DOWN * ANSWER_S
@@ -105,7 +104,7 @@ class UdpLink(Link):
         if self._io is None:
             return
         recv, got, out, recv_kind = self._io.recv, self._in, self._out, wire.RECV
-        for _ in range(BATCH):
+        for _ in range(READS_PER_WAKE):
             try:
                 n, seg, _addr = recv(got)
             except (BlockingIOError, InterruptedError):

@@ -16,11 +16,10 @@ import socket
 from collections.abc import Callable
 
 from pcloud.server.protocol import relay as wire
-from pcloud.shared.udpgso import MAX_SEGMENTS, RUN_BUFFER, Offload, big_buffers
+from pcloud.shared.udpgso import MAX_SEGMENTS, READS_PER_WAKE, RUN_BUFFER, Offload, big_buffers
 
 LOOPBACK = "127.0.0.1"
-BATCH = 256  # datagrams per wake-up at most, so the backend's other work still runs
-HEADER = 1 + wire.KEY_LEN
+HEADER = wire.HEADER_LEN
 # (destination key, a run of whole SEND frames, the size of each but the last, which may be
 # shorter; a view valid only during the call)
 SendFrames = Callable[[bytes, memoryview, int], None]
@@ -55,7 +54,7 @@ class PeerProxy:
         size = w = count = 0  # the run being gathered: frame size, bytes, frames
         closed = False  # its last frame is short: nothing may follow it
         try:
-            for _ in range(BATCH):
+            for _ in range(READS_PER_WAKE):
                 try:
                     n, seg, addr = recv(got)
                 except (BlockingIOError, InterruptedError):

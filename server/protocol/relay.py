@@ -29,11 +29,12 @@ from pydantic import BaseModel
 
 HELLO, WELCOME, SEND, RECV = 1, 2, 3, 4
 KEY_LEN = 32
+HEADER_LEN = 1 + KEY_LEN  # a frame's kind byte and public key, before its body
 # A WireGuard packet is at most the interface MTU + 32 bytes of header and tag; 9216 leaves room
 # for jumbo frames and refuses anything larger outright.
 MAX_PACKET = 9216
 MAX_PROOF = 256  # a sealed proof message is ~80 bytes
-MAX_FRAME = 1 + KEY_LEN + MAX_PACKET
+MAX_FRAME = HEADER_LEN + MAX_PACKET
 HELLO_S = 4.0  # a node re-sends its hello this often (keeps the NAT mapping and registration)
 REGISTRATION_TTL_S = 15.0  # a registration not refreshed by a hello for this long is dropped
 RELAY_PATH = "/api/v1/relay"
@@ -65,12 +66,12 @@ def parse(data: bytes) -> Frame:
         return Frame(kind, b"", data[1:])
     if kind not in (HELLO, SEND, RECV):
         raise FrameError(f"unknown frame kind {kind}")
-    if len(data) < 1 + KEY_LEN + 1:
+    if len(data) < HEADER_LEN + 1:
         raise FrameError("frame too short for a key and a body")
-    body = data[1 + KEY_LEN :]
+    body = data[HEADER_LEN:]
     if kind == HELLO and len(body) > MAX_PROOF:
         raise FrameError("hello proof too long")
-    return Frame(kind, data[1 : 1 + KEY_LEN], body)
+    return Frame(kind, data[1:HEADER_LEN], body)
 
 
 def pack(frames: list[bytes]) -> bytes:

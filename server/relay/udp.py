@@ -3,7 +3,7 @@
 asyncio's datagram transport reads one datagram per event-loop pass, and the relay then parsed
 each frame into new objects and built the answer by concatenation: ~11-25 us of CPU a frame,
 which capped relayed throughput (bench.relay_throughput). Here one wake-up drains up to
-`BATCH` reads, each a run of equal-sized frames where the sender sent one
+`READS_PER_WAKE` reads, each a run of equal-sized frames where the sender sent one
 (`pcloud.shared.udpgso`: the backend's proxy gathers WireGuard's packets into runs). A SEND
 frame whose (source address, destination key) has a valid cached `Route` (the pair
 `Relay.route` let through: both registered, policy allows) is rewritten in place into the RECV
@@ -20,16 +20,15 @@ import logging
 import socket
 import time
 
-from pcloud.shared.udpgso import RUN_BUFFER, Offload, big_buffers
+from pcloud.shared.udpgso import READS_PER_WAKE, RUN_BUFFER, Offload, big_buffers
 
 from ..protocol import relay as wire
 from .core import Addr, Relay, Route, Sink
 
 log = logging.getLogger("pcloud.server.relay")
 
-BATCH = 256  # datagrams per wake-up at most, so the rest of the server's loop still runs
 MAX_ROUTES = 65_536  # the route cache is cleared past this (bounded memory)
-HEADER = 1 + wire.KEY_LEN
+HEADER = wire.HEADER_LEN
 
 
 class RelaySocket:
@@ -65,7 +64,7 @@ class RelaySocket:
 
     def _drain(self) -> None:
         recv, view, now = self._io.recv, self._view, time.monotonic()
-        for _ in range(BATCH):
+        for _ in range(READS_PER_WAKE):
             try:
                 n, seg, addr = recv(view)  # a run: frames of `seg` bytes, the last may be shorter
             except (BlockingIOError, InterruptedError):

@@ -4,9 +4,9 @@ endpoint-independent NAT; two phones behind endpoint-dependent NATs; a desk in a
 drops all UDP), logged in at once under a policy that allows every pair but one. Every allowed
 pair pings both ways through the overlay (pairs predicted direct keep pinging once a second,
 as traffic would flow, until every pair showed its path), and the path each side's status
-shows is the one the sites' NAT kinds predict (tests/lab/site_paths.py): LAN neighbours direct on LAN addresses, home x
-cafe direct (hole punched), the forward reaching rpi111 from anywhere UDP leaves, symmetric x
-non-forwarded and anything with the office through rpi111's relay. The denied pair neither sees
+shows is the one the sites' NAT kinds predict (tests/lab/site_paths.py): LAN neighbours direct
+on LAN addresses, home x cafe direct (hole punched), the forward reaching rpi111 from anywhere
+UDP leaves, symmetric x non-forwarded and anything with the office through rpi111's relay. The denied pair neither sees
 nor pings the other, and a Pi whose join link leads nowhere says why in its status. The table
 goes to the terminal summary (tests/e2e/conftest.py).
 

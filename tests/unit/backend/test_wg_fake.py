@@ -51,7 +51,7 @@ async def test_fake_fail_next() -> None:
 
 def test_compute_mtu() -> None:
     # 80 for WireGuard over IPv6, 33 for the relay's frame header: a relayed packet fits too.
-    assert RELAY_OVERHEAD == 1 + wire.KEY_LEN
+    assert RELAY_OVERHEAD == wire.HEADER_LEN
     assert compute_mtu(1500) == 1387
     assert compute_mtu(9000) == 8887
     assert compute_mtu(1300) == 1280
