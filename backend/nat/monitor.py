@@ -22,6 +22,7 @@ from pcloud.backend.endpoints import host_ipv4_addresses
 from pcloud.backend.nat.kind import classify
 from pcloud.backend.nat.probe import Target, probe
 from pcloud.server.protocol import ECHO_PORTS
+from pcloud.shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class NatMonitor:
         self.kind: str | None = None  # None until the first probe
         self._last: tuple[object, ...] | None = None
         self._probed_at = 0.0
+        self._moving: asyncio.Task[None] | None = None  # `on_moved` for the latest move(s)
+        self._move_pending = False
 
     async def check(self) -> None:
         """Probe again if the servers or our addresses changed, or the last probe is old."""
@@ -83,8 +86,7 @@ class NatMonitor:
         local = sorted(ip for iface, ip in found if iface != self._interface and iface != "lo")
         if self._local is not None and tuple(local) != self._local and self._on_moved:
             log.info("this host's addresses changed: %s", ", ".join(local) or "(none)")
-            self._local = tuple(local)
-            await self._on_moved()
+            self._follow_move()
         self._local = tuple(local)
         resolved = await resolve_hosts(urls)
         # A failed lookup (no addresses) is not a move: the last answer is kept.
@@ -105,10 +107,32 @@ class NatMonitor:
             self.kind = kind
             self._on_change()
 
-    async def run(self) -> None:
-        while True:
+    def _follow_move(self) -> None:
+        """Run `on_moved` beside the checks: reporting the new endpoints can wait out the old
+        network's dead connections for seconds (CI saw 15 s), and the probe of the new NAT
+        must not wait behind it (status showed the old NAT kind meanwhile). Moves that come
+        while it runs are followed once more after it, never concurrently."""
+        self._move_pending = True
+        if self._moving is None or self._moving.done():
+            self._moving = asyncio.get_running_loop().create_task(self._moves())
+
+    async def _moves(self) -> None:
+        assert self._on_moved is not None
+        while self._move_pending:
+            self._move_pending = False
             try:
-                await self.check()
+                await self._on_moved()
             except OSError as exc:
-                log.warning("NAT probe failed (will retry): %s", exc)
-            await asyncio.sleep(CHECK_S)  # a period, not synchronisation
+                log.warning("after an address change: %s", exc)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.check()
+                except OSError as exc:
+                    log.warning("NAT probe failed (will retry): %s", exc)
+                await asyncio.sleep(CHECK_S)  # a period, not synchronisation
+        finally:
+            if self._moving is not None:
+                await cancel_and_wait(self._moving)
