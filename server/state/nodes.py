@@ -111,7 +111,9 @@ class NodeChanges(Transactions):
                 proven=proven,
             )
             ops: list[Op] = [
-                self.put_node(node),
+                # Claimed, not put: a node id handed out twice (a working set that missed a
+                # commit) fails the commit instead of overwriting an acknowledged node.
+                Claim("node", str(node.id), to_record(node)),
                 Put("meta", "next_node_id", {"value": node.id + 1}),
                 # The claim makes the address unique across servers even if two of them
                 # allocated it from the same view (the guard already orders them).

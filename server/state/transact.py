@@ -26,7 +26,6 @@ from ..store.base import (
     Op,
     Snapshot,
     Store,
-    StoreError,
     StoreKind,
     Unavailable,
 )
@@ -100,20 +99,13 @@ class Transactions(FanOut):
                     return plan.apply(self.version)  # nothing to change
                 try:
                     await self._write(plan.ops)
-                except (Conflict, ClaimTaken, StoreError) as exc:
+                except BaseException as exc:
+                    # Whatever ended the commit (a store error, a cancelled request, a bug), it
+                    # is not applied here: give back what the plan reserved. If it landed all
+                    # the same, the watch delivers it like another server's change.
                     if plan.undo is not None:
                         plan.undo()
-                    if isinstance(exc, Unavailable):
-                        raise store_unavailable(exc) from None
-                    if isinstance(exc, ClaimTaken) and exc.kind == "addr":
-                        # Taken but unknown here: an orphan claim. Never hand it out again.
-                        log.warning("address %s is claimed by no known node; skipping it", exc.key)
-                        self.ipam.mark(exc.key)
-                        revision = 0
-                    elif isinstance(exc, Conflict):
-                        revision = exc.revision
-                    else:
-                        raise
+                    revision = self._after_failed_commit(exc)
                 else:
                     return plan.apply(self.stamp())
             if time.monotonic() > deadline:
@@ -122,6 +114,26 @@ class Transactions(FanOut):
                 )
             if revision:
                 await self.catch_up(revision, deadline)
+
+    def _after_failed_commit(self, exc: BaseException) -> int:
+        """The store revision to catch up with before the plan is built again (0: none
+        needed); raises when the change cannot be retried."""
+        if isinstance(exc, Unavailable):
+            raise store_unavailable(exc) from None
+        if isinstance(exc, ClaimTaken) and exc.kind == "addr":
+            # Taken but unknown here: an orphan claim. Never hand it out again.
+            log.warning("address %s is claimed by no known node; skipping it", exc.key)
+            self.ipam.mark(exc.key)
+            return 0
+        if isinstance(exc, ClaimTaken) and exc.kind == "node" and exc.key.isdigit():
+            # A node id in the store that this working set never saw (a commit of ours whose
+            # outcome we never learned): never hand it out again, so no node is overwritten.
+            log.warning("node id %s is taken by a node unknown here; skipping it", exc.key)
+            self.next_node_id = max(self.next_node_id, int(exc.key) + 1)
+            return 0
+        if isinstance(exc, Conflict):
+            return exc.revision
+        raise exc
 
     async def catch_up(self, revision: int, deadline: float) -> None:
         """Wait until the working set includes the store's change at `revision`."""

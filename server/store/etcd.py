@@ -10,8 +10,9 @@ counter's revision first, so ours fails as `Conflict` (reload, then retry) and n
 `commit` (a random token per commit) lets `watch` skip this store's own acknowledged commits and
 recognises our own write when a timed-out attempt was applied and the gateway's retry then found
 the revision moved. A commit that ends in `Unavailable` has an unknown outcome: its proposal may
-sit in the leader's log and be applied once quorum returns. Its token is then forgotten, so if it
-lands, `watch` delivers it like any other writer's change (and the next commit gets `Conflict`).
+sit in the leader's log and be applied once quorum returns. Its token is then forgotten (so is the
+token of a commit that ended any other way than acknowledged, e.g. cancelled), so if it lands,
+`watch` delivers it like any other writer's change (and the next commit gets `Conflict`).
 
 Big commits: etcd refuses a txn with more than --max-txn-ops ops (default 128). Our members run
 with --max-txn-ops=1024 (etcd_cluster.py); a commit above `max_txn_ops` is refused here with a
@@ -266,8 +267,10 @@ class EtcdStore:
         self._track(token)
         try:
             self._outcome(self.gateway.call("/v3/kv/txn", body), version, token, claims, guard)
-        except StoreError:
-            self._mine.pop(token, None)  # not ours to skip: if it lands, the watch says so
+        except BaseException:
+            # Not applied here (a store error, or the caller gone mid-call): not ours to skip.
+            # If it lands all the same, the watch delivers it like another writer's change.
+            self._mine.pop(token, None)
             raise
 
     async def acommit(self, ops: Iterable[Op], version: int) -> None:
@@ -277,7 +280,7 @@ class EtcdStore:
         try:
             answer = await self.gateway.acall("/v3/kv/txn", body)
             self._outcome(answer, version, token, claims, guard)
-        except StoreError:
+        except BaseException:  # cancelled too: see `commit`
             self._mine.pop(token, None)
             raise
 

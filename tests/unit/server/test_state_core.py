@@ -6,6 +6,7 @@ Tier: unit (no app, no process): what the state decides and whom it tells, in mi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -184,4 +185,32 @@ async def test_a_policy_swap_tells_exactly_the_nodes_whose_view_changed(tmp_path
     state.close()
     again = open_state(tmp_path)
     assert again.policy is None and peers(build.full_json(again, b1.id)) == set()
+    again.close()
+
+
+async def test_a_commit_that_ends_unacknowledged_reserves_nothing_and_ids_are_never_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HA run lost an acknowledged node: a server whose commit ended without an answer
+    (cancelled) kept its address reserved and, missing the commit, handed its node id out again,
+    overwriting the node. Now the reservation is given back and a node id is claimed, not put."""
+    state = open_state(tmp_path)
+    real = state.store.acommit
+
+    async def cancelled(ops: Any, version: int) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(state.store, "acommit", cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await add(state, "gone")
+    monkeypatch.setattr(state.store, "acommit", real)
+    first = await add(state, "laptop")
+    assert first.address == "10.0.0.2"  # the cancelled plan's address came back
+    # A working set that missed a commit (its node id counter behind the store's).
+    state.next_node_id = first.id
+    second = await add(state, "phone")
+    assert second.id == first.id + 1 and second.address == "10.0.0.3"
+    state.close()
+    again = open_state(tmp_path)
+    assert {n.id: n.hostname for n in again.nodes.values()} == {1: "laptop", 2: "phone"}
     again.close()

@@ -3,6 +3,7 @@ a running etcd (the integration tests run the real thing)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -252,3 +253,19 @@ def test_only_acknowledged_commits_are_skipped_by_the_watch(
     with pytest.raises(Unavailable):
         s.commit([Put("user", "b", {})], 2)
     assert len(s._mine) == 1  # outcome unknown: if it lands, the watch must deliver it
+
+
+async def test_a_commit_cancelled_in_flight_is_not_skipped_by_the_watch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request that made it went away while the txn was in flight: it may have landed, and
+    nothing applied it here, so the watch must deliver it (an HA run lost a node to this)."""
+    s = store()
+
+    async def gone(path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(s.gateway, "acall", gone)
+    with pytest.raises(asyncio.CancelledError):
+        await s.acommit([Put("node", "18", {})], 1)
+    assert not s._mine
