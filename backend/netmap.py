@@ -137,10 +137,11 @@ def desired_config(
     network: str,
     listen_port: int | None = None,
     endpoints: Mapping[str, str | None] | None = None,
+    tries: Mapping[str, int] | None = None,
 ) -> InterfaceConfig:
     """The whole interface config for `netmap`. `endpoints` maps a peer's public key to the
     candidate currently chosen (see `endpoints.EndpointSelector`); without a choice, a peer's
-    first endpoint is used."""
+    first endpoint is used. `tries`: a peer's handshake try (`PeerConfig.handshake_try`)."""
     chosen = endpoints or {}
     peers = []
     for peer in netmap.peers:
@@ -156,6 +157,7 @@ def desired_config(
                 allowed_ips=(f"{host}/{host.max_prefixlen}",),
                 endpoint=endpoint,
                 persistent_keepalive=KEEPALIVE_S,
+                handshake_try=(tries or {}).get(peer.public_key, 0),
             )
         )
     return InterfaceConfig(

@@ -136,6 +136,7 @@ class Engine:
             config = desired_config(
                 vetted, private_key=private_key, network=node.network,
                 listen_port=self.settings.listen_port, endpoints=self.relay.endpoints(self.selector.chosen()),
+                tries=self.relay.paths.tries,
             )  # fmt: skip
         except (NetmapError, ValueError) as e:
             self.up = False

@@ -157,13 +157,14 @@ class RelayManager:
         for key in self.paths.relayed - set(self.proxies):
             await self._proxy(key)
         up = self._link() is not None
+        before = set(self.paths.relayed)
         changed = self.paths.update(
             nm.peers, stats, {k: p.endpoint for k, p in self.proxies.items()},
             time.monotonic(), datetime.now(UTC), up, self.udp_blocked(), self.ranked,
         )  # fmt: skip
         for key in self.paths.relayed - set(self.proxies):
             await self._proxy(key)
-        if changed:
+        if self.paths.relayed != before:
             names = {p.public_key: p.hostname for p in nm.peers}
             log.info(
                 "relayed peers: %s",

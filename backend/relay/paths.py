@@ -6,6 +6,9 @@ handshake DIRECT_TRY_S after we first sent to it is relayed (at once where this 
 is blocked), so a pair with no direct path talks within seconds of login instead of after every
 candidate had its turns. A direct path, where one exists, answers the first handshake within a
 round trip (the lab's direct pairs ping ~0.5 s after login), so the short try keeps them direct.
+An unanswered initiation is repeated after RETRY_S (WireGuard would wait 5 s): the first often
+reaches a peer that does not know us yet, since peers learn of a node that just logged in a
+moment after it learns of them.
 Of a pair, the side with the greater public key waits FOLLOW_S longer: the other one's
 handshake through the relay reaches it first and WireGuard roams to the relay by itself. When
 both switched at once, each set its peer afresh (backend/wg/diff.py) and one could drop the
@@ -40,6 +43,10 @@ ALIVE_S = 35.0
 DIRECT_TRY_S = 2.0
 FOLLOW_S = 1.0  # the greater key of a pair waits this much longer (its peer leads the switch)
 
+# Without a handshake this long after a try, initiate again (the peer set afresh): WireGuard
+# itself waits 5 s, and a first initiation that reached a peer which did not know us yet (it
+# learns of a node that just logged in a moment later) would cost the direct path.
+RETRY_S = 1.0
 PROBE_FIRST_S = 3.0  # after this long on the relay, try direct once more
 PROBE_EVERY_S = 60.0  # and again this often
 PROBE_WINDOW_S = 2.0  # a probe lasts at most this long (what we send meanwhile may be lost)
@@ -64,6 +71,10 @@ class RelayPaths:
         # Where WireGuard roamed to when a relayed peer reached us directly: configured as the
         # endpoint from then on (the selector's candidate of the moment may be a dead one).
         self.roamed: dict[str, str] = {}
+        # key -> handshake tries made while waiting for a direct handshake (`PeerConfig.
+        # handshake_try`: only ever raised while the peer is in the netmap).
+        self.tries: dict[str, int] = {}
+        self._tried: dict[str, float] = {}  # key -> when this wait's latest (re)try began
 
     def update(
         self,
@@ -77,11 +88,11 @@ class RelayPaths:
         ranked: Callable[[str], Sequence[str]] = lambda key: (),
     ) -> bool:
         """Fold in the peers, WireGuard's stats and our proxy endpoints (key -> 127.0.0.1:PORT);
-        True when the set of relayed peers changed. `udp_blocked`: this host's UDP does not get
+        True when the set of relayed peers or a handshake try changed. `udp_blocked`: this host's UDP does not get
         out (no relay or echo answers it), so direct is not waited for; `ranked(key)`: the
         peer's candidates best first (the endpoint selector's order), for the probes."""
         by_key = {s.public_key: s for s in stats}
-        before = set(self.relayed)
+        before = set(self.relayed), dict(self.tries)
         keys = set()
         for peer in peers:
             key = peer.public_key
@@ -110,8 +121,9 @@ class RelayPaths:
             self._cands.pop(key, None)
             self._rx.pop(key, None)
             self._tx.pop(key, None)
+            self.tries.pop(key, None)
             self._forget(key)
-        return self.relayed != before
+        return (self.relayed, self.tries) != before
 
     def _alive(self, key: str, s: PeerStats | None, now: float, wall_now: datetime) -> bool:
         """A handshake happened and packets still arrive (a handshake alone stays "recent" for
@@ -129,6 +141,7 @@ class RelayPaths:
         self.roamed.pop(key, None)
         self.trying.pop(key, None)
         self._waiting.pop(key, None)
+        self._tried.pop(key, None)
         self._probing.pop(key, None)
         self._next_probe.pop(key, None)
         self._probes.pop(key, None)
@@ -152,12 +165,14 @@ class RelayPaths:
             self.relayed.add(key)  # handshakes come through the relay (maybe its doing)
             self.roamed.pop(key, None)
             self._waiting.pop(key, None)
+            self._tried.pop(key, None)
             self._next_probe.setdefault(key, now + PROBE_FIRST_S)
         elif fresh and s is not None and s.endpoint:
             if key in self.relayed:  # the peer reached us directly: direct it is
                 self.relayed.discard(key)
                 self.roamed[key] = s.endpoint
             self._waiting.pop(key, None)
+            self._tried.pop(key, None)
         elif key not in self.relayed and (sending or key in self._waiting):
             # The try's clock runs from our first send without a handshake: a peer we send
             # nothing to is no reason to leave a direct path (idle LAN pairs would all be
@@ -167,6 +182,9 @@ class RelayPaths:
             if relay_up and now - since >= wait:
                 self.relayed.add(key)
                 self._next_probe[key] = now + PROBE_FIRST_S
+            elif now - self._tried.setdefault(key, since) >= RETRY_S:
+                self._tried[key] = now
+                self.tries[key] = self.tries.get(key, 0) + 1
 
     def _judge_probe(self, key: str, s: PeerStats | None, now: float, via_proxy: bool) -> None:
         """A direct try while relayed: WireGuard roams to where the peer's latest packet came

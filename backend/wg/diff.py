@@ -195,13 +195,17 @@ def _peer_update(cur: PeerState, want: PeerConfig, known: bool, was: str | None)
 
 
 def diff(
-    current: DeviceState, desired: InterfaceConfig, applied: Mapping[str, str | None] | None = None
+    current: DeviceState,
+    desired: InterfaceConfig,
+    applied: Mapping[str, str | None] | None = None,
+    tries: Mapping[str, int] | None = None,
 ) -> ConfigDiff:
     """The changes that turn `current` into `desired`: private key and listen port only when they
     differ (None listen port = keep whatever is bound), then removals, updates and additions.
     `applied` is what `applied_endpoints` gave for the last config applied: a peer's endpoint is
     set only when the wanted one differs from it (WireGuard's own, learned by roaming, is kept);
-    a peer not in it is compared with WireGuard's endpoint."""
+    a peer not in it is compared with WireGuard's endpoint. `tries` is what `applied_tries` gave
+    for that config: a sessionless peer whose `handshake_try` changed is set afresh."""
     want_key = PrivateKey.from_b64(desired.private_key) if desired.private_key else None
     if want_key is None:
         raise DriverError("the interface config has no private key")
@@ -241,12 +245,16 @@ def diff(
             # peers shake hands at once and their stats say nothing stale (the relay and the
             # endpoint selector took the old handshakes for live direct paths).
             ops += [PeerOp(action="remove", public_key=k), _peer_add(want)]
-        elif op is not None and op.endpoint is not None and cur.last_handshake is None:
+        elif cur.last_handshake is None and (
+            (op is not None and op.endpoint is not None)
+            or (tries is not None and want.handshake_try != tries.get(k, 0))
+        ):
             # No session yet, and WireGuard sends no new initiation within 5 s (REKEY_TIMEOUT)
             # of its last one, which went to the old endpoint or to none, or reached a peer
             # that did not know us yet (a node that just logged in): the first handshake
             # across a NAT would wait out that retry. A peer set afresh initiates at once
-            # (its persistent keepalive), to the endpoint that is now known.
+            # (its persistent keepalive), to the endpoint that is now known. So does a peer
+            # whose handshake try was raised (RelayPaths: the first one went unanswered).
             ops += [PeerOp(action="remove", public_key=k), _peer_add(want)]
         elif op is not None:
             ops.append(op)
@@ -260,3 +268,8 @@ def applied_endpoints(desired: InterfaceConfig) -> dict[str, str | None]:
         normalize_key(p.public_key): normalize_endpoint(p.endpoint) if p.endpoint else None
         for p in desired.peers
     }
+
+
+def applied_tries(desired: InterfaceConfig) -> dict[str, int]:
+    """Peer key -> its `handshake_try` in `desired`: what a driver remembers for the next `diff`."""
+    return {normalize_key(p.public_key): p.handshake_try for p in desired.peers}

@@ -21,6 +21,10 @@ class PeerConfig:
     allowed_ips: tuple[str, ...]  # CIDRs, e.g. ("10.0.0.2/32",)
     endpoint: str | None = None  # "ip:port" or "[v6]:port"
     persistent_keepalive: int | None = None  # seconds; None or 0 = off
+    # Raised to have WireGuard send a new handshake initiation now to a peer it has no session
+    # with: after an unanswered one it waits 5 s (REKEY_TIMEOUT), e.g. when the first reached a
+    # peer that did not know us yet. A peer whose value changed is set afresh if sessionless.
+    handshake_try: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pcloud.backend.wg.diff import (
     DeviceState,
     PeerState,
     applied_endpoints,
+    applied_tries,
     diff,
     normalize_key,
 )
@@ -55,7 +56,13 @@ class FakeDriver:
         if not self.started:
             raise DriverError("apply() before start()")
         self._maybe_fail()
-        change = diff(self.state, config, applied_endpoints(self.config) if self.config else None)
+        last = self.config
+        change = diff(
+            self.state,
+            config,
+            applied_endpoints(last) if last else None,
+            applied_tries(last) if last else None,
+        )
         self.applied.append(config)
         self.changes.append(change)
         self.config = config

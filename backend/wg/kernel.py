@@ -30,6 +30,7 @@ from pcloud.backend.wg.diff import (
     PeerOp,
     PeerState,
     applied_endpoints,
+    applied_tries,
     diff,
 )
 from pcloud.backend.wg.driver import DriverError, InterfaceConfig, PeerStats
@@ -157,6 +158,7 @@ class KernelDriver:
         self._started = False
         # The endpoints the last apply wanted: re-applies leave WireGuard's roaming alone.
         self._applied: dict[str, str | None] | None = None
+        self._tries: dict[str, int] | None = None
 
     async def _wg(self) -> Any:
         try:
@@ -203,8 +205,8 @@ class KernelDriver:
         self._started = True
 
     async def apply(self, config: InterfaceConfig) -> None:
-        await self._set(diff(await self._state(), config, self._applied))
-        self._applied = applied_endpoints(config)
+        await self._set(diff(await self._state(), config, self._applied, self._tries))
+        self._applied, self._tries = applied_endpoints(config), applied_tries(config)
         await link.configure(self.name, config.address, mtu=config.mtu, routes=config.routes)
 
     async def stats(self) -> list[PeerStats]:

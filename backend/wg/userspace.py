@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from pcloud.backend.proc import reap, terminate, wait_pid_exit
 from pcloud.backend.wg import link
-from pcloud.backend.wg.diff import ConfigDiff, applied_endpoints, diff
+from pcloud.backend.wg.diff import ConfigDiff, applied_endpoints, applied_tries, diff
 from pcloud.backend.wg.driver import DriverError, DriverEvent, InterfaceConfig, PeerStats
 from pcloud.backend.wg.uapi_client import DEFAULT_SOCKET_DIR, UapiClient, socket_path
 from pcloud.shared.tasks import cancel_and_wait
@@ -92,6 +92,7 @@ class UserspaceDriver:
         self._desired: InterfaceConfig | None = None
         # The endpoints the last apply wanted: re-applies leave WireGuard's roaming alone.
         self._applied: dict[str, str | None] | None = None
+        self._tries: dict[str, int] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -257,9 +258,9 @@ class UserspaceDriver:
 
     async def _apply_locked(self, config: InterfaceConfig) -> None:
         try:
-            change = diff(await self._uapi.get(), config, self._applied)
+            change = diff(await self._uapi.get(), config, self._applied, self._tries)
             await self._uapi.set(change)
-            self._applied = applied_endpoints(config)
+            self._applied, self._tries = applied_endpoints(config), applied_tries(config)
             await link.configure(self.name, config.address, mtu=config.mtu, routes=config.routes)
         except (ValueError, OSError) as exc:
             # Anything but DriverError would end the supervisor's restart loop, which only

@@ -78,7 +78,10 @@ async def grid(
     print(f"every backend Running {time.monotonic() - started:.1f} s after they started")
     address = {h.name: st["self"]["address"] for h, st in zip(hosts, statuses, strict=True)}
     by_name = {h.name: h for h in hosts}
-    watch = PathWatch(hosts, {pair: p.path for pair, p in expected.items()})
+    # Direct pairs must show their paths at one moment: a pair the relay carried for a while
+    # (a startup race on a loaded host) gets back by a probe while the pings keep flowing.
+    direct = frozenset(pair for pair, p in expected.items() if p.path.startswith("direct "))
+    watch = PathWatch(hosts, {pair: p.path for pair, p in expected.items()}, direct)
     done = asyncio.Event()
 
     async def watching() -> bool:
@@ -165,7 +168,9 @@ def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab, figure: Figure)
     )
     assert not [p for p, t in firsts.items() if t is None], "pairs that never pinged"
     assert not [p for p in expected if p not in watch.seen], "pairs off their predicted path"
-    # Direct paths stay where they are (a relayed pair may probe direct now and then).
+    if watch.detours:  # back on their paths by the end, but worth seeing in a CI log
+        print(f"direct pairs that took another path for a while: {watch.detours}")
+    # Direct paths are where they belong at the end (a relayed pair may probe direct now and then).
     moved = {
         p: watch.last.get(p)
         for p, want in expected.items()

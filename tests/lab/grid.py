@@ -93,14 +93,18 @@ async def local_status(host: Host) -> dict[str, Any]:
 @dataclass
 class PathWatch:
     """Reads every host's status until each pair in `expected` (pair -> a glob over the path
-    text, site_paths.predict's) has shown a matching path once; `seen` keeps that path and when
-    (seconds after `start`), `last` the latest path of every pair, `peers` each host's peers."""
+    text, site_paths.predict's) has shown a matching path once and every pair in `hold` shows
+    it at the same moment; `seen` keeps each pair's first matching path and when (seconds after
+    `start`), `last` the latest path of every pair, `detours` the paths a `hold` pair showed
+    after it had matched, `peers` each host's peers."""
 
     hosts: list[Host]
     expected: Mapping[Pair, str]
+    hold: frozenset[Pair] = frozenset()
     start: float = field(default_factory=time.monotonic)
     seen: dict[Pair, tuple[str, float]] = field(default_factory=dict)
     last: dict[Pair, str] = field(default_factory=dict)
+    detours: dict[Pair, list[str]] = field(default_factory=dict)
     peers: dict[str, set[str]] = field(default_factory=dict)
 
     async def _read(self) -> bool:
@@ -110,14 +114,20 @@ class PathWatch:
             self.peers[host.name] = {p["hostname"] for p in st["peers"]}
             for p in st["peers"]:
                 pair = (host.name, p["hostname"])
-                self.last[pair] = p["path"]
-                if pair in self.expected and pair not in self.seen:
-                    if matches(p["path"], self.expected[pair]):
-                        self.seen[pair] = (p["path"], now)
-        return len(self.seen) == len(self.expected)
+                self.last[pair] = path = p["path"]
+                if pair not in self.expected:
+                    continue
+                on_path = matches(path, self.expected[pair])
+                if on_path and pair not in self.seen:
+                    self.seen[pair] = (path, now)
+                elif not on_path and pair in self.seen and pair in self.hold:
+                    self.detours.setdefault(pair, []).append(f"{path} at {now:.1f}")
+        held = all(matches(self.last.get(p), self.expected[p]) for p in self.hold)
+        return len(self.seen) == len(self.expected) and held
 
     async def run(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """True once every pair showed its expected path; False at the deadline."""
+        """True once every pair showed its expected path (the `hold` pairs all at once);
+        False at the deadline."""
         try:
             await async_wait_for(self._read, timeout=timeout, interval=0.3, what="the paths")
         except WaitTimeout:

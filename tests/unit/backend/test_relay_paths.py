@@ -9,6 +9,7 @@ from pcloud.backend.relay.paths import (
     FOLLOW_S,
     PROBE_EVERY_S,
     PROBE_FIRST_S,
+    RETRY_S,
     RelayPaths,
 )
 from pcloud.backend.wg.driver import PeerStats
@@ -51,7 +52,9 @@ def test_relayed_after_one_short_direct_try_then_probed_back_to_direct() -> None
     # Many candidates do not make the wait longer (it was two turns each, up to 20 s).
     p = peer("10.31.0.2:5000", "10.31.0.3:5000", "198.51.100.31:5000")
     assert not step(paths, p, SENT, 0.0)
-    assert not step(paths, p, SENT, DIRECT_TRY_S - 0.1)
+    # No handshake a second in: initiate again (the change is the handshake try, not the relay).
+    assert step(paths, p, SENT, DIRECT_TRY_S - 0.1) and paths.tries == {KEY: 1}
+    assert not paths.relayed
     assert not step(paths, p, SENT, DIRECT_TRY_S, up=False)  # no relay up: nothing to switch to
     assert step(paths, p, SENT, 2.5) and paths.relayed == {KEY}
     # Handshakes through the proxy keep it there.
@@ -85,7 +88,8 @@ def test_the_greater_key_of_a_pair_follows_instead_of_switching_at_the_same_time
     for paths in (leader, follower):
         step(paths, p, SENT, 0.0)
     assert step(leader, p, SENT, DIRECT_TRY_S) and leader.relayed == {KEY}
-    assert not step(follower, p, SENT, DIRECT_TRY_S + FOLLOW_S - 0.1)
+    step(follower, p, SENT, DIRECT_TRY_S + FOLLOW_S - 0.1)  # (an initiation repeated)
+    assert not follower.relayed
     # The leader's handshake came through the relay: WireGuard roamed to the proxy.
     assert step(follower, p, stats(PROXY, 4.0, 100), DIRECT_TRY_S + FOLLOW_S - 0.05)
     assert follower.relayed == {KEY}
@@ -167,5 +171,26 @@ def test_a_peer_we_send_nothing_to_stays_direct() -> None:
         assert not step(paths, p, stats(None, None, 0, 0), t)
     assert paths.relayed == set()
     assert not step(paths, p, SENT, 31.0)  # the first initiation: the try starts now
-    assert not step(paths, p, SENT, 31.0 + DIRECT_TRY_S - 0.1)
+    step(paths, p, SENT, 31.0 + DIRECT_TRY_S - 0.1)  # (an initiation repeated)
+    assert not paths.relayed and paths.tries == {KEY: 1}
     assert step(paths, p, SENT, 31.0 + DIRECT_TRY_S) and paths.relayed == {KEY}
+
+
+def test_an_unanswered_initiation_is_repeated_each_second_until_a_handshake() -> None:
+    """WireGuard waits 5 s after an unanswered initiation; the first one often reaches a peer
+    that has not learned of us yet. A raised handshake try sets the peer afresh (wg/diff.py)."""
+    paths = RelayPaths(me="Z" * 43 + "=")  # the greater key: it waits FOLLOW_S longer
+    p = peer("198.51.100.31:5000")
+    assert not step(paths, p, SENT, 0.0)
+    assert not step(paths, p, SENT, RETRY_S - 0.1) and not paths.tries
+    assert step(paths, p, SENT, RETRY_S) and paths.tries == {KEY: 1}
+    assert not step(paths, p, SENT, RETRY_S + 0.5)  # one try a second
+    assert step(paths, p, SENT, 2 * RETRY_S) and paths.tries == {KEY: 2}
+    # The peer answered: no more tries, and the direct path stays.
+    assert not step(paths, p, stats("198.51.100.31:5000", 2.2, 100, 300), 2.3)
+    for t in (3.5, DIRECT_TRY_S + FOLLOW_S + 1, 10.0):
+        assert not step(paths, p, stats("198.51.100.31:5000", 2.2, 100 + int(t), 300), t)
+    assert paths.tries == {KEY: 2} and not paths.relayed
+    # Gone from the netmap: forgotten.
+    paths.update([], [], {}, 11.0, T0, True)
+    assert not paths.tries

@@ -12,6 +12,7 @@ from pcloud.backend.wg.diff import (
     PeerOp,
     PeerState,
     applied_endpoints,
+    applied_tries,
     diff,
     normalize_allowed_ips,
     normalize_endpoint,
@@ -118,6 +119,23 @@ def test_a_peer_without_a_handshake_is_set_afresh_when_its_endpoint_changes() ->
     )
     # Nothing else changed: nothing is set afresh.
     assert diff(state(PeerState(P1, "198.51.100.20:5", ("10.0.0.2/32",), 25)), want).empty
+
+
+def test_a_raised_handshake_try_sets_a_sessionless_peer_afresh_only() -> None:
+    # The endpoint is unchanged; the relay's path choice raised the try (no answer for 1 s).
+    applied = cfg(PeerConfig(P1, ("10.0.0.2/32",), "198.51.100.20:5", 25))
+    want = cfg(PeerConfig(P1, ("10.0.0.2/32",), "198.51.100.20:5", 25, handshake_try=1))
+    assert applied_tries(applied) == {P1: 0} and applied_tries(want) == {P1: 1}
+    cur = state(PeerState(P1, "198.51.100.20:5", ("10.0.0.2/32",), 25))
+    last = applied_endpoints(applied)
+    assert diff(cur, want, last, applied_tries(applied)).peers == (
+        PeerOp("remove", P1),
+        PeerOp("add", P1, "198.51.100.20:5", 25, ("10.0.0.2/32",)),
+    )
+    # Applied already: nothing more. A session is never dropped for a try.
+    assert diff(cur, want, last, applied_tries(want)).empty
+    shook = state(PeerState(P1, "198.51.100.20:5", ("10.0.0.2/32",), 25, SHOOK))
+    assert diff(shook, want, last, applied_tries(applied)).empty
 
 
 def test_allowed_ips_compare_as_sets_of_networks() -> None:
