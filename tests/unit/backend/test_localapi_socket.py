@@ -65,11 +65,14 @@ class Backend:
             self.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + 20
+        # A loaded machine once took over 20 s: the deadline only bounds a hang.
+        deadline = time.monotonic() + 60
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"backend did not start: {self.log.read_text()}")
-            time.sleep(0.05)
+                why = self.log.read_text()
+                self.stop()  # never leave the process behind (one ran on for 20 minutes)
+                raise RuntimeError(f"backend did not start: {why}")
+            time.sleep(0.05)  # polling for the socket file, bounded by the deadline
 
     def stop(self) -> None:
         if self.proc.poll() is None:
