@@ -47,6 +47,9 @@ FOLLOW_S = 1.0  # the greater key of a pair waits this much longer (its peer lea
 # itself waits 5 s, and a first initiation that reached a peer which did not know us yet (it
 # learns of a node that just logged in a moment later) would cost the direct path.
 RETRY_S = 1.0
+# At most this many per direct try: each one drops a handshake still on its way, so a peer more
+# than a second away (or one no relay can replace) gets WireGuard's own 5 s rhythm after them.
+MAX_RETRIES = 2
 PROBE_FIRST_S = 3.0  # after this long on the relay, try direct once more
 PROBE_EVERY_S = 60.0  # and again this often
 PROBE_WINDOW_S = 2.0  # a probe lasts at most this long (what we send meanwhile may be lost)
@@ -74,7 +77,8 @@ class RelayPaths:
         # key -> handshake tries made while waiting for a direct handshake (`PeerConfig.
         # handshake_try`: only ever raised while the peer is in the netmap).
         self.tries: dict[str, int] = {}
-        self._tried: dict[str, float] = {}  # key -> when this wait's latest (re)try began
+        # key -> (when this wait's latest (re)try began, rx_bytes then, retries made)
+        self._tried: dict[str, tuple[float, int, int]] = {}
 
     def update(
         self,
@@ -182,9 +186,20 @@ class RelayPaths:
             if relay_up and now - since >= wait:
                 self.relayed.add(key)
                 self._next_probe[key] = now + PROBE_FIRST_S
-            elif now - self._tried.setdefault(key, since) >= RETRY_S:
-                self._tried[key] = now
-                self.tries[key] = self.tries.get(key, 0) + 1
+            else:
+                self._retry(key, s, now, since)
+
+    def _retry(self, key: str, s: PeerStats | None, now: float, since: float) -> None:
+        """Initiate again after RETRY_S without a handshake, unless something arrived from the
+        peer meanwhile: as the responder WireGuard counts a handshake only once the peer's
+        first data packet is in, and setting the peer afresh would drop that session."""
+        rx = s.rx_bytes if s is not None else 0
+        when, rx_then, made = self._tried.setdefault(key, (since, rx, 0))
+        if rx != rx_then:
+            self._tried[key] = (now, rx, made)  # a handshake on its way: give it a second
+        elif now - when >= RETRY_S and made < MAX_RETRIES:
+            self._tried[key] = (now, rx, made + 1)
+            self.tries[key] = self.tries.get(key, 0) + 1
 
     def _judge_probe(self, key: str, s: PeerStats | None, now: float, via_proxy: bool) -> None:
         """A direct try while relayed: WireGuard roams to where the peer's latest packet came

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pcloud.backend.relay.paths import (
     DIRECT_TRY_S,
     FOLLOW_S,
+    MAX_RETRIES,
     PROBE_EVERY_S,
     PROBE_FIRST_S,
     RETRY_S,
@@ -194,3 +195,24 @@ def test_an_unanswered_initiation_is_repeated_each_second_until_a_handshake() ->
     # Gone from the netmap: forgotten.
     paths.update([], [], {}, 11.0, T0, True)
     assert not paths.tries
+
+
+def test_retries_are_capped_and_wait_while_packets_arrive() -> None:
+    """No relay to go to: the retries stop after MAX_RETRIES (each drops a handshake on its
+    way, so a far peer needs WireGuard's own rhythm), and none while the peer's packets come
+    in (a handshake we answered, counted by WireGuard at its first data packet)."""
+    paths = RelayPaths()
+    p = peer("198.51.100.31:5000")
+    step(paths, p, SENT, 0.0, up=False)
+    for t in range(1, 30):
+        step(paths, p, SENT, float(t), up=False)
+    assert paths.tries == {KEY: MAX_RETRIES} and not paths.relayed
+    answering = RelayPaths()
+    step(answering, p, SENT, 0.0, up=False)
+    # 1 s in, the peer's initiation arrived (rx grew): no retry while that settles.
+    assert not step(answering, p, stats(None, None, 148, 148), RETRY_S, up=False)
+    assert not step(answering, p, stats(None, None, 148, 240), RETRY_S + 0.5, up=False)
+    assert not answering.tries
+    # Nothing more arrived for a second: try again.
+    assert step(answering, p, stats(None, None, 148, 240), 2 * RETRY_S, up=False)
+    assert answering.tries == {KEY: 1}
