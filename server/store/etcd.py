@@ -7,7 +7,9 @@ counter is `/pcloud/meta/version` holding `{"version": N, "writer": ID, "commit"
 revision this store last read or wrote) plus `create_revision == 0` for every `Claim`; on success
 it applies every op and the new counter. A concurrent commit on another server changes the
 counter's revision first, so ours fails as `Conflict` (reload, then retry) and nothing is lost.
-`commit` (a random token per commit) lets `watch` skip this store's own acknowledged commits and
+`commit` (a random token per commit) lets `watch` skip this store's own acknowledged commits (one
+seen landing while its call is still open is held until the call ends: skipped if acknowledged,
+delivered if not) and
 recognises our own write when a timed-out attempt was applied and the gateway's retry then found
 the revision moved. A commit that ends in `Unavailable` has an unknown outcome: its proposal may
 sit in the leader's log and be applied once quorum returns. Its token is then forgotten (so is the
@@ -21,6 +23,7 @@ clear StoreError rather than split, since a split commit would not be atomic.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections import OrderedDict
@@ -94,6 +97,9 @@ class EtcdStore:
         self.writer_id = secrets.token_hex(8)
         # Tokens of our commits in flight or acknowledged and not yet seen by the watch.
         self._mine: OrderedDict[str, None] = OrderedDict()
+        # Async commits in flight: token -> their outcome (True: acknowledged) once known. The
+        # watch can see a commit land before its caller hears back; it waits for the outcome.
+        self._pending: dict[str, asyncio.Future[bool]] = {}
         self.revision = 0  # mod_revision of the counter as last read or written: the guard
         self.loaded_at = 0  # etcd revision of the last load: watch from loaded_at + 1
         self.version = 0
@@ -277,12 +283,18 @@ class EtcdStore:
         guard = self.revision
         body, token, claims = self._txn_body(ops, version)
         self._track(token)
+        outcome = self._pending[token] = asyncio.get_running_loop().create_future()
+        acknowledged = False
         try:
             answer = await self.gateway.acall("/v3/kv/txn", body)
             self._outcome(answer, version, token, claims, guard)
+            acknowledged = True
         except BaseException:  # cancelled too: see `commit`
             self._mine.pop(token, None)
             raise
+        finally:
+            del self._pending[token]
+            outcome.set_result(acknowledged)
 
     def write_unguarded(self, ops: Sequence[Op]) -> int:
         """Idempotent puts/deletes in txns of at most `max_txn_ops`, no guard, counter untouched.
@@ -325,8 +337,16 @@ class EtcdStore:
             idle_timeout=self.watch_idle_timeout,
         )
         async for batch in commits:
-            if batch.commit is not None and batch.commit in self._mine:
-                del self._mine[batch.commit]  # our own acknowledged commit
+            token = batch.commit
+            if token is not None and token in self._pending:
+                # Ours, landed, and its caller has not heard back: whether it counts as ours
+                # (applied by the caller) depends on how the call ends. Waited for, not skipped:
+                # a commit whose call failed after it landed is applied nowhere else.
+                if not await asyncio.shield(self._pending[token]):
+                    yield batch
+                    continue
+            if token is not None and token in self._mine:
+                del self._mine[token]  # our own acknowledged commit
             else:
                 yield batch
 

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import subprocess
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from pcloud.server.store.base import (
     StoreError,
     Unavailable,
 )
-from pcloud.server.store.etcd import EtcdStore
+from pcloud.server.store.etcd import EtcdStore, WatchBatch
 from pcloud.server.store.etcd_watch import decode_batches
 from pcloud.shared.etcd.cluster import disable_debian_unit, retry
 from pcloud.shared.etcd.gateway import prefix_end
@@ -269,3 +270,71 @@ async def test_a_commit_cancelled_in_flight_is_not_skipped_by_the_watch(
     with pytest.raises(asyncio.CancelledError):
         await s.acommit([Put("node", "18", {})], 1)
     assert not s._mine
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the event loop run until `condition` holds (no clock involved: nothing here waits
+    on I/O, so a thousand turns is a generous bound)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_commit_seen_landing_while_its_call_is_in_flight_waits_for_the_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch saw our commit land before the call came back, then the call failed (a timed
+    out answer, a cancelled request): nothing applied it, so the watch must deliver it. Had the
+    call succeeded, the watch skips it as ours."""
+    import pcloud.server.store.etcd as etcd_module
+
+    s = store()
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    async def slow(path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return await answer
+
+    landed: asyncio.Queue[WatchBatch] = asyncio.Queue()
+
+    async def commits(*_: Any, **__: Any) -> AsyncIterator[WatchBatch]:
+        while True:
+            yield await landed.get()
+
+    monkeypatch.setattr(s.gateway, "acall", slow)
+    monkeypatch.setattr(etcd_module, "watch_commits", commits)
+    delivered: list[WatchBatch] = []
+
+    async def watch() -> None:
+        async for batch in s.watch(1):
+            delivered.append(batch)
+
+    watcher = asyncio.create_task(watch())
+    for ok in (False, True):
+        call = asyncio.create_task(s.acommit([Put("node", "18", {})], 1))
+        await _until(lambda: bool(s._pending))  # the txn is out (the gateway holds it)
+        token = next(iter(s._pending))
+        landed.put_nowait(WatchBatch(revision=50, version=1, writer=s.writer_id, commit=token))
+        await _until(landed.empty)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert delivered == []  # neither skipped nor delivered while the call is open
+        if ok:
+            answer.set_result({"header": {"revision": "50"}, "succeeded": True})
+            await call
+            await _until(lambda: not s._mine)  # the watch took it for ours
+            assert delivered == []
+        else:
+            answer.set_exception(Unavailable("etcd unavailable (timed out)"))
+            with pytest.raises(Unavailable):
+                await call
+            await _until(lambda: bool(delivered))
+            assert [b.commit for b in delivered] == [token]
+            delivered.clear()
+            answer = loop.create_future()
+    watcher.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watcher
+    assert not s._pending and not s._mine
