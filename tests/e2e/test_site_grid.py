@@ -170,7 +170,8 @@ def test_every_pair_pings_on_the_path_its_nats_predict(lab: Lab, figure: Figure)
     assert not [p for p in expected if p not in watch.seen], "pairs off their predicted path"
     if watch.detours:  # back on their paths by the end, but worth seeing in a CI log
         print(f"direct pairs that took another path for a while: {watch.detours}")
-    # Direct paths are where they belong at the end (a relayed pair may probe direct now and then).
+    # Every direct pair on its path at one moment (the watch ends there; at the deadline this
+    # names the ones that were not). A relayed pair may probe direct now and then.
     moved = {
         p: watch.last.get(p)
         for p, want in expected.items()

@@ -95,8 +95,8 @@ class PathWatch:
     """Reads every host's status until each pair in `expected` (pair -> a glob over the path
     text, site_paths.predict's) has shown a matching path once and every pair in `hold` shows
     it at the same moment; `seen` keeps each pair's first matching path and when (seconds after
-    `start`), `last` the latest path of every pair, `detours` the paths a `hold` pair showed
-    after it had matched, `peers` each host's peers."""
+    `start`), `last` the latest path of every pair, `detours` the other paths a `hold` pair
+    showed once it had matched and any relay before, `peers` each host's peers."""
 
     hosts: list[Host]
     expected: Mapping[Pair, str]
@@ -120,7 +120,7 @@ class PathWatch:
                 on_path = matches(path, self.expected[pair])
                 if on_path and pair not in self.seen:
                     self.seen[pair] = (path, now)
-                elif not on_path and pair in self.seen and pair in self.hold:
+                elif not on_path and pair in self.hold and (pair in self.seen or "relay" in path):
                     self.detours.setdefault(pair, []).append(f"{path} at {now:.1f}")
         held = all(matches(self.last.get(p), self.expected[p]) for p in self.hold)
         return len(self.seen) == len(self.expected) and held
