@@ -1,10 +1,11 @@
 """Where a held node's server memory goes: tracemalloc in a real server, per node and per module.
 
-    python -m bench.stream_memory [--nodes 1000] [--mode stream|poll] [--top 12]
+    python -m bench.stream_memory [--nodes 1000] [--users 0] [--mode stream|poll] [--top 12]
 
 Runs the real coordination server (`pcloud.server.__main__.serve`, TLS, the guarded protocol)
 in a child process with tracemalloc on, registers `--nodes` nodes over their own TLS
-connections (bench.fanout_client workers), and takes three snapshots: before registration,
+connections (bench.fanout_client workers; all under the admin, or spread over `--users` users
+as in bench.server_fanout, which keeps each node's map small), and takes three snapshots: before registration,
 after it (each node's records plus its idle keep-alive TLS connection), and with every node
 holding its netmap stream (or long poll). It prints the Python heap per node between them,
 grouped by module and by allocating line, and the RSS per node (which adds OpenSSL's own
@@ -29,6 +30,7 @@ from tests.support.coord import CoordServer
 from tests.support.ports import free_port
 
 from .fanout_client import NodeSpec
+from .fanout_run import create_accounts
 from .fanout_workers import Workers, fake_key, metric, raise_nofile
 from .procfs import rss_mb
 
@@ -78,6 +80,7 @@ def show(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.stream_memory", description=__doc__)
     p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--users", type=int, default=0, help="0: every node under the admin")
     p.add_argument("--mode", choices=("stream", "poll"), default="stream")
     p.add_argument("--top", type=int, default=12)
     a = p.parse_args(argv)
@@ -110,10 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         coord.join_link = f"{coord.url}/#fp=sha256:{fingerprint(ca)}"
         coord.setup_code = code_file.read_text().strip()
         admin = coord.setup_admin()
+        names = [f"user{u}" for u in range(a.users)]
+        keys = asyncio.run(create_accounts(coord, admin, names)) if names else {}
         key = coord.auth_key(admin, reusable=True)
         workers = Workers(2)
         specs = [
-            NodeSpec(i, f"m{i}", fake_key(), [f"198.18.{i // 250}.{i % 250 + 1}:41641"], key, None)
+            NodeSpec(
+                i,
+                f"m{i}",
+                fake_key(),
+                [f"198.18.{i // 250}.{i % 250 + 1}:41641"],
+                keys[names[i % len(names)]] if names else key,
+                None,
+            )
             for i in range(n)
         ]
         shares = [specs[0::2], specs[1::2]]

@@ -8,6 +8,7 @@ import asyncio
 import asyncio.sslproto
 import hashlib
 import os
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -50,12 +51,7 @@ async def exchange(port: int, client: ssl.SSLContext, payload: bytes) -> bytes:
     return answer
 
 
-def test_connections_share_one_buffer_and_get_their_bytes_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(asyncio.sslproto, "SSLProtocol", asyncio.sslproto.SSLProtocol)  # restored
-    assert lean_tls.install(1024)
-    assert asyncio.sslproto.SSLProtocol is lean_tls.LeanSSLProtocol
+def _contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     files = TlsFiles.in_dir(tmp_path)
     ensure_ca(files)
     ensure_leaf(files, ["127.0.0.1"])
@@ -63,6 +59,16 @@ def test_connections_share_one_buffer_and_get_their_bytes_whole(
     server_ctx.load_cert_chain(files.cert, files.key)
     client_ctx = ssl.create_default_context(cafile=str(files.ca_cert))
     client_ctx.check_hostname = False
+    return server_ctx, client_ctx
+
+
+def test_connections_share_one_buffer_and_get_their_bytes_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asyncio.sslproto, "SSLProtocol", asyncio.sslproto.SSLProtocol)  # restored
+    assert lean_tls.install(1024)
+    assert asyncio.sslproto.SSLProtocol is lean_tls.LeanSSLProtocol
+    server_ctx, client_ctx = _contexts(tmp_path)
     payloads = [os.urandom(SIZE) for _ in range(12)]
 
     async def main() -> tuple[list[bytes], list[Any]]:
@@ -107,3 +113,82 @@ def test_a_larger_buffer_is_kept_and_install_is_idempotent(
     assert len(proto.get_buffer(-1)) == 2048  # grew once, for every connection
     proto._ssl_buffer = bytearray(10)  # a smaller one is not taken
     assert len(proto._ssl_buffer) == 2048
+
+
+class Flood(asyncio.Protocol):
+    """Writes BLOCK-byte pieces to a client that does not read until asyncio pauses it, more
+    while paused, then the rest: every byte must still arrive, in order."""
+
+    def __init__(self) -> None:
+        self.made = asyncio.Event()
+        self.paused = asyncio.Event()
+        self.resumed = asyncio.Event()
+        self.sent = hashlib.sha256()
+        self.ssl_paused_at_pause = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.made.set()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        # The app is paused only once the outgoing BIO holds the SSL high-water mark: the
+        # socket transport paused the TLS layer first (`_ssl_writing_paused`), so the writes
+        # since went through `_do_write`'s paused branch.
+        self.ssl_paused_at_pause = self.transport._ssl_protocol._ssl_writing_paused  # type: ignore[attr-defined]
+        self.paused.set()
+
+    def resume_writing(self) -> None:
+        self.resumed.set()
+
+    def write(self, piece: bytes) -> None:
+        self.sent.update(piece)
+        self.transport.write(piece)
+
+
+async def test_a_reader_that_stalls_gets_every_byte_after_the_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asyncio.sslproto, "SSLProtocol", asyncio.sslproto.SSLProtocol)  # restored
+    assert lean_tls.install(1024)
+    server_ctx, client_ctx = _contexts(tmp_path)
+    floods: list[Flood] = []
+    server = await asyncio.get_running_loop().create_server(
+        lambda: floods.append(Flood()) or floods[-1], "127.0.0.1", 0, ssl=server_ctx
+    )
+    port = server.sockets[0].getsockname()[1]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills fast
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    async with server, asyncio.timeout(30):
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=client_ctx, server_hostname="127.0.0.1"
+        )
+        (flood,) = floods  # (made at accept, before the handshake)
+        await flood.made.wait()
+        block = 3000  # not a multiple of the 1 KiB slice
+        i = 0
+        while not flood.paused.is_set() and i < 4000:  # nothing read: the buffers fill up
+            flood.write(os.urandom(block))
+            i += 1
+        # Paused only once the outgoing BIO holds asyncio's high-water mark (512 KiB).
+        assert flood.paused.is_set() and i * block > 512 * 1024
+        for _ in range(50):  # written while paused: they wait in the outgoing BIO
+            flood.write(os.urandom(block))
+        total = (i + 50) * block
+        got = hashlib.sha256()
+        left = total
+        while left:
+            piece = await reader.read(min(left, 65536))
+            assert piece, f"{left} bytes never arrived"
+            got.update(piece)
+            left -= len(piece)
+        await flood.resumed.wait()
+        writer.close()
+    assert got.digest() == flood.sent.digest()
+    assert flood.ssl_paused_at_pause
+    assert flood.transport._ssl_protocol._write_backlog == []  # type: ignore[attr-defined]
