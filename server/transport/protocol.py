@@ -32,6 +32,8 @@ import httptools
 from uvicorn.config import SSL_PROTOCOL_VERSION, create_ssl_context
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .held import hold
+from .idle import LazyFlowControl, Pipeline
 from .ratelog import RateLimitedLog
 from .sources import SourceGate, source_of
 
@@ -107,15 +109,15 @@ class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[TransportLimits] = TransportLimits()
     gate: ClassVar[SourceGate] = SourceGate(0)
     warn: ClassVar[RateLimitedLog] = RateLimitedLog(log)
-    # Called with (path, query, headers, transport) at each GET head; what it returns (not
-    # None) serves the request from here on, without an ASGI request (api.stream_direct).
+    # Called with (path, query, headers, transport) at each GET head; what it returns (not None)
+    # serves the request from here on, without an ASGI request (api.stream_direct).
     direct_door: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # One attribute, not eleven: CPython shares an instance dict's keys between instances
-        # only up to 30 attributes, and uvicorn's protocol has nearly that many; past it every
-        # connection pays for a dict of its own (+1.2 KiB each, 12 MB at 10,000 nodes).
+        self.pipeline = Pipeline()  # type: ignore[assignment]  # (idle.py: no empty deque)
+        # One attribute, not eleven: CPython shares an instance dict's keys only up to 30
+        # attributes; past it every connection pays for a dict of its own (+1.2 KiB each).
         self._g = _ConnState()
 
     # ---- accept, TLS, close ------------------------------------------------------------------
@@ -137,7 +139,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm_head_timer()
         if self.tls is None:
             self._g.raw = None
-            super().connection_made(transport)
+            self._made(transport)
             return
         # No byte may reach this protocol before the TLS layer takes the transport over.
         transport.pause_reading()
@@ -170,12 +172,15 @@ class GuardedProtocol(HttpToolsProtocol):
             self._closed()
             return
         self._g.raw = None
-        super().connection_made(transport)
-        # The TLS layer hands over the first records as soon as the handshake ends, before
-        # this coroutine resumes: they waited in `_early`.
+        self._made(transport)
+        # The first records come as soon as the handshake ends: they waited in `_g.early`.
         early, self._g.early = self._g.early or [], None
         for data in early:
             self.data_received(data)
+
+    def _made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.flow = LazyFlowControl(transport)  # (idle.py: no Event until writing pauses)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._g.lost = True
@@ -258,7 +263,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return  # (a taken-over request reads nothing more: what comes is dropped)
         super().data_received(data)
         if self._g.direct is not None:
-            self.parser = None  # type: ignore[assignment]  # (taken over: ~0.9 KB a stream)
+            self.parser = None  # type: ignore[assignment]  # (taken over: it and this go)
         elif self._g.in_head and not self._g.refused:
             # A head still incomplete after this read: the whole read counts (httptools holds a
             # partial header in memory), so the parser never holds more than one read past
@@ -321,15 +326,10 @@ class GuardedProtocol(HttpToolsProtocol):
         if taken is None:
             return False
         self._g.direct = taken
-        # The connection serves nothing else now: drop what uvicorn keeps for the next request
-        # (the last request's cycle, scope and headers; the flow control's event; the empty
-        # pipeline's deque), ~5 KB a held stream. Its methods all allow for these being None.
-        self.cycle = None  # type: ignore[assignment]
-        self.scope = None  # type: ignore[assignment]
-        self.headers = []
-        self.url = b""
-        self.flow = None  # type: ignore[assignment]
-        self.pipeline = ()  # type: ignore[assignment]
+        # The connection serves nothing else now: a small protocol takes this one's place and
+        # its source's count (held.py); this one goes once the parser lets go (`data_received`).
+        source, self._g.source = self._g.source, None
+        hold(self, self.transport, taken, self.connections, self.gate, source)
         return True
 
     def on_response_complete(self) -> None:

@@ -12,6 +12,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,11 +20,12 @@ import websockets
 
 from pcloud.backend.keys import PrivateKey
 from pcloud.server.protocol import relay as wire
+from tests.lab.wait import async_wait_for
 from tests.support.coord import CoordServer
 
 NODES = 80  # a full netmap of ~35 KB
 CLIENTS = 30
-PIPELINED = 24  # 840 KB of answers to one reader that stalls
+PIPELINED = 40  # 1.3 MB of answers to one reader that stalls (its asyncio takes ~400 KB)
 STALLED = 512 * 1024  # what waits in the server's send queue before the reader starts
 
 
@@ -36,12 +38,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoordServer]:
         coord.stop()
 
 
-async def register_all(server: CoordServer, admin: str) -> list[tuple[dict, bytes]]:
+async def register_all(server: CoordServer, admin: str) -> list[tuple[dict[str, Any], bytes]]:
     """NODES nodes registered at once (concurrent requests), with their public keys."""
     keys = [PrivateKey.generate().public_key() for _ in range(NODES)]
     async with server.async_client(admin) as c:
 
-        async def one(i: int) -> dict:
+        async def one(i: int) -> dict[str, Any]:
             body = {
                 "public_key": keys[i],
                 "hostname": f"load-node-{i:03d}-" + "x" * 40,
@@ -55,7 +57,7 @@ async def register_all(server: CoordServer, admin: str) -> list[tuple[dict, byte
     return [(n, base64.b64decode(k)) for n, k in zip(nodes, keys, strict=True)]
 
 
-def hostnames(netmap: dict) -> set[str]:
+def hostnames(netmap: dict[str, Any]) -> set[str]:
     return {p["hostname"] for p in netmap["peers"]}
 
 
@@ -101,8 +103,9 @@ async def pipelined_stalled(server: CoordServer, token: str) -> list[bytes]:
     writer.write(head.encode() * PIPELINED)
     await writer.drain()
     mine = sock.getsockname()[1]
-    while send_queue(server.port, mine) < STALLED:
-        await asyncio.sleep(0.02)  # polling the kernel's count (the caller's deadline)
+    await async_wait_for(
+        lambda: send_queue(server.port, mine) >= STALLED, timeout=20, what="answers piling up"
+    )
     bodies = []
     for _ in range(PIPELINED):
         status = await reader.readuntil(b"\r\n\r\n")
@@ -113,7 +116,9 @@ async def pipelined_stalled(server: CoordServer, token: str) -> list[bytes]:
     return bodies
 
 
-async def relay_exchange(server: CoordServer, a: tuple[dict, bytes], b: tuple[dict, bytes]) -> int:
+async def relay_exchange(
+    server: CoordServer, a: tuple[dict[str, Any], bytes], b: tuple[dict[str, Any], bytes]
+) -> int:
     """Large relay frames both ways between two nodes' WebSockets, all delivered in order."""
     url = server.url.replace("https://", "wss://") + wire.RELAY_PATH
 
@@ -145,15 +150,13 @@ async def test_concurrent_large_answers_arrive_whole(server: CoordServer) -> Non
         want = hostnames(reference) | {reference["self"]["hostname"]}
         assert len(want) == NODES
         tokens = [n["node_token"] for n, _ in nodes]
-        results = await asyncio.gather(
-            *(full_maps(server, tokens[i % NODES], 3) for i in range(CLIENTS)),
-            *(first_stream_line(server, t) for t in tokens[:CLIENTS]),
+        map_lists, lines, relayed = await asyncio.gather(
+            asyncio.gather(*(full_maps(server, tokens[i % NODES], 3) for i in range(CLIENTS))),
+            asyncio.gather(*(first_stream_line(server, t) for t in tokens[:CLIENTS])),
             relay_exchange(server, nodes[1], nodes[2]),
         )
         pipelined = await pipelined_stalled(server, token)
-    maps = [m for r in results[:CLIENTS] for m in r]
-    lines = results[CLIENTS : 2 * CLIENTS]
-    relayed = results[-1]
+    maps = [m for r in map_lists for m in r]
     assert len(maps) == 3 * CLIENTS and relayed == 60
     assert sum(map(len, maps)) > 3 * CLIENTS * 20_000  # tens of KB each
     for body in maps + pipelined + lines:  # (a stream's first line is a full map)

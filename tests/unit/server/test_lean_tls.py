@@ -156,9 +156,12 @@ async def test_a_reader_that_stalls_gets_every_byte_after_the_pause(
     assert lean_tls.install(1024)
     server_ctx, client_ctx = _contexts(tmp_path)
     floods: list[Flood] = []
-    server = await asyncio.get_running_loop().create_server(
-        lambda: floods.append(Flood()) or floods[-1], "127.0.0.1", 0, ssl=server_ctx
-    )
+
+    def make() -> Flood:
+        floods.append(Flood())
+        return floods[-1]
+
+    server = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills fast
