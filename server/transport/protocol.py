@@ -30,10 +30,9 @@ from typing import Any, ClassVar
 
 import httptools
 from uvicorn.config import SSL_PROTOCOL_VERSION, create_ssl_context
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .held import hold
-from .idle import LazyFlowControl, Pipeline
+from .idle import LeanIdle
 from .ratelog import RateLimitedLog
 from .sources import SourceGate, source_of
 
@@ -102,7 +101,7 @@ class _ConnState:
         self.upgraded = False  # a WebSocket now (the relay's TCP path) owns the connection
 
 
-class GuardedProtocol(HttpToolsProtocol):
+class GuardedProtocol(LeanIdle):
     """One connection; see the module doc. Class attributes are set by `guarded_protocol`."""
 
     tls: ClassVar[ssl.SSLContext | None] = None
@@ -115,7 +114,6 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pipeline = Pipeline()  # type: ignore[assignment]  # (idle.py: no empty deque)
         # One attribute, not eleven: CPython shares an instance dict's keys only up to 30
         # attributes; past it every connection pays for a dict of its own (+1.2 KiB each).
         self._g = _ConnState()
@@ -139,7 +137,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm_head_timer()
         if self.tls is None:
             self._g.raw = None
-            self._made(transport)
+            super().connection_made(transport)
             return
         # No byte may reach this protocol before the TLS layer takes the transport over.
         transport.pause_reading()
@@ -172,15 +170,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._closed()
             return
         self._g.raw = None
-        self._made(transport)
+        super().connection_made(transport)
         # The first records come as soon as the handshake ends: they waited in `_g.early`.
         early, self._g.early = self._g.early or [], None
         for data in early:
             self.data_received(data)
-
-    def _made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self.flow = LazyFlowControl(transport)  # (idle.py: no Event until writing pauses)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._g.lost = True
@@ -331,18 +325,6 @@ class GuardedProtocol(HttpToolsProtocol):
         source, self._g.source = self._g.source, None
         hold(self, self.transport, taken, self.connections, self.gate, source)
         return True
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # uvicorn keeps the last request's cycle and scope (FastAPI's exit stack, an Event) until
-        # the next one: ~5 KB an idle connection, freed late as heap holes. Drop them now (not a
-        # pipelined request's); a late body is then dropped in `on_body`, as uvicorn would.
-        cycle = self.cycle
-        if cycle is not None and cycle.response_complete:
-            self.cycle = None  # type: ignore[assignment]
-            if self.scope is cycle.scope:  # (no next head begun)
-                self.scope = None  # type: ignore[assignment]
-                self.headers = []
 
     def on_body(self, body: bytes) -> None:
         if not self._g.refused and self.cycle is not None:
