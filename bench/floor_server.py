@@ -20,6 +20,8 @@ import json
 import ssl
 import sys
 
+from pcloud.server.transport.lean_tls import install as install_lean_tls
+
 HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
 )
@@ -93,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     a = p.parse_args(argv)
-    # As the real server does (server/__main__.tune_runtime): a 1 KiB TLS read buffer.
-    asyncio.sslproto.SSLProtocol.max_size = 1024
+    # As the real server does (server/serve.tune_runtime): a 1 KiB TLS read buffer, one per
+    # thread, and asyncio's TLS protocol with its smaller per-connection dict.
+    if not install_lean_tls(1024):
+        asyncio.sslproto.SSLProtocol.max_size = 1024
     try:
         asyncio.run(serve(a.port, a.cert, a.key))
     except KeyboardInterrupt:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -24,9 +26,10 @@ from .relay.core import Relay
 from .security.tls import TlsFiles, ensure_ca
 from .state import State
 from .store.base import Store
-from .store.etcd import EtcdStore
 from .store.sqlite import SqliteStore
-from .sync import StoreSync
+
+if TYPE_CHECKING:  # (imported when used: the etcd store's modules bring httpx)
+    from .sync import StoreSync
 
 PURGE_EVERY_S = 3600.0
 log = logging.getLogger("pcloud.server")
@@ -49,6 +52,9 @@ class StoreMismatch(ValueError):
 def open_store(settings: Settings) -> Store:
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.store == "etcd":
+        # Imported here: the etcd client brings httpx (~4.5 MB a SQLite server never needs).
+        from .store.etcd import EtcdStore
+
         return EtcdStore(
             settings.etcd_endpoints,
             ca_file=settings.etcd_ca,
@@ -103,7 +109,10 @@ def create_app(
         if not local_admin:
             await app.state.reach.start()
             purge = asyncio.create_task(purge_tokens(app.state.accounts))
-            if isinstance(state.store, EtcdStore):
+            etcd = sys.modules.get(f"{__package__}.store.etcd")  # (imported for etcd only)
+            if etcd is not None and isinstance(state.store, etcd.EtcdStore):
+                from .sync import StoreSync
+
                 # No startup sweep of ephemeral nodes here: they may be polling another
                 # server right now, and presence is per server; one that goes offline on
                 # this server gets its timer then.

@@ -26,6 +26,7 @@ from .reach.public import public_cert_names
 from .security.tls import TlsFiles, ensure_ca, ensure_leaf, fingerprint
 from .state import State
 from .transport.fds import raise_open_files_limit
+from .transport.lean_tls import install as install_lean_tls
 from .transport.options import transport_limits
 from .transport.protocol import guarded_protocol, tls_context
 
@@ -45,12 +46,14 @@ GC_THRESHOLD = 20_000
 def tune_runtime() -> None:
     """Process-wide settings for holding ~10,000 idle TLS connections (DESIGN section 7)."""
     # asyncio's SSLProtocol allocates a zeroed read buffer of `max_size` (256 KiB) per
-    # connection: 2.5 GB at 10,000 long polls. A private attribute, hence the hasattr guard; one
-    # TLS record is at most 16 KiB, so a larger buffer only saves read calls on bulk transfers,
-    # which this server does not have.
+    # connection: 2.5 GB at 10,000 long polls. One TLS record is at most 16 KiB, so a larger
+    # buffer only saves read calls on bulk transfers, which this server does not have. The
+    # lean protocol shares one buffer between connections and keeps its dict small
+    # (transport/lean_tls.py); if this Python's SSLProtocol differs, only the size is set (a
+    # private attribute, hence the hasattr guard).
     import asyncio.sslproto
 
-    if hasattr(asyncio.sslproto.SSLProtocol, "max_size"):
+    if not install_lean_tls(SSL_READ_BUFFER) and hasattr(asyncio.sslproto.SSLProtocol, "max_size"):
         asyncio.sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
     # The heap holds ~100 objects per connected node that live as long as the connection; with
     # the default thresholds the cyclic GC walked them over and over while 10,000 answers went

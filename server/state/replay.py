@@ -7,12 +7,14 @@ The caller (sync.StoreSync) holds the state's lock.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import NodeRec, from_record
-from ..store.etcd_watch import WatchBatch
 from .transact import Transactions
 from .working_set import parse_stored
+
+if TYPE_CHECKING:  # (the etcd client, httpx with it, is imported only for an etcd store)
+    from ..store.etcd_watch import WatchBatch
 
 
 class Replay(Transactions):

@@ -30,8 +30,9 @@ from typing import Any, ClassVar
 
 import httptools
 from uvicorn.config import SSL_PROTOCOL_VERSION, create_ssl_context
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .held import hold
+from .idle import LeanIdle
 from .ratelog import RateLimitedLog
 from .sources import SourceGate, source_of
 
@@ -100,22 +101,21 @@ class _ConnState:
         self.upgraded = False  # a WebSocket now (the relay's TCP path) owns the connection
 
 
-class GuardedProtocol(HttpToolsProtocol):
+class GuardedProtocol(LeanIdle):
     """One connection; see the module doc. Class attributes are set by `guarded_protocol`."""
 
     tls: ClassVar[ssl.SSLContext | None] = None
     limits: ClassVar[TransportLimits] = TransportLimits()
     gate: ClassVar[SourceGate] = SourceGate(0)
     warn: ClassVar[RateLimitedLog] = RateLimitedLog(log)
-    # Called with (path, query, headers, transport) at each GET head; what it returns (not
-    # None) serves the request from here on, without an ASGI request (api.stream_direct).
+    # Called with (path, query, headers, transport) at each GET head; what it returns (not None)
+    # serves the request from here on, without an ASGI request (api.stream_direct).
     direct_door: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # One attribute, not eleven: CPython shares an instance dict's keys between instances
-        # only up to 30 attributes, and uvicorn's protocol has nearly that many; past it every
-        # connection pays for a dict of its own (+1.2 KiB each, 12 MB at 10,000 nodes).
+        # One attribute, not eleven: CPython shares an instance dict's keys only up to 30
+        # attributes; past it every connection pays for a dict of its own (+1.2 KiB each).
         self._g = _ConnState()
 
     # ---- accept, TLS, close ------------------------------------------------------------------
@@ -171,8 +171,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._g.raw = None
         super().connection_made(transport)
-        # The TLS layer hands over the first records as soon as the handshake ends, before
-        # this coroutine resumes: they waited in `_early`.
+        # The first records come as soon as the handshake ends: they waited in `_g.early`.
         early, self._g.early = self._g.early or [], None
         for data in early:
             self.data_received(data)
@@ -257,7 +256,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._g.refused or self._g.direct is not None:
             return  # (a taken-over request reads nothing more: what comes is dropped)
         super().data_received(data)
-        if self._g.in_head and not self._g.refused:
+        if self._g.direct is not None:
+            self.parser = None  # type: ignore[assignment]  # (taken over: it and this go)
+        elif self._g.in_head and not self._g.refused:
             # A head still incomplete after this read: the whole read counts (httptools holds a
             # partial header in memory), so the parser never holds more than one read past
             # the limit.
@@ -319,22 +320,18 @@ class GuardedProtocol(HttpToolsProtocol):
         if taken is None:
             return False
         self._g.direct = taken
-        # The connection serves nothing else now: drop what uvicorn keeps for the next request
-        # (the last request's cycle, scope and headers; the flow control's event), ~4 KB a
-        # held stream (bench.stream_memory). Its methods all allow for these being None.
-        self.cycle = None  # type: ignore[assignment]
-        self.scope = None  # type: ignore[assignment]
-        self.headers = []
-        self.url = b""
-        self.flow = None  # type: ignore[assignment]
+        # The connection serves nothing else now: a small protocol takes this one's place and
+        # its source's count (held.py); this one goes once the parser lets go (`data_received`).
+        source, self._g.source = self._g.source, None
+        hold(self, self.transport, taken, self.connections, self.gate, source)
         return True
 
     def on_body(self, body: bytes) -> None:
-        if not self._g.refused:
+        if not self._g.refused and self.cycle is not None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._g.refused and self._g.direct is None:
+        if not self._g.refused and self._g.direct is None and self.cycle is not None:
             super().on_message_complete()
 
     def _refuse_head(self, message: str) -> None:

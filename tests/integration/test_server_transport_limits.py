@@ -134,6 +134,24 @@ async def test_a_normal_request_with_many_small_headers_still_passes(server: Coo
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
+async def test_a_body_after_its_early_answer_is_dropped_and_the_connection_serves_on(
+    server: CoordServer,
+) -> None:
+    # The protocol drops a request's cycle when its answer is complete (transport/protocol.py,
+    # memory): a body still arriving then must be ignored, as uvicorn ignores it.
+    reader, writer = await connect(server)
+    writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        writer.write(b"x" * 3000 + b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    writer.close()
+
+
 # Raw request heads as an attacker writes them: any header bytes but CR/LF (and sometimes those
 # too, unpaired), repeated names, obs-folds, counts around the limit, values up to 20 KiB.
 _TOKEN = st.text(
