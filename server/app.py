@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fastapi import FastAPI
 
@@ -109,15 +108,15 @@ def create_app(
         if not local_admin:
             await app.state.reach.start()
             purge = asyncio.create_task(purge_tokens(app.state.accounts))
-            etcd = sys.modules.get(f"{__package__}.store.etcd")  # (imported for etcd only)
-            if etcd is not None and isinstance(state.store, etcd.EtcdStore):
+            if state.store_kind == "etcd":
+                from .store.etcd import EtcdStore  # (only here: it brings httpx along)
                 from .sync import StoreSync
 
                 # No startup sweep of ephemeral nodes here: they may be polling another
                 # server right now, and presence is per server; one that goes offline on
                 # this server gets its timer then.
                 # Watch right away: the load's revision is where the watch resumes.
-                sync = StoreSync(state, state.store)
+                sync = StoreSync(state, cast(EtcdStore, state.store))
                 sync.start()
             else:
                 state.sweep_offline_ephemeral()
