@@ -92,9 +92,10 @@ class RelayPaths:
         ranked: Callable[[str], Sequence[str]] = lambda key: (),
     ) -> bool:
         """Fold in the peers, WireGuard's stats and our proxy endpoints (key -> 127.0.0.1:PORT);
-        True when the set of relayed peers or a handshake try changed. `udp_blocked`: this host's UDP does not get
-        out (no relay or echo answers it), so direct is not waited for; `ranked(key)`: the
-        peer's candidates best first (the endpoint selector's order), for the probes."""
+        True when the set of relayed peers or a handshake try changed. `udp_blocked`: this
+        host's UDP does not get out (no relay or echo answers it), so direct is not waited for;
+        `ranked(key)`: the peer's candidates best first (the endpoint selector's order), for
+        the probes."""
         by_key = {s.public_key: s for s in stats}
         before = set(self.relayed), dict(self.tries)
         keys = set()

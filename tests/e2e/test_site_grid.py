@@ -6,9 +6,9 @@ pair pings both ways through the overlay (pairs predicted direct keep pinging on
 as traffic would flow, until every pair showed its path), and the path each side's status
 shows is the one the sites' NAT kinds predict (tests/lab/site_paths.py): LAN neighbours direct
 on LAN addresses, home x cafe direct (hole punched), the forward reaching rpi111 from anywhere
-UDP leaves, symmetric x non-forwarded and anything with the office through rpi111's relay. The denied pair neither sees
-nor pings the other, and a Pi whose join link leads nowhere says why in its status. The table
-goes to the terminal summary (tests/e2e/conftest.py).
+UDP leaves, symmetric x non-forwarded and anything with the office through rpi111's relay. The
+denied pair neither sees nor pings the other, and a Pi whose join link leads nowhere says why
+in its status. The table goes to the terminal summary (tests/e2e/conftest.py).
 
 Relayed pairs take longest: a pair is relayed after one short direct try (at once from the
 office), so every pair showed its path within 3-8 s of all hosts running (direct ones within
@@ -90,13 +90,13 @@ async def grid(
         finally:
             done.set()
 
-    async def pair(a: str, b: str, direct: bool) -> float | None:
+    async def pair(a: str, b: str) -> float | None:
         took = await first_ping(by_name[a], address[b], DEADLINE_S)
-        if took is not None and direct:  # keeps sending, so a probe back to direct is judged
+        if took is not None and (a, b) in direct:  # keeps sending: a probe back is judged
             await keep_talking(by_name[a], address[b], done)
         return took
 
-    pings = [pair(a, b, p.path.startswith("direct ")) for (a, b), p in expected.items()]
+    pings = [pair(a, b) for a, b in expected]
     _, *times = await asyncio.gather(watching(), *pings)
     a, b = DENIED
     denied = await asyncio.gather(
